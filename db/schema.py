@@ -1,0 +1,161 @@
+"""SQLAlchemy Core description of vitrine's tables.
+
+This module is the Python-side mirror of `db/migrations/versions/*`; the migrations are
+what actually creates the schema (they also create the analyst views and functions, which
+Core does not model). `tests/integration/test_db_repository.py` compares the two so they
+cannot drift apart silently.
+
+Embeddings of different models have different dimensions, so `embeddings.embedding` is
+an unsized `vector`. HNSW needs a fixed dimension, so each registered model gets its own
+*partial expression* index, created by `db.repository.register_model`::
+
+    CREATE INDEX embeddings_hnsw_m<id> ON embeddings
+        USING hnsw ((embedding::vector(<dim>)) vector_cosine_ops) WHERE model_id = <id>
+
+A query uses it only when it repeats that expression and names the model as a literal:
+`WHERE e.model_id = <id> ORDER BY e.embedding::vector(<dim>) <=> <query> LIMIT k`.
+The cast also acts as a dimension guard: once the index exists, storing a vector of the
+wrong size for that model fails.
+"""
+
+from __future__ import annotations
+
+from pgvector.sqlalchemy import VECTOR
+from sqlalchemy import (
+    REAL,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    UniqueConstraint,
+    false,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+IMAGE_STATUSES: tuple[str, ...] = ("pending", "processing", "done", "failed")
+
+NAMING_CONVENTION = {
+    "ix": "%(table_name)s_%(column_0_N_name)s_idx",
+    "uq": "%(table_name)s_%(column_0_N_name)s_key",
+    "ck": "%(table_name)s_%(constraint_name)s_check",
+    "fk": "%(table_name)s_%(column_0_name)s_fkey",
+    "pk": "%(table_name)s_pkey",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+models = Table(
+    "models",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("version", Text, nullable=False),
+    Column("embedding_dim", Integer, nullable=False),
+    Column("labels", JSONB, nullable=False),
+    Column("spec", JSONB, nullable=False),
+    Column("path", Text, nullable=False),
+    Column("is_active", Boolean, nullable=False, server_default=false()),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("key"),
+    CheckConstraint("embedding_dim > 0", name="embedding_dim"),
+    # At most one active model: a partial unique index over a constant-true column.
+    Index("models_one_active_idx", "is_active", unique=True, postgresql_where=text("is_active")),
+    comment="Registered CNN models (key = name@version); at most one is active.",
+)
+
+images = Table(
+    "images",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("merchant_id", Text, nullable=False),
+    Column("sku", Text),
+    Column("uri", Text, nullable=False),
+    Column("sha256", Text),
+    Column("width", Integer),
+    Column("height", Integer),
+    Column("format", Text),
+    Column("status", Text, nullable=False, server_default=text("'pending'")),
+    Column("error", Text),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("processed_at", DateTime(timezone=True)),
+    # The idempotency key of an upload: the same merchant sending the same URI again
+    # refers to the same row.
+    UniqueConstraint("merchant_id", "uri"),
+    CheckConstraint(
+        "status IN ('pending', 'processing', 'done', 'failed')",
+        name="status",
+    ),
+    Index(None, "sha256"),
+    Index(None, "merchant_id", "created_at"),
+    Index(None, "status"),
+    comment="One row per merchant upload, unique on (merchant_id, uri).",
+)
+
+predictions = Table(
+    "predictions",
+    metadata,
+    Column("image_id", BigInteger, ForeignKey("images.id", ondelete="CASCADE"), nullable=False),
+    Column("model_id", Integer, ForeignKey("models.id"), nullable=False),
+    Column("label", Text, nullable=False),
+    Column("label_index", Integer, nullable=False),
+    Column("confidence", REAL, nullable=False),
+    Column("top_k", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("image_id", "model_id"),
+    # label_counts / "how many shoes" filter by model, then group by label.
+    Index(None, "model_id", "label"),
+    comment="Label and top-k scores per (image, model).",
+)
+
+embeddings = Table(
+    "embeddings",
+    metadata,
+    Column("image_id", BigInteger, ForeignKey("images.id", ondelete="CASCADE"), nullable=False),
+    Column("model_id", Integer, ForeignKey("models.id"), nullable=False),
+    Column("embedding", VECTOR(), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("image_id", "model_id"),
+    # Per-model counts and backfill anti-joins; the HNSW indexes are per model and
+    # are created at registration time (see module docstring), not here.
+    Index(None, "model_id", "image_id"),
+    comment=(
+        "Embedding per (image, model); vector size = models.embedding_dim; "
+        "one HNSW index embeddings_hnsw_m<model id> per model."
+    ),
+)
+
+
+def hnsw_index_name(model_id: int) -> str:
+    """Name of the per-model HNSW index on `embeddings`."""
+    return f"embeddings_hnsw_m{int(model_id)}"
+
+
+def hnsw_index_ddl(model_id: int, embedding_dim: int) -> str:
+    """`CREATE INDEX` statement for one model's partial expression HNSW index."""
+    mid, dim = _positive(model_id, "model_id"), _positive(embedding_dim, "embedding_dim")
+    return (
+        f"CREATE INDEX IF NOT EXISTS {hnsw_index_name(mid)} ON embeddings "
+        f"USING hnsw ((embedding::vector({dim})) vector_cosine_ops) "
+        f"WHERE model_id = {mid}"
+    )
+
+
+def _positive(value: int, what: str) -> int:
+    # bool is an int subclass; refuse it along with anything that is not a plain int.
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{what} must be a positive int, got {value!r}")
+    return value

@@ -1,0 +1,72 @@
+"""Rows that cross the `db/` boundary: frozen, plain, free of SQLAlchemy types."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pipeline.types import ImageInfo, Prediction
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    """One `models` row plus how many embeddings it has stored."""
+
+    id: int
+    key: str
+    name: str
+    version: str
+    embedding_dim: int
+    labels: tuple[str, ...]
+    path: str
+    is_active: bool
+    created_at: datetime
+    n_embeddings: int
+
+
+@dataclass(frozen=True)
+class ClaimedImage:
+    """What a worker needs after claiming an image: where to fetch it, how often tried."""
+
+    id: int
+    uri: str
+    merchant_id: str
+    sku: str | None
+    attempts: int
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """Everything one successful forward pass produced for one image under one model."""
+
+    image_id: int
+    model_id: int
+    info: ImageInfo
+    prediction: Prediction
+    label_index: int
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """One row of `similar_images()` / `similar_to_vector()`."""
+
+    image_id: int
+    merchant_id: str
+    sku: str | None
+    uri: str
+    label: str | None
+    distance: float
+
+
+@dataclass(frozen=True)
+class EmbeddingRow:
+    """One row for the bulk loader `copy_embeddings`.
+
+    `embedding` may be a sequence of floats, a 1-d numpy array or a `pgvector.Vector`.
+    """
+
+    image_id: int
+    model_id: int
+    embedding: Sequence[float] | Any

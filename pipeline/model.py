@@ -1,0 +1,230 @@
+"""The CNN and its contract: one forward pass gives class probabilities and an embedding.
+
+Written against Keras 3 (`import keras`), not `tf.keras`, so the same code and the same
+`.keras` files work with the TensorFlow backend in production and with JAX or PyTorch
+where a training machine has those.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.types import ModelSpec, Prediction
+
+MODEL_JSON = "model.json"
+
+
+def _keras() -> Any:
+    # Imported lazily: TensorFlow takes seconds to import and allocates thread pools, which
+    # must happen in each worker process after the fork, never in a parent.
+    import keras
+
+    return keras
+
+
+def cosine_classifier_class() -> type:
+    """The classification head: logits are scaled cosines between embedding and class centres.
+
+    Training the softmax on cosines makes the L2-normalised embedding itself the thing that
+    separates classes, so nearest-neighbour search by cosine distance in pgvector ranks
+    by the same geometry the classifier uses.
+    """
+    keras = _keras()
+
+    @keras.saving.register_keras_serializable(package="vitrine")
+    class CosineClassifier(keras.layers.Layer):  # type: ignore[misc,name-defined]
+        def __init__(self, units: int, scale: float = 16.0, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.units = units
+            self.scale = scale
+
+        def build(self, input_shape: Sequence[int | None]) -> None:
+            self.centres = self.add_weight(
+                name="centres",
+                shape=(int(input_shape[-1]), self.units),  # type: ignore[arg-type]
+                initializer="glorot_uniform",
+            )
+
+        def call(self, inputs: Any) -> Any:
+            ops = keras.ops
+            x = inputs / (ops.norm(inputs, axis=-1, keepdims=True) + 1e-7)
+            w = self.centres / (ops.norm(self.centres, axis=0, keepdims=True) + 1e-7)
+            return self.scale * ops.matmul(x, w)
+
+        def get_config(self) -> dict[str, Any]:
+            return {**super().get_config(), "units": self.units, "scale": self.scale}
+
+    return CosineClassifier
+
+
+_cosine_classifier: type | None = None
+
+
+def _cosine_layer() -> type:
+    global _cosine_classifier
+    if _cosine_classifier is None:
+        _cosine_classifier = cosine_classifier_class()
+    return _cosine_classifier
+
+
+def build_cnn(
+    *,
+    num_classes: int,
+    input_size: int = 28,
+    channels: int = 1,
+    widths: Sequence[int] = (64, 128, 256),
+    embedding_dim: int = 128,
+    dropout: float = 0.3,
+) -> Any:
+    """A VGG-style CNN (conv-BN-ReLU pairs, max-pool between stages, global average pool).
+
+    Returns a model with two named outputs, `probabilities` and `embedding`.
+    """
+    keras = _keras()
+    layers = keras.layers
+    inputs = keras.Input((input_size, input_size, channels), name="image")
+    x = inputs
+    for stage, width in enumerate(widths):
+        for _ in range(2):
+            x = layers.Conv2D(width, 3, padding="same", use_bias=False)(x)
+            x = layers.BatchNormalization()(x)
+            x = layers.ReLU()(x)
+        if stage < len(widths) - 1:
+            x = layers.MaxPooling2D()(x)
+            x = layers.Dropout(0.1 * (stage + 1))(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(dropout)(x)
+    return _heads(keras, inputs, x, num_classes=num_classes, embedding_dim=embedding_dim)
+
+
+def _heads(keras: Any, inputs: Any, features: Any, *, num_classes: int, embedding_dim: int) -> Any:
+    layers = keras.layers
+    x = layers.Dense(embedding_dim, use_bias=False, name="embedding_dense")(features)
+    x = layers.BatchNormalization(name="embedding_bn")(x)
+    embedding = layers.UnitNormalization(name="embedding")(x)
+    logits = _cosine_layer()(num_classes, name="cosine_logits")(embedding)
+    probabilities = layers.Activation("softmax", name="probabilities")(logits)
+    return keras.Model(inputs, {"probabilities": probabilities, "embedding": embedding})
+
+
+def build_backbone_model(
+    *,
+    backbone: str,
+    num_classes: int,
+    input_size: int,
+    weights_path: str | None,
+    embedding_dim: int = 128,
+) -> Any:
+    """A `keras.applications` backbone (MobileNetV3Small or EfficientNetB0) with vitrine's heads.
+
+    Weights come from a file the user has (`weights_path`, ImageNet `notop` weights), never
+    from the network; without one the backbone starts from random initialisation.
+    """
+    keras = _keras()
+    apps = keras.applications
+    builders = {
+        "mobilenetv3small": lambda: apps.MobileNetV3Small(
+            input_shape=(input_size, input_size, 3),
+            include_top=False,
+            weights=None,
+            include_preprocessing=True,
+            pooling="avg",
+        ),
+        "efficientnetb0": lambda: apps.EfficientNetB0(
+            input_shape=(input_size, input_size, 3), include_top=False, weights=None, pooling="avg"
+        ),
+    }
+    key = backbone.lower().replace("-", "").replace("_", "")
+    if key not in builders:
+        raise ValueError(f"unknown backbone {backbone!r}; choose MobileNetV3Small or EfficientNetB0")
+    base = builders[key]()
+    if weights_path:
+        base.load_weights(weights_path, skip_mismatch=False)
+    inputs = keras.Input((input_size, input_size, 3), name="image")
+    features = keras.layers.Dropout(0.2)(base(inputs))
+    return _heads(keras, inputs, features, num_classes=num_classes, embedding_dim=embedding_dim)
+
+
+def save_model_dir(model: Any, spec: ModelSpec, directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save(directory / spec.keras_file)
+    (directory / MODEL_JSON).write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
+
+
+def read_spec(directory: Path) -> ModelSpec:
+    path = Path(directory) / MODEL_JSON
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: a model directory holds model.json and a .keras file "
+            "(train one with `vitrine train`)"
+        )
+    return ModelSpec.from_dict(json.loads(path.read_text()))
+
+
+@dataclass
+class LoadedModel:
+    """A model directory loaded for inference; `predict` is the only way in."""
+
+    spec: ModelSpec
+    keras_model: Any
+
+    def forward(self, batch: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities (n, classes) and L2-normalised embeddings (n, dim) for a batch."""
+        if len(batch) == 0:
+            return (
+                np.zeros((0, len(self.spec.labels)), np.float32),
+                np.zeros((0, self.spec.embedding_dim), np.float32),
+            )
+        probs_parts, emb_parts = [], []
+        for start in range(0, len(batch), batch_size):
+            out = self.keras_model(batch[start : start + batch_size], training=False)
+            probs_parts.append(np.asarray(out["probabilities"], dtype=np.float32))
+            emb_parts.append(np.asarray(out["embedding"], dtype=np.float32))
+        return np.concatenate(probs_parts), np.concatenate(emb_parts)
+
+    def predict(self, batch: np.ndarray, top_k: int = 3) -> list[Prediction]:
+        probs, embs = self.forward(batch)
+        return [self._prediction(p, e, top_k) for p, e in zip(probs, embs, strict=True)]
+
+    def _prediction(self, probs: np.ndarray, emb: np.ndarray, top_k: int) -> Prediction:
+        order = np.argsort(-probs)[:top_k]
+        labels = self.spec.labels
+        return Prediction(
+            label=labels[int(order[0])],
+            confidence=float(probs[order[0]]),
+            top_k=tuple((labels[int(i)], float(probs[i])) for i in order),
+            embedding=tuple(float(v) for v in emb),
+        )
+
+
+def load_model_dir(directory: Path) -> LoadedModel:
+    spec = read_spec(directory)
+    _cosine_layer()  # registers the custom layer before deserialisation
+    keras = _keras()
+    keras_model = keras.saving.load_model(Path(directory) / spec.keras_file, compile=False)
+    return LoadedModel(spec=spec, keras_model=keras_model)
+
+
+class ModelCache:
+    """One model per process, loaded on first use under a lock (after any fork)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._models: dict[Path, LoadedModel] = {}
+
+    def get(self, directory: Path) -> LoadedModel:
+        key = Path(directory).resolve()
+        with self._lock:
+            if key not in self._models:
+                self._models[key] = load_model_dir(key)
+            return self._models[key]
+
+    def loaded(self) -> list[Path]:
+        return list(self._models)

@@ -1,0 +1,321 @@
+"""Uploaded bytes -> model input, reproducing how Fashion-MNIST was made from product photos.
+
+Fashion-MNIST items were made from shop photos by trimming the background, scaling the
+longest edge to 28, centring on 28x28 and negating (object bright on black). Merchant
+uploads are large colour photos on white or transparent backgrounds, with margins, off
+centre, sometimes EXIF-rotated. `to_model_input` bridges that gap:
+
+    flatten (alpha onto WHITE, any Pillow mode)  -> grey or RGB
+    foreground = 255 - pixel                      (white background -> 0)
+    lift an off-white background to white        (border median, only if light)
+    trim to the object's bounding box            (threshold robust to JPEG noise)
+    resize longest edge to round(size*fit)       (reduce() then LANCZOS), centre on canvas
+    autocontrast (brightest foreground -> 255)   (never on a blank image)
+    invert? foreground : 255 - foreground;  * scale + offset
+
+Pure Pillow + numpy, no Python loops over pixels. Large JPEGs are decoded at 1/2..1/8
+scale (`Image.draft`), which is where almost all the time would otherwise go.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from pipeline.types import ImageInfo, PreprocessSpec
+
+#: Formats `decode` accepts (only those this Pillow build can open are used). Deliberately
+#: short: every plugin is attack surface, and e.g. EPS would shell out to Ghostscript.
+ACCEPTED_FORMATS: tuple[str, ...] = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF")
+
+#: Default for `decode(draft_size=...)`: JPEGs are decoded at the smallest 1/2^k scale whose
+#: shorter side is still >= this many pixels (then trimmed and scaled to 28 anyway).
+DEFAULT_DRAFT_SIZE = 256
+
+# Foreground (255 - pixel, white background = 0) tuning; measured in tests/unit/test_preprocess
+_TRIM_ABS = 13  # Fashion-MNIST trimmed pixels within 5% of the background colour (5% of 255)
+_TRIM_REL = 0.10  # ... and we also ignore anything under 10% of the brightest foreground
+_TRIM_MIN_FRACTION = 0.002  # a row/column counts once 0.2% of its pixels are foreground
+_BLANK = 16  # foreground range below this (of 255) = nothing there: return the background
+_BACKGROUND_LIFT_MAX = 64  # border median up to this is an off-white backdrop, removed
+_AUTOCONTRAST_PERCENTILE = 100.0  # Fashion-MNIST items peak at 254-255 (92% exactly 255)
+
+
+class BadImageError(ValueError):
+    """The upload cannot be used; the message says why, in words fit for a merchant."""
+
+
+# --------------------------------------------------------------------------- decode
+
+
+def _megabytes(n: float) -> str:
+    return f"{n / 1e6:.3g} MB"
+
+
+def _megapixels(n: float) -> str:
+    return f"{n / 1e6:.3g} Mpx"
+
+
+def _bomb_error(exc: Exception, max_pixels: int) -> BadImageError:
+    match = re.search(r"\((\d+) pixels\)", str(exc))
+    pixels = int(match.group(1)) if match else None
+    what = f"image is {_megapixels(pixels)}" if pixels else "image is too large"
+    limit = min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)
+    return BadImageError(
+        f"{what}, over the {_megapixels(limit)} limit (refusing to decode a possible "
+        "decompression bomb)"
+    )
+
+
+def decode(
+    data: bytes,
+    *,
+    max_pixels: int,
+    max_bytes: int,
+    draft_size: int | None = DEFAULT_DRAFT_SIZE,
+    draft_mode: str | None = None,
+    formats: Sequence[str] = ACCEPTED_FORMATS,
+) -> tuple[Image.Image, ImageInfo]:
+    """Safely decode untrusted upload bytes into an upright, fully loaded Pillow image.
+
+    Limits are checked before any pixel is decoded: byte size first, then width*height from
+    the header. JPEGs are decoded at reduced scale when `draft_size` is set (shorter side
+    stays >= draft_size; None decodes at full size); `draft_mode` "L"/"RGB" lets libjpeg
+    produce that mode directly. EXIF orientation is applied. `ImageInfo` records the sha256
+    of the bytes and the ORIGINAL upright dimensions (before draft scaling).
+
+    Every failure raises `BadImageError` with a human-readable reason.
+    """
+    if not data:
+        raise BadImageError("empty file")
+    if len(data) > max_bytes:
+        raise BadImageError(
+            f"file is {_megabytes(len(data))}, over the {_megabytes(max_bytes)} limit"
+        )
+    Image.init()
+    usable = [f for f in (s.upper() for s in formats) if f in Image.OPEN]
+    with warnings.catch_warnings():
+        # Local to this block (restored on exit): Pillow only *warns* between 1x and 2x
+        # Image.MAX_IMAGE_PIXELS; here that is an error like everything else.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data), formats=usable)
+        except Image.UnidentifiedImageError as exc:
+            raise BadImageError(
+                f"not an image (unrecognised format; accepted: {', '.join(usable)})"
+            ) from exc
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise _bomb_error(exc, max_pixels) from exc
+        except Exception as exc:  # any plugin may choke on hostile headers
+            raise BadImageError(f"not an image (unreadable header: {exc})") from exc
+
+        fmt = img.format or "image"
+        width, height = img.size
+        if width <= 0 or height <= 0:
+            raise BadImageError(f"{fmt} has zero width or height ({width}x{height})")
+        if width * height > max_pixels:
+            raise BadImageError(
+                f"image is {width}x{height} = {_megapixels(width * height)}, over the "
+                f"{_megapixels(max_pixels)} limit"
+            )
+        try:
+            if draft_size and fmt in ("JPEG", "MPO"):
+                img.draft(draft_mode, (draft_size, draft_size))
+            img.load()
+            orientation = img.getexif().get(0x0112, 1)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise _bomb_error(exc, max_pixels) from exc
+        except (OSError, SyntaxError, ValueError, EOFError, Image.UnidentifiedImageError) as exc:
+            raise BadImageError(f"truncated or corrupt {fmt}: {exc}") from exc
+        except Exception as exc:  # hostile data can trip other errors inside plugins
+            raise BadImageError(f"truncated or corrupt {fmt}: {type(exc).__name__}: {exc}") from exc
+
+    upright: Image.Image = img
+    if orientation in (2, 3, 4, 5, 6, 7, 8):  # (exif_transpose would copy even when upright)
+        try:
+            upright = ImageOps.exif_transpose(img)
+        except Exception:  # malformed EXIF: the pixels are fine, keep them as stored
+            orientation = 1
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    info = ImageInfo(
+        sha256=hashlib.sha256(data).hexdigest(), width=width, height=height, format=fmt
+    )
+    return upright, info
+
+
+# --------------------------------------------------------------------------- flatten
+
+
+def _numeric_to_l(img: Image.Image) -> Image.Image:
+    """I;16*, I and F modes -> L. Pillow's own convert would clip them to 0/255."""
+    arr = np.nan_to_num(np.asarray(img, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    top = float(arr.max()) if arr.size else 0.0
+    if img.mode.startswith("I;16"):
+        arr = arr / 257.0
+    elif img.mode == "F" and 0.0 <= float(arr.min()) and top <= 1.0:
+        arr = arr * 255.0  # float image in [0, 1]
+    elif top > 255.0:
+        arr = arr * (255.0 / (65535.0 if top <= 65535.0 else top))
+    out = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+    if "transparency" in img.info and isinstance(img.info["transparency"], int | float):
+        out[np.asarray(img) == img.info["transparency"]] = 255  # keyed colour -> white
+    return Image.fromarray(out)
+
+
+def flatten(img: Image.Image, channels: int) -> Image.Image:
+    """Any Pillow mode -> "L" (channels 1) or "RGB" (3), transparency composited on WHITE."""
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    target = "L" if channels == 1 else "RGB"
+    mode = img.mode
+    if mode.startswith("I") or mode == "F":
+        grey = _numeric_to_l(img)
+        return grey if channels == 1 else grey.convert("RGB")
+    if mode == "La":
+        img, mode = img.convert("LA"), "LA"
+    if mode in ("LA", "PA", "RGBA", "RGBa") or "transparency" in img.info:
+        with warnings.catch_warnings():  # "palette images with transparency..." is noise here
+            warnings.simplefilter("ignore", UserWarning)
+            rgba = img.convert("RGBA")
+        alpha = rgba.getchannel("A")
+        colour = rgba.convert(target)
+        white = Image.new(target, img.size, 255 if channels == 1 else (255, 255, 255))
+        return Image.composite(colour, white, alpha)
+    if mode == target:
+        return img
+    if mode in ("1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr"):
+        return img.convert(target)
+    return img.convert("RGB").convert(target)  # HSV, LAB and anything exotic
+
+
+# --------------------------------------------------------------------------- model input
+
+
+def _bbox(strength: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Bounding box (left, top, right, bottom) of the object in a foreground-strength map."""
+    top = int(strength.max())
+    if top - int(strength.min()) < _BLANK:
+        return None
+    mask = strength >= max(_TRIM_ABS, _TRIM_REL * top)
+    h, w = mask.shape
+    rows = np.flatnonzero(mask.sum(axis=1) >= max(1, round(_TRIM_MIN_FRACTION * w)))
+    cols = np.flatnonzero(mask.sum(axis=0) >= max(1, round(_TRIM_MIN_FRACTION * h)))
+    if rows.size == 0 or cols.size == 0:
+        return None
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def _lift_background(fg: np.ndarray) -> np.ndarray:
+    """Remove an even off-white backdrop: its border median becomes 0, 255 stays 255."""
+    border = np.concatenate(
+        [fg[0].reshape(-1, *fg.shape[2:]), fg[-1].reshape(-1, *fg.shape[2:]),
+         fg[:, 0].reshape(-1, *fg.shape[2:]), fg[:, -1].reshape(-1, *fg.shape[2:])]
+    )
+    level = np.median(border, axis=0).astype(np.float32)
+    if np.all(level < 2) or np.any(level > _BACKGROUND_LIFT_MAX):
+        return fg  # already white, or not a light backdrop (object fills the frame)
+    lifted = (fg.astype(np.float32) - level) * (255.0 / (255.0 - level))
+    return np.clip(np.rint(lifted), 0, 255).astype(np.uint8)
+
+
+def to_model_input(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
+    """A decoded image -> float32 (size, size, channels) array in the model's convention.
+
+    Works for every Pillow mode. A blank or uniform image gives the all-background array
+    (zeros before scale/offset when `spec.invert`), never an error. With `channels=3,
+    invert=False, autocontrast=False` (ImageNet-style backbones) this is a plain
+    trim-and-fit onto a white canvas.
+    """
+    size, channels = int(spec.size), int(spec.channels)
+    if size < 1:
+        raise ValueError(f"spec.size must be >= 1, got {size}")
+    flat = flatten(img, channels)
+    fg = 255 - np.asarray(flat, dtype=np.uint8)  # white background -> 0, HxW or HxWx3
+    if fg.shape[0] >= 3 and fg.shape[1] >= 3:
+        fg = _lift_background(fg)
+    strength = fg if fg.ndim == 2 else fg.max(axis=2)
+
+    canvas = np.zeros((size, size, channels), dtype=np.float32)
+    box = _bbox(strength)
+    if box is not None:
+        if not spec.trim_background:
+            box = (0, 0, fg.shape[1], fg.shape[0])
+        left, top, right, bottom = box
+        crop = Image.fromarray(np.ascontiguousarray(fg[top:bottom, left:right]))
+        longest = max(crop.size)
+        target = max(1, round(size * spec.fit_fraction))
+        new_w = min(size, max(1, round(crop.width * target / longest)))
+        new_h = min(size, max(1, round(crop.height * target / longest)))
+        # reducing_gap: Image.reduce() by an integer factor first, LANCZOS for the rest.
+        small = crop.resize((new_w, new_h), Image.Resampling.LANCZOS, reducing_gap=3.0)
+        # Fashion-MNIST puts an odd leftover pixel on the left/top: round the offset up.
+        x0, y0 = (size - new_w + 1) // 2, (size - new_h + 1) // 2
+        patch = np.asarray(small, dtype=np.float32).reshape(new_h, new_w, channels)
+        canvas[y0 : y0 + new_h, x0 : x0 + new_w] = patch
+        if spec.autocontrast:
+            ref = float(np.percentile(canvas.max(axis=2), _AUTOCONTRAST_PERCENTILE))
+            if ref >= _BLANK:  # never amplify a (near-)blank result
+                canvas = np.minimum(canvas * (255.0 / ref), 255.0)
+    if not spec.invert:
+        canvas = 255.0 - canvas
+    out = canvas * np.float32(spec.scale) + np.float32(spec.offset)
+    return out.astype(np.float32, copy=False)
+
+
+def preprocess_bytes(
+    data: bytes, spec: PreprocessSpec, *, max_pixels: int, max_bytes: int
+) -> tuple[np.ndarray, ImageInfo]:
+    """`decode` (with a JPEG draft sized for `spec`) then `to_model_input`."""
+    img, info = decode(
+        data,
+        max_pixels=max_pixels,
+        max_bytes=max_bytes,
+        draft_size=max(DEFAULT_DRAFT_SIZE, 4 * int(spec.size)),
+        draft_mode="L" if spec.channels == 1 else "RGB",
+    )
+    return to_model_input(img, spec), info
+
+
+def raw_to_model_input(x_uint8: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Raw dataset arrays (uint8 (N, 28, 28) or (28, 28), object bright on black) -> input.
+
+    They are already what the photo pipeline produces for the default spec, so this is just
+    scale/offset and a channel axis (replicated for channels 3; flipped to dark-on-white for
+    `invert=False`). Sizes other than the array's own are resized with the object scaled to
+    `fit_fraction` of the frame.
+    """
+    x = np.asarray(x_uint8)
+    if x.dtype != np.uint8 or x.ndim not in (2, 3):
+        raise ValueError(f"expected uint8 (N, H, W) or (H, W), got {x.dtype}{x.shape}")
+    single = x.ndim == 2
+    batch = x[None] if single else x
+    size = int(spec.size)
+    target = max(1, round(size * spec.fit_fraction))
+    if batch.shape[1:] != (size, size) or target != size:
+        out = np.zeros((len(batch), size, size), dtype=np.uint8)
+        longest = max(batch.shape[1:])
+        new_w = min(size, max(1, round(batch.shape[2] * target / longest)))
+        new_h = min(size, max(1, round(batch.shape[1] * target / longest)))
+        x0, y0 = (size - new_w + 1) // 2, (size - new_h + 1) // 2
+        for i, item in enumerate(batch):  # per image, not per pixel
+            small = Image.fromarray(item).resize((new_w, new_h), Image.Resampling.LANCZOS)
+            out[i, y0 : y0 + new_h, x0 : x0 + new_w] = np.asarray(small)
+        batch = out
+    arr = batch.astype(np.float32)
+    if not spec.invert:
+        arr = 255.0 - arr
+    arr = arr[..., None]
+    if spec.channels == 3:
+        arr = np.repeat(arr, 3, axis=-1)
+    elif spec.channels != 1:
+        raise ValueError(f"channels must be 1 or 3, got {spec.channels}")
+    out_arr = arr * np.float32(spec.scale) + np.float32(spec.offset)
+    out_arr = out_arr.astype(np.float32, copy=False)
+    return out_arr[0] if single else out_arr

@@ -1,0 +1,136 @@
+"""Plain data shared by every layer: what an upload is, what a model says about it.
+
+Frozen dataclasses so that results can cross process and thread boundaries without
+anyone mutating them on the way; no third-party types so `db/` and `worker/` can import
+this module without pulling in TensorFlow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+FASHION_MNIST_LABELS: tuple[str, ...] = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One merchant upload event, exactly what producers put on the queue."""
+
+    uri: str
+    merchant_id: str
+    sku: str | None = None
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How raw pixels become model input; stored in `model.json` so serving matches training.
+
+    The defaults reproduce how Fashion-MNIST itself was made from product photos:
+    grey, trimmed to the object, longest edge scaled to the frame, centred, negated.
+    """
+
+    size: int = 28
+    channels: int = 1
+    invert: bool = True
+    trim_background: bool = True
+    fit_fraction: float = 1.0
+    autocontrast: bool = True
+    scale: float = 1.0 / 255.0
+    offset: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "size": self.size,
+            "channels": self.channels,
+            "invert": self.invert,
+            "trim_background": self.trim_background,
+            "fit_fraction": self.fit_fraction,
+            "autocontrast": self.autocontrast,
+            "scale": self.scale,
+            "offset": self.offset,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PreprocessSpec:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The metadata half of a model directory (`model.json`)."""
+
+    name: str
+    version: str
+    labels: tuple[str, ...]
+    embedding_dim: int
+    preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
+    data_fingerprint: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    keras_file: str = "model.keras"
+
+    @property
+    def key(self) -> str:
+        """Unique name under which rows are stored: `name@version`."""
+        return f"{self.name}@{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "labels": list(self.labels),
+            "embedding_dim": self.embedding_dim,
+            "input": {"size": self.preprocess.size, "channels": self.preprocess.channels},
+            "preprocess": self.preprocess.to_dict(),
+            "data_fingerprint": self.data_fingerprint,
+            "metrics": self.metrics,
+            "training": self.training,
+            "keras_file": self.keras_file,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        return cls(
+            name=str(data["name"]),
+            version=str(data["version"]),
+            labels=tuple(data["labels"]),
+            embedding_dim=int(data["embedding_dim"]),
+            preprocess=PreprocessSpec.from_dict(data.get("preprocess", {})),
+            data_fingerprint=str(data.get("data_fingerprint", "")),
+            metrics=dict(data.get("metrics", {})),
+            training=dict(data.get("training", {})),
+            keras_file=str(data.get("keras_file", "model.keras")),
+        )
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Everything one forward pass says about one image."""
+
+    label: str
+    confidence: float
+    top_k: tuple[tuple[str, float], ...]
+    embedding: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What decoding learned about the file itself, stored beside the results."""
+
+    sha256: str
+    width: int
+    height: int
+    format: str

