@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
+import psycopg
 from pgvector import Vector
 from sqlalchemy import (
     Connection,
@@ -33,6 +34,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import DBAPIError
 
 from db.engine import register_vector_types
 from db.schema import (
@@ -443,7 +445,7 @@ def status_counts(conn: Connection) -> dict[str, int]:
     """Number of images per status; every status is present, zero if none."""
     counts = dict.fromkeys(IMAGE_STATUSES, 0)
     stmt = select(images.c.status, func.count()).group_by(images.c.status)
-    for status, n in conn.execute(stmt).tuples():
+    for status, n in conn.execute(stmt):
         counts[status] = int(n)
     return counts
 
@@ -464,7 +466,7 @@ def label_counts(conn: Connection, *, model_id: int | None = None) -> list[tuple
         .group_by(predictions.c.label)
         .order_by(n.desc(), predictions.c.label)
     )
-    return [(label, int(count)) for label, count in conn.execute(stmt).tuples()]
+    return [(label, int(count)) for label, count in conn.execute(stmt)]
 
 
 # --------------------------------------------------------------------------- similarity
@@ -572,7 +574,7 @@ def images_missing_embeddings(
         .order_by(images.c.id)
         .limit(limit)
     )
-    return [(int(i), uri) for i, uri in conn.execute(stmt).tuples()]
+    return [(int(i), uri) for i, uri in conn.execute(stmt)]
 
 
 def _as_vector(value: Any) -> Vector:
@@ -581,6 +583,19 @@ def _as_vector(value: Any) -> Vector:
     if getattr(value, "ndim", None) is not None:  # numpy array: pgvector's fast path
         return Vector(value)
     return Vector(_vector_values(value))
+
+
+_CREATE_LOAD_TABLE = (
+    "CREATE TEMP TABLE IF NOT EXISTS _vitrine_embeddings_load "
+    "(seq bigserial, image_id bigint, model_id integer, embedding vector) ON COMMIT DROP"
+)
+_MERGE_LOAD_TABLE = (
+    "INSERT INTO embeddings (image_id, model_id, embedding) "
+    "SELECT DISTINCT ON (image_id, model_id) image_id, model_id, embedding "
+    "FROM _vitrine_embeddings_load ORDER BY image_id, model_id, seq DESC "
+    "ON CONFLICT (image_id, model_id) DO UPDATE "
+    "SET embedding = EXCLUDED.embedding, created_at = now()"
+)
 
 
 def copy_embeddings(conn: Connection, *, rows: Iterable[EmbeddingRow], upsert: bool = True) -> int:
@@ -599,31 +614,28 @@ def copy_embeddings(conn: Connection, *, rows: Iterable[EmbeddingRow], upsert: b
     if driver.adapters.types.get("vector") is None and not register_vector_types(driver):
         raise RuntimeError("the vector extension is not installed; run db.migrate.upgrade")
 
-    target = "embeddings"
-    with driver.cursor() as cur:
-        if upsert:
-            target = "_vitrine_embeddings_load"
-            cur.execute(
-                f"CREATE TEMP TABLE IF NOT EXISTS {target} "
-                "(seq bigserial, image_id bigint, model_id integer, embedding vector) "
-                "ON COMMIT DROP"
-            )
-            cur.execute(f"TRUNCATE {target}")
-        sent = 0
-        with cur.copy(
-            f"COPY {target} (image_id, model_id, embedding) FROM STDIN WITH (FORMAT BINARY)"
-        ) as copy:
-            copy.set_types(["int8", "int4", "vector"])
-            for row in rows:
-                copy.write_row((row.image_id, row.model_id, _as_vector(row.embedding)))
-                sent += 1
-        if upsert:
-            cur.execute(
-                "INSERT INTO embeddings (image_id, model_id, embedding) "
-                "SELECT DISTINCT ON (image_id, model_id) image_id, model_id, embedding "
-                f"FROM {target} ORDER BY image_id, model_id, seq DESC "
-                "ON CONFLICT (image_id, model_id) DO UPDATE "
-                "SET embedding = EXCLUDED.embedding, created_at = now()"
-            )
-            cur.execute(f"TRUNCATE {target}")
+    target = "_vitrine_embeddings_load" if upsert else "embeddings"
+    copy_sql = f"COPY {target} (image_id, model_id, embedding) FROM STDIN WITH (FORMAT BINARY)"
+    statement = copy_sql
+    sent = 0
+    try:
+        with driver.cursor() as cur:
+            if upsert:
+                statement = _CREATE_LOAD_TABLE
+                cur.execute(_CREATE_LOAD_TABLE)
+                cur.execute(f"TRUNCATE {target}")
+            statement = copy_sql
+            with cur.copy(copy_sql) as copy:
+                copy.set_types(["int8", "int4", "vector"])
+                for row in rows:
+                    copy.write_row((row.image_id, row.model_id, _as_vector(row.embedding)))
+                    sent += 1
+            if upsert:
+                statement = _MERGE_LOAD_TABLE
+                cur.execute(_MERGE_LOAD_TABLE)
+                cur.execute(f"TRUNCATE {target}")
+    except psycopg.Error as exc:
+        # Same exception types as everything else that goes through SQLAlchemy
+        # (IntegrityError, DataError, ...), so callers need only one except clause.
+        raise DBAPIError.instance(statement, None, exc, psycopg.Error) from exc
     return sent

@@ -18,6 +18,7 @@ import pwd
 import shutil
 import stat
 import subprocess
+import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -118,8 +119,8 @@ def start(root: Path, preferred_port: int | None) -> tuple[int, int]:
     adopted = _adopt_running(paths)
     if adopted is not None:
         return adopted
-    for attempt in range(3):
-        port = free_port(preferred_port if attempt == 0 else None)
+    port = free_port(preferred_port)
+    for _attempt in range(5):
         offset = log_size(paths.log)
         # pg_ctl -w waits until postmaster.pid says "ready" and fails fast if the
         # postmaster dies; pg_ctl forks the server into its own session (detached).
@@ -132,7 +133,11 @@ def start(root: Path, preferred_port: int | None) -> tuple[int, int]:
         )
         new_log = log_since(paths.log, offset)
         if result.returncode != 0:
-            if "Address already in use" in new_log:
+            if "Address already in use" in new_log:  # lost the race for the port
+                port = free_port()
+                continue
+            if "pre-existing shared memory block" in new_log:
+                time.sleep(1)  # backends of a killed postmaster are still exiting
                 continue
             raise ServiceError(
                 f"PostgreSQL failed to start on {HOST}:{port} (data {paths.data}); "
@@ -146,7 +151,7 @@ def start(root: Path, preferred_port: int | None) -> tuple[int, int]:
             )
         _bootstrap(port)
         return port, pid
-    raise ServiceError(f"PostgreSQL found no free port after 3 tries; log: {paths.log}")
+    raise ServiceError(f"PostgreSQL did not start after 5 tries; log: {paths.log}")
 
 
 def stop(root: Path) -> bool:

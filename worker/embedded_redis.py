@@ -105,7 +105,10 @@ def start(root: Path, preferred_port: int | None) -> tuple[int, int]:
         port = free_port(preferred_port if attempt == 0 else None)
         offset = log_size(paths.log)
         args = [str(server_binary()), "--port", str(port), "--bind", HOST]
+        # The AOF is what survives restarts; RDB snapshots would only add I/O, and a
+        # failing final snapshot makes Redis refuse to shut down.
         args += ["--dir", str(paths.root), "--daemonize", "yes", "--appendonly", "yes"]
+        args += ["--save", ""]
         args += ["--pidfile", str(paths.pidfile), "--logfile", str(paths.log)]
         try:
             # Returns once the daemon forked; failures after that only show in the log.

@@ -16,11 +16,17 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
+
+import psycopg
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from worker import embedded_pg, embedded_redis
 from worker.embedded_common import ServiceError
@@ -53,7 +59,12 @@ def ensure_services(settings: Settings) -> ServiceURLs:
 
 def services_status(settings: Settings) -> dict[str, dict[str, object]]:
     """{"postgres": {"embedded", "running", "url", "pid", "data_dir"}, "redis": {...}}
-    without starting anything. External servers get a short connection probe."""
+    without starting anything.
+
+    `url` is set while an embedded server runs (always for a configured one); `data_dir`
+    is where the embedded server keeps, or would keep, its data. Configured servers get a
+    2-second connection probe for `running`.
+    """
     root = _root(settings)
     state = _read_state(root)
     external = {"postgres": settings.database_url, "redis": settings.redis_url}
@@ -78,15 +89,25 @@ def stop_services(settings: Settings) -> list[str]:
     if not root.exists():
         return []
     stopped: list[str] = []
+    errors: list[str] = []
     with _locked(root):
         state = _read_state(root)
-        if embedded_pg.stop(root / _DIRS["postgres"]):
-            stopped.append("postgres")
-        if embedded_redis.stop(root / _DIRS["redis"], state.get("redis", {}).get("port")):
-            stopped.append("redis")
-        for name in stopped:
-            state.get(name, {}).pop("pid", None)
+        stoppers: dict[str, Callable[[], bool]] = {
+            "postgres": partial(embedded_pg.stop, root / _DIRS["postgres"]),
+            "redis": partial(
+                embedded_redis.stop, root / _DIRS["redis"], state.get("redis", {}).get("port")
+            ),
+        }
+        for name, stop in stoppers.items():
+            try:  # one failing must not leave the other running
+                if stop():
+                    stopped.append(name)
+                    state.get(name, {}).pop("pid", None)
+            except ServiceError as exc:
+                errors.append(str(exc))
         _write_state(root, state)
+    if errors:
+        raise ServiceError("\n".join(errors))
     return stopped
 
 
@@ -138,14 +159,8 @@ def _ensure(state: dict[str, dict[str, Any]], name: str, root: Path) -> str:
 def _probe_external(name: str, url: str) -> bool:
     try:
         if name == "postgres":
-            import psycopg
-
             with psycopg.connect(sqlalchemy_to_libpq(url), connect_timeout=2):
                 return True
-        import redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-
         client = redis.Redis.from_url(
             url, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
         )

@@ -15,6 +15,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "fashion-cnn"
+# A small slice of Fashion-MNIST shipped in the repo: the demo and tests need no download.
+SAMPLE_FASHION_DIR = REPO_ROOT / "tests" / "data" / "fashion-mnist-slice"
 
 
 def _default_data_dir() -> Path:

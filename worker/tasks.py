@@ -8,11 +8,12 @@ task `vitrine.ingest`, kwargs `{"uri": ..., "merchant_id": ..., "sku": ...}`, qu
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from db import repository
@@ -36,6 +37,15 @@ def _load_model_in_child(**_: Any) -> None:
         log.info("loaded model %s in worker process", active.row.key)
     except Exception:  # the first task will retry and report it properly
         log.exception("could not preload the active model")
+
+
+@worker_ready.connect
+def _announce_ready(**_: Any) -> None:
+    """Tell a launching process (see worker.launcher) that this worker consumes now."""
+    fd = os.environ.pop("VITRINE_READY_FD", None)
+    if fd:
+        os.write(int(fd), b"1")
+        os.close(int(fd))
 
 
 def _backoff(retries: int) -> float:

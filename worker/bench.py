@@ -1,0 +1,74 @@
+"""`vitrine bench`: throughput numbers as JSON, measured in one run so ratios are fair."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import typer
+
+from worker.cli_common import emit_json, out_console
+
+
+def _rate(n: int, seconds: float) -> float:
+    return round(n / seconds, 1) if seconds > 0 else 0.0
+
+
+def bench(
+    size: int = typer.Option(512, help="Images per measurement (CI uses a small smoke size)."),
+    batch: int = typer.Option(64, help="Forward batch size."),
+    model: Path = typer.Option(None, help="Model directory (default: the shipped model)."),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Forward pass, preprocessing and decode throughput on this machine."""
+    import io
+
+    from PIL import Image
+
+    from pipeline.datasets import load_fashion_mnist
+    from pipeline.model import load_model_dir
+    from pipeline.photos import make_product_photo
+    from pipeline.preprocess import preprocess_bytes, raw_to_model_input
+    from worker.settings import SAMPLE_FASHION_DIR, get_settings
+
+    settings = get_settings()
+    loaded = load_model_dir(model or settings.model_dir)
+    data = load_fashion_mnist(SAMPLE_FASHION_DIR)
+    x = raw_to_model_input(np.resize(data.x_test, (size, 28, 28)), loaded.spec.preprocess)
+    loaded.forward(x[:batch], batch_size=batch)  # warm-up: graph tracing is not throughput
+    results: dict[str, Any] = {"size": size, "batch": batch, "model": loaded.spec.key}
+
+    t0 = time.perf_counter()
+    loaded.forward(x, batch_size=batch)
+    results["forward_images_per_s"] = _rate(size, time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    loaded.forward(x[: min(size, 64)], batch_size=1)
+    results["forward_batch1_images_per_s"] = _rate(min(size, 64), time.perf_counter() - t0)
+
+    rng = np.random.default_rng(0)
+    n_photos = max(8, size // 8)
+    blobs = []
+    for i in range(n_photos):
+        img, _ = make_product_photo(data.x_test[i % len(data.x_test)], rng=rng, size_range=(1600, 2000))
+        buf = io.BytesIO()
+        img.convert("RGB").save(buf, "JPEG", quality=90)
+        blobs.append(buf.getvalue())
+    t0 = time.perf_counter()
+    for blob in blobs:
+        preprocess_bytes(blob, loaded.spec.preprocess, max_pixels=settings.max_image_pixels, max_bytes=settings.max_file_bytes)
+    draft = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for blob in blobs:
+        im = Image.open(io.BytesIO(blob))
+        im.load()  # full-size decode, what skipping draft mode would cost
+    full = time.perf_counter() - t0
+    results["photos"] = n_photos
+    results["photo_preprocess_per_s"] = _rate(n_photos, draft)
+    results["full_decode_only_per_s"] = _rate(n_photos, full)
+    results["draft_speedup_vs_full_decode"] = round(full / draft, 2) if draft else None
+    if json_out:
+        emit_json(results)
+    else:
+        out_console.print(results)

@@ -1,0 +1,35 @@
+"""The Python producer: one call publishes one upload event.
+
+    from worker.client import submit_upload
+    submit_upload("https://cdn.example.com/p/123.jpg", merchant_id="m-42", sku="SKU-123")
+
+Only Redis is needed on the producer side; the worker creates the `images` row.
+Producers in other languages publish the same JSON message: see docs/producers.md.
+"""
+
+from __future__ import annotations
+
+from celery.result import AsyncResult
+
+from worker.celery_app import UPLOADS_QUEUE, app, configure
+from worker.settings import get_settings
+
+
+def _ensure_broker() -> None:
+    if not app.conf.broker_url:
+        from worker.services import ensure_services
+
+        configure(ensure_services(get_settings()).redis_url)
+
+
+def submit_upload(
+    uri: str, *, merchant_id: str, sku: str | None = None, image_id: int | None = None
+) -> AsyncResult:
+    """Queue one upload for processing; returns the Celery result handle."""
+    if not uri or not merchant_id:
+        raise ValueError("submit_upload needs a non-empty uri and merchant_id")
+    _ensure_broker()
+    kwargs: dict[str, object] = {"uri": uri, "merchant_id": merchant_id, "sku": sku}
+    if image_id is not None:
+        kwargs["image_id"] = image_id
+    return app.send_task("vitrine.ingest", kwargs=kwargs, queue=UPLOADS_QUEUE)

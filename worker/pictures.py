@@ -1,0 +1,46 @@
+"""Contact sheets of stored images and their neighbours, read back through their URIs."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+from PIL import Image
+from sqlalchemy import Engine
+
+from db import repository
+from pipeline.report import Tile, contact_sheet
+from worker.fetch import fetch_bytes
+from worker.settings import get_settings
+
+
+def _load(uri: str) -> Image.Image:
+    settings = get_settings()
+    try:
+        data = fetch_bytes(uri, max_bytes=settings.max_file_bytes, timeout=settings.fetch_timeout_s)
+        img = Image.open(io.BytesIO(data))
+        img.draft("RGB", (256, 256))
+        img.load()
+        return img
+    except Exception:  # a picture must not fail because one file went missing
+        return Image.new("RGB", (64, 64), (200, 200, 200))
+
+
+def neighbour_sheet(engine: Engine, image_ids: Sequence[int], k: int, png: Path) -> Path:
+    rows: list[tuple[Tile, list[Tile]]] = []
+    with engine.connect() as conn:
+        for image_id in image_ids:
+            neighbours = repository.similar(conn, image_id=image_id, k=k)
+            query = conn.exec_driver_sql(
+                "SELECT uri, label FROM image_labels WHERE image_id = %(id)s", {"id": image_id}
+            ).one()
+            rows.append(
+                (
+                    (_load(query.uri), f"#{image_id} {query.label}"),
+                    [(_load(n.uri), f"#{n.image_id} {n.label}\nd={n.distance:.3f}") for n in neighbours],
+                )
+            )
+    png.parent.mkdir(parents=True, exist_ok=True)
+    contact_sheet(rows).save(png)
+    return png
