@@ -18,8 +18,8 @@ A `done` row never goes back: re-uploading it, redelivering its task or a late
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import psycopg
 from pgvector import Vector
@@ -59,6 +59,7 @@ __all__ = [
     "active_model",
     "claim_image",
     "copy_embeddings",
+    "drop_hnsw_index",
     "ensure_hnsw_index",
     "images_missing_embeddings",
     "label_counts",
@@ -82,16 +83,6 @@ MODELS_LOCK_KEY = 0x76_69_74_72_69_6E_65_6D  # "vitrinem"
 
 # Keep a row's `error` readable; a full traceback belongs in the worker log.
 MAX_ERROR_CHARS = 4000
-
-# Rows per multi-row INSERT: PostgreSQL allows 65535 bind parameters per statement.
-_CHUNK = 1000
-
-_T = TypeVar("_T")
-
-
-def _chunks(items: Sequence[_T], size: int = _CHUNK) -> Iterator[Sequence[_T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _lock_models(conn: Connection) -> None:
@@ -123,6 +114,19 @@ def ensure_hnsw_index(conn: Connection, *, model_id: int, embedding_dim: int) ->
         return False
     conn.execute(text(ddl))
     return True
+
+
+def drop_hnsw_index(conn: Connection, *, model_id: int) -> None:
+    """Drop model `model_id`'s HNSW index (offline bulk loads only).
+
+    Loading many rows is several times faster without the index, then rebuilding it
+    with `ensure_hnsw_index` (measured: 20k x 128-d, COPY 0.4 s + build 5.6 s instead of
+    28 s with the index maintained row by row). But DROP INDEX takes an ACCESS EXCLUSIVE
+    lock on `embeddings` until commit, blocking every reader, and while the index is
+    gone nothing checks that model's vector size. Use it for a model that is not
+    active, in a maintenance window, or on a fresh database.
+    """
+    conn.execute(text(f"DROP INDEX IF EXISTS {hnsw_index_name(model_id)}"))
 
 
 def register_model(
@@ -249,6 +253,22 @@ def list_models(conn: Connection) -> list[ModelRow]:
 # --------------------------------------------------------------------------- images
 
 
+_img_insert = pg_insert(images)
+_img_failed = images.c.status == "failed"
+# Executed with a list of parameter dicts: SQLAlchemy's "insertmanyvalues" sends it as
+# one multi-row INSERT per 1000 rows (RETURNING is what enables that batching).
+_UPSERT_IMAGES = _img_insert.on_conflict_do_update(
+    index_elements=[images.c.merchant_id, images.c.uri],
+    set_={
+        "sku": func.coalesce(_img_insert.excluded.sku, images.c.sku),
+        "status": case((_img_failed, literal("pending")), else_=images.c.status),
+        "error": case((_img_failed, None), else_=images.c.error),
+        "attempts": case((_img_failed, 0), else_=images.c.attempts),
+        "updated_at": func.now(),
+    },
+).returning(images.c.id, images.c.merchant_id, images.c.uri)
+
+
 def upsert_pending_images(conn: Connection, *, uploads: Sequence[Upload]) -> list[int]:
     """Record uploads; return one image id per upload, in input order.
 
@@ -266,23 +286,13 @@ def upsert_pending_images(conn: Connection, *, uploads: Sequence[Upload]) -> lis
         if upload.sku is not None or key not in unique:
             unique[key] = upload.sku
 
-    ids: dict[tuple[str, str], int] = {}
+    # Input order, so ids grow in upload order. (Two producers re-sending the same
+    # existing rows in opposite orders at the same moment can deadlock; PostgreSQL
+    # aborts one of them with a DBAPIError, which callers already retry.)
     rows = [{"merchant_id": m, "uri": u, "sku": s} for (m, u), s in unique.items()]
-    for chunk in _chunks(rows):
-        ins = pg_insert(images).values(list(chunk))
-        failed = images.c.status == "failed"
-        stmt = ins.on_conflict_do_update(
-            index_elements=[images.c.merchant_id, images.c.uri],
-            set_={
-                "sku": func.coalesce(ins.excluded.sku, images.c.sku),
-                "status": case((failed, literal("pending")), else_=images.c.status),
-                "error": case((failed, None), else_=images.c.error),
-                "attempts": case((failed, 0), else_=images.c.attempts),
-                "updated_at": func.now(),
-            },
-        ).returning(images.c.id, images.c.merchant_id, images.c.uri)
-        for row in conn.execute(stmt):
-            ids[(row.merchant_id, row.uri)] = int(row.id)
+    ids: dict[tuple[str, str], int] = {}
+    for row in conn.execute(_UPSERT_IMAGES, rows):
+        ids[(row.merchant_id, row.uri)] = int(row.id)
     return [ids[(upload.merchant_id, upload.uri)] for upload in uploads]
 
 
@@ -363,7 +373,8 @@ def save_results(conn: Connection, *, results: Sequence[ImageResult]) -> None:
     latest: dict[tuple[int, int], ImageResult] = {}
     for result in results:
         latest[(result.image_id, result.model_id)] = result
-    batch = list(latest.values())
+    # Sorted: concurrent batches touching the same rows lock them in the same order.
+    batch = [latest[key] for key in sorted(latest)]
 
     conn.execute(
         _UPSERT_PREDICTIONS,

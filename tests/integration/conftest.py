@@ -1,0 +1,118 @@
+"""Real services for integration tests: PostgreSQL+pgvector, Redis and a Celery worker.
+
+Embedded servers are started in a private data directory (or the ones named by
+DATABASE_URL / REDIS_URL are used), the schema is migrated, and one real
+`celery worker` process serves the whole session.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import Engine, text
+
+from pipeline.datasets import load_fashion_mnist
+from worker.settings import SAMPLE_FASHION_DIR, get_settings
+
+
+@pytest.fixture(scope="session")
+def pipeline_env() -> Iterator[dict[str, str]]:
+    """Environment for this process and every `vitrine` subprocess of the session."""
+    data_dir = Path(tempfile.mkdtemp(prefix="vitrine-it-"))
+    data_dir.chmod(0o755)  # the embedded PostgreSQL runs as an unprivileged user under root
+    saved = dict(os.environ)
+    os.environ["VITRINE_DATA_DIR"] = str(data_dir)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    get_settings.cache_clear()
+    from worker.context import open_context
+
+    ctx = open_context()
+    os.environ["DATABASE_URL"] = ctx.urls.database_url
+    os.environ["REDIS_URL"] = ctx.urls.redis_url
+    get_settings.cache_clear()
+    try:
+        yield dict(os.environ)
+    finally:
+        from worker.services import stop_services
+
+        embedded = get_settings().model_copy(
+            update={"database_url": saved.get("DATABASE_URL"), "redis_url": saved.get("REDIS_URL")}
+        )
+        stop_services(embedded)
+        os.environ.clear()
+        os.environ.update(saved)
+        get_settings.cache_clear()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ctx(pipeline_env: dict[str, str]):  # type: ignore[no-untyped-def]
+    from worker.context import open_context
+
+    return open_context()
+
+
+@pytest.fixture(scope="session")
+def engine(ctx) -> Engine:  # type: ignore[no-untyped-def]
+    return ctx.engine
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(ctx) -> Iterator[subprocess.Popen[bytes]]:  # type: ignore[no-untyped-def]
+    """One real `celery worker` (prefork, 2 processes) for the session."""
+    from worker.launcher import running_worker
+
+    log = ctx.settings.data_dir / "logs" / "test-worker.log"
+    with running_worker(ctx.urls, concurrency=2, log_path=log) as proc:
+        yield proc
+    assert proc.returncode is not None
+
+
+@pytest.fixture
+def clean_db(engine: Engine) -> Engine:
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE images RESTART IDENTITY CASCADE"))
+    return engine
+
+
+@pytest.fixture(scope="session")
+def fashion_slice():  # type: ignore[no-untyped-def]
+    return load_fashion_mnist(SAMPLE_FASHION_DIR)
+
+
+@pytest.fixture(scope="session")
+def catalog(fashion_slice, tmp_path_factory) -> tuple[Path, dict[str, str]]:  # type: ignore[no-untyped-def]
+    """80 merchant-style photos (JPEG/PNG/WebP, some EXIF-rotated) and their true labels."""
+    import csv
+
+    from pipeline.photos import write_catalog
+
+    out = tmp_path_factory.mktemp("catalog")
+    manifest = write_catalog(fashion_slice.x_test, fashion_slice.y_test, out, n=80, seed=11)
+    with manifest.open(newline="") as fh:
+        truth = {row["file"]: row["label"] for row in csv.DictReader(fh)}
+    return out, truth
+
+
+def vitrine(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "worker", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def unit_norms(vectors: list[np.ndarray]) -> np.ndarray:
+    return np.array([float(np.linalg.norm(v)) for v in vectors])
