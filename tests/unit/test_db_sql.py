@@ -193,6 +193,7 @@ def test_offline_sql_from_another_directory(
     assert "CREATE FUNCTION similar_to_vector(p_vec vector, p_k integer DEFAULT 10)" in sql
     for view in ("active_model", "image_labels", "duplicate_candidates"):
         assert f"CREATE VIEW {view} AS" in sql
+    assert sql.count("SET hnsw.iterative_scan = 'strict_order'") == 2
     # format() placeholders survive SQLAlchemy's %-escaping
     assert "e.embedding::vector(%1$s) <=> $1" in sql
     assert os.getcwd() == str(tmp_path)

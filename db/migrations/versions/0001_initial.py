@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 from pgvector.sqlalchemy import VECTOR
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -55,7 +55,7 @@ CREATE FUNCTION similar_images(p_image_id bigint, p_k integer DEFAULT 10)
 RETURNS TABLE (image_id bigint, merchant_id text, sku text, uri text, label text,
                distance double precision)
 LANGUAGE plpgsql STABLE
-SET hnsw.iterative_scan = 'strict_order'
+{{ITERATIVE_SCAN}}
 AS $fn$
 #variable_conflict use_column
 DECLARE
@@ -89,7 +89,7 @@ CREATE FUNCTION similar_to_vector(p_vec vector, p_k integer DEFAULT 10)
 RETURNS TABLE (image_id bigint, merchant_id text, sku text, uri text, label text,
                distance double precision)
 LANGUAGE plpgsql STABLE
-SET hnsw.iterative_scan = 'strict_order'
+{{ITERATIVE_SCAN}}
 AS $fn$
 #variable_conflict use_column
 DECLARE
@@ -174,6 +174,25 @@ COMMENTS = [
     "COMMENT ON FUNCTION similar_to_vector(vector, integer) IS 'k nearest images to a "
     "vector under the active model (cosine distance, HNSW).'",
 ]
+
+
+def _iterative_scan_clause() -> str:
+    """`SET hnsw.iterative_scan` for the functions, if this pgvector has it (>= 0.8).
+
+    Iterative scans let `LIMIT k` return k rows when k exceeds `hnsw.ef_search` (40) or
+    when rows are filtered out after the index scan. On older pgvector the setting does
+    not exist and naming it would make the functions fail, so it is left out there.
+    """
+    clause = "SET hnsw.iterative_scan = 'strict_order'"
+    if context.is_offline_mode():
+        return clause
+    version = (
+        op.get_bind()
+        .execute(sa.text("SELECT extversion FROM pg_extension WHERE extname = 'vector'"))
+        .scalar()
+    )
+    parts = tuple(int(p) for p in str(version).split(".")[:2] if p.isdigit())
+    return clause if parts >= (0, 8) else ""
 
 
 def upgrade() -> None:
@@ -267,8 +286,9 @@ def upgrade() -> None:
 
     op.execute(ACTIVE_MODEL_VIEW)
     op.execute(IMAGE_LABELS_VIEW)
-    op.execute(SIMILAR_IMAGES)
-    op.execute(SIMILAR_TO_VECTOR)
+    iterative = _iterative_scan_clause()
+    op.execute(SIMILAR_IMAGES.replace("{ITERATIVE_SCAN}", iterative))
+    op.execute(SIMILAR_TO_VECTOR.replace("{ITERATIVE_SCAN}", iterative))
     op.execute(DUPLICATE_CANDIDATES_VIEW)
     for statement in COMMENTS:
         op.execute(statement)
