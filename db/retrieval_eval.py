@@ -14,8 +14,11 @@ from sqlalchemy import Connection
 from db.engine import register_vector_types
 
 
-def _copy(cur: object, table: str, ids: np.ndarray, labels: np.ndarray, vectors: np.ndarray) -> None:
-    with cur.copy(f"COPY {table} (id, label, embedding) FROM STDIN WITH (FORMAT BINARY)") as copy:  # type: ignore[attr-defined]
+def _copy(
+    cur: object, table: str, ids: np.ndarray, labels: np.ndarray, vectors: np.ndarray
+) -> None:
+    sql = f"COPY {table} (id, label, embedding) FROM STDIN WITH (FORMAT BINARY)"
+    with cur.copy(sql) as copy:  # type: ignore[attr-defined]
         copy.set_types(["int4", "int4", "vector"])
         for i, label, vec in zip(ids, labels, vectors, strict=True):
             copy.write_row((int(i), int(label), Vector(vec)))
@@ -42,7 +45,8 @@ def hnsw_neighbour_labels(
         cur.execute(f"SET LOCAL hnsw.ef_search = {int(ef_search)}")
         for table in ("_eval_gallery", "_eval_queries"):
             cur.execute(
-                f"CREATE TEMP TABLE {table} (id int, label int, embedding vector({dim})) ON COMMIT DROP"
+                f"CREATE TEMP TABLE {table} (id int, label int, embedding vector({dim})) "
+                "ON COMMIT DROP"
             )
         _copy(cur, "_eval_gallery", np.arange(len(gallery)), gallery_labels, gallery)
         _copy(cur, "_eval_queries", np.arange(len(queries)), np.zeros(len(queries), int), queries)

@@ -127,9 +127,10 @@ def write_idx(path: str | Path, arr: np.ndarray) -> Path:
     path = Path(path)
     data = idx_bytes(arr)
     if path.suffix == ".gz":
-        with path.open("wb") as fh, gzip.GzipFile(
-            filename="", mode="wb", fileobj=fh, compresslevel=9, mtime=0
-        ) as gz:
+        with (
+            path.open("wb") as fh,
+            gzip.GzipFile(filename="", mode="wb", fileobj=fh, compresslevel=9, mtime=0) as gz,
+        ):
             gz.write(data)
     else:
         path.write_bytes(data)
@@ -175,15 +176,11 @@ def load_fashion_mnist(directory: str | Path = DEBIAN_DIR) -> FashionMNIST:
                 f"(images {x.dtype}{x.shape}, labels {y.dtype}{y.shape})"
             )
         if len(x) != len(y):
-            raise ValueError(
-                f"{directory}: {name} has {len(x)} images but {len(y)} labels"
-            )
+            raise ValueError(f"{directory}: {name} has {len(x)} images but {len(y)} labels")
     return FashionMNIST(x_train, y_train, x_test, y_test, f"sha256:{digest.hexdigest()}")
 
 
-def _stratified_indices(
-    y: np.ndarray, n_per_class: int, rng: np.random.Generator
-) -> np.ndarray:
+def _stratified_indices(y: np.ndarray, n_per_class: int, rng: np.random.Generator) -> np.ndarray:
     picked: list[np.ndarray] = []
     for cls in np.unique(y):
         members = np.flatnonzero(y == cls)

@@ -97,9 +97,9 @@ def make_product_photo(
     name, rgb = PALETTE[int(rng.integers(len(PALETTE)))]
     transparent = bool(rng.random() < TRANSPARENT_FRACTION)
     shadow = (not transparent) and bool(rng.random() < SHADOW_FRACTION)
-    noise_sigma = float(rng.uniform(1.0, 3.0)) if (
-        not transparent and rng.random() < NOISE_FRACTION
-    ) else 0.0
+    noise_sigma = (
+        float(rng.uniform(1.0, 3.0)) if (not transparent and rng.random() < NOISE_FRACTION) else 0.0
+    )
 
     # Smooth upsampling: bicubic, then a blur of ~1/4 source pixel to hide the pixel grid.
     scale = side / item.shape[1]
@@ -240,8 +240,14 @@ def write_catalog(
 
     def job(position: int) -> tuple[str, str, str, str, int]:
         return _encode_one(
-            x, y, out, index=int(picks[position]), position=position, seed=seed,
-            formats=formats, exif_rotate_fraction=exif_rotate_fraction,
+            x,
+            y,
+            out,
+            index=int(picks[position]),
+            position=position,
+            seed=seed,
+            formats=formats,
+            exif_rotate_fraction=exif_rotate_fraction,
         )
 
     if workers is None:

@@ -47,7 +47,8 @@ _BLANK = 16  # foreground range below this (of 255) = nothing there: return the 
 _BACKGROUND_LIFT_MAX = 64  # border median up to this is an off-white backdrop, removed
 _AUTOCONTRAST_PERCENTILE = 100.0  # Fashion-MNIST items peak at 254-255 (92% exactly 255)
 #: Fashion-MNIST sharpened after subsampling; a mild unsharp mask after our LANCZOS
-#: reduction brings photos closer to the raw items (MAE 0.056 -> 0.051, kNN +0.7 points).
+#: reduction brings photos closer to the raw items (MAE 0.055 -> 0.051 on 2000 generated
+#: photos; proxy-classifier accuracy unchanged within 0.3 points).
 _SHARPEN = ImageFilter.UnsharpMask(radius=1, percent=50, threshold=0)
 
 
@@ -58,12 +59,17 @@ class BadImageError(ValueError):
 # --------------------------------------------------------------------------- decode
 
 
+def _millions(n: float) -> str:
+    value = n / 1e6
+    return f"{value:,.0f}" if value >= 1000 else f"{value:.3g}"  # 2,500 / 900 / 40 / 0.5
+
+
 def _megabytes(n: float) -> str:
-    return f"{n / 1e6:.3g} MB"
+    return f"{_millions(n)} MB"
 
 
 def _megapixels(n: float) -> str:
-    return f"{n / 1e6:.3g} Mpx"
+    return f"{_millions(n)} Mpx"
 
 
 def _bomb_error(exc: Exception, max_pixels: int) -> BadImageError:
@@ -202,9 +208,7 @@ def flatten(img: Image.Image, channels: int) -> Image.Image:
     if mode == "La":
         img, mode = img.convert("LA"), "LA"
     if mode in ("LA", "PA", "RGBA", "RGBa") or "transparency" in img.info:
-        with warnings.catch_warnings():  # "palette images with transparency..." is noise here
-            warnings.simplefilter("ignore", UserWarning)
-            rgba = img.convert("RGBA")
+        rgba = img.convert("RGBA")
         alpha = rgba.getchannel("A")
         colour = rgba.convert(target)
         white = Image.new(target, img.size, 255 if channels == 1 else (255, 255, 255))
@@ -247,8 +251,12 @@ def _bbox(strength: np.ndarray) -> tuple[int, int, int, int] | None:
 def _lift_background(fg: np.ndarray) -> np.ndarray:
     """Remove an even off-white backdrop: its border median becomes 0, 255 stays 255."""
     border = np.concatenate(
-        [fg[0].reshape(-1, *fg.shape[2:]), fg[-1].reshape(-1, *fg.shape[2:]),
-         fg[:, 0].reshape(-1, *fg.shape[2:]), fg[:, -1].reshape(-1, *fg.shape[2:])]
+        [
+            fg[0].reshape(-1, *fg.shape[2:]),
+            fg[-1].reshape(-1, *fg.shape[2:]),
+            fg[:, 0].reshape(-1, *fg.shape[2:]),
+            fg[:, -1].reshape(-1, *fg.shape[2:]),
+        ]
     )
     level = np.median(border, axis=0).astype(np.float32)
     if np.all(level < 2) or np.any(level > _BACKGROUND_LIFT_MAX):
