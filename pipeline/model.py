@@ -143,7 +143,9 @@ def build_backbone_model(
     }
     key = backbone.lower().replace("-", "").replace("_", "")
     if key not in builders:
-        raise ValueError(f"unknown backbone {backbone!r}; choose MobileNetV3Small or EfficientNetB0")
+        raise ValueError(
+            f"unknown backbone {backbone!r}; choose MobileNetV3Small or EfficientNetB0"
+        )
     base = builders[key]()
     if weights_path:
         base.load_weights(weights_path, skip_mismatch=False)

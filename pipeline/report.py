@@ -38,13 +38,19 @@ def contact_sheet(rows: Sequence[tuple[Tile, Sequence[Tile]]], *, thumb: int = 1
             x = pad + c * (thumb + pad) + (gap if c else 0)
             sheet.paste(_thumb(img, thumb), (x, y))
             if c == 0:
-                draw.rectangle([x - 2, y - 2, x + thumb + 1, y + thumb + 1], outline=(30, 90, 200), width=2)
+                draw.rectangle(
+                    [x - 2, y - 2, x + thumb + 1, y + thumb + 1], outline=(30, 90, 200), width=2
+                )
             for line_no, line in enumerate(caption.split("\n")[:2]):
-                draw.text((x, y + thumb + 2 + 13 * line_no), line[:22], fill=(20, 20, 20), font=font)
+                draw.text(
+                    (x, y + thumb + 2 + 13 * line_no), line[:22], fill=(20, 20, 20), font=font
+                )
     return sheet
 
 
-def confusion_matrix_image(matrix: np.ndarray, labels: Sequence[str], *, cell: int = 48) -> Image.Image:
+def confusion_matrix_image(
+    matrix: np.ndarray, labels: Sequence[str], *, cell: int = 48
+) -> Image.Image:
     """Rows are true classes, columns predictions; cells shaded by row-normalised share."""
     font = ImageFont.load_default()
     n = len(labels)
@@ -63,8 +69,12 @@ def confusion_matrix_image(matrix: np.ndarray, labels: Sequence[str], *, cell: i
             shade = int(255 - 200 * v)
             colour = (shade, shade, 255) if i == j else (255, shade, shade)
             x0, y0 = left + j * cell, top + i * cell
-            draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=colour, outline=(200, 200, 200))
+            draw.rectangle(
+                [x0, y0, x0 + cell - 1, y0 + cell - 1], fill=colour, outline=(200, 200, 200)
+            )
             if matrix[i, j]:
-                draw.text((x0 + 4, y0 + cell // 2 - 6), str(int(matrix[i, j])), fill="black", font=font)
+                draw.text(
+                    (x0 + 4, y0 + cell // 2 - 6), str(int(matrix[i, j])), fill="black", font=font
+                )
     draw.text((left, top + n * cell - 2), "", fill="black")
     return img

@@ -69,10 +69,11 @@ def augment(x: np.ndarray, rng: np.random.Generator, aug: Augmentation) -> np.nd
         y0 = (rng.random(n) * (h - eh + 1)).astype(int)
         x0 = (rng.random(n) * (w - ew + 1)).astype(int)
         rows, cols = np.arange(h), np.arange(w)
-        mask = ((rows[None, :] >= y0[:, None]) & (rows[None, :] < (y0 + eh)[:, None]))[
-            :, :, None
-        ] & ((cols[None, :] >= x0[:, None]) & (cols[None, :] < (x0 + ew)[:, None]))[:, None, :]
-        mask &= (rng.random(n) < aug.erase_probability)[:, None, None]
+        in_rows: np.ndarray = (rows[None, :] >= y0[:, None]) & (rows[None, :] < (y0 + eh)[:, None])
+        in_cols: np.ndarray = (cols[None, :] >= x0[:, None]) & (cols[None, :] < (x0 + ew)[:, None])
+        mask = in_rows[:, :, None] & in_cols[:, None, :]
+        chosen: np.ndarray = rng.random(n) < aug.erase_probability
+        mask &= chosen[:, None, None]
         noise = rng.integers(0, 256, out.shape, dtype=np.uint8)
         out = np.where(mask, noise, out)
     return np.ascontiguousarray(out)

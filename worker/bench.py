@@ -51,13 +51,20 @@ def bench(
     n_photos = max(8, size // 8)
     blobs = []
     for i in range(n_photos):
-        img, _ = make_product_photo(data.x_test[i % len(data.x_test)], rng=rng, size_range=(1600, 2000))
+        img, _ = make_product_photo(
+            data.x_test[i % len(data.x_test)], rng=rng, size_range=(1600, 2000)
+        )
         buf = io.BytesIO()
         img.convert("RGB").save(buf, "JPEG", quality=90)
         blobs.append(buf.getvalue())
     t0 = time.perf_counter()
     for blob in blobs:
-        preprocess_bytes(blob, loaded.spec.preprocess, max_pixels=settings.max_image_pixels, max_bytes=settings.max_file_bytes)
+        preprocess_bytes(
+            blob,
+            loaded.spec.preprocess,
+            max_pixels=settings.max_image_pixels,
+            max_bytes=settings.max_file_bytes,
+        )
     draft = time.perf_counter() - t0
     t0 = time.perf_counter()
     for blob in blobs:

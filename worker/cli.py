@@ -14,7 +14,8 @@ from db import repository
 from db.migrate import current_revision
 from pipeline.types import Upload
 from worker import cli_model
-from worker.celery_app import UPLOADS_QUEUE, BACKFILL_QUEUE, app as celery_app
+from worker.celery_app import BACKFILL_QUEUE, UPLOADS_QUEUE
+from worker.celery_app import app as celery_app
 from worker.cli_common import CliError, emit_json, err_console, friendly, out_console
 from worker.client import submit_upload
 from worker.context import open_context
@@ -105,15 +106,22 @@ def submit(
     ctx = open_context()
     uploads = [Upload(uri=file_uri(f), merchant_id=merchant, sku=sku) for f in files]
     ids = register_uploads(ctx.engine, uploads)
-    results = [submit_upload(u.uri, merchant_id=merchant, sku=u.sku, image_id=i) for u, i in zip(uploads, ids, strict=True)]
+    results = [
+        submit_upload(u.uri, merchant_id=merchant, sku=u.sku, image_id=i)
+        for u, i in zip(uploads, ids, strict=True)
+    ]
     if not wait:
         if json_out:
             emit_json({"submitted": len(ids), "image_ids": ids})
         else:
-            out_console.print(f"queued {len(ids)} upload(s): image ids {ids[:10]}{'...' if len(ids) > 10 else ''}")
+            out_console.print(
+                f"queued {len(ids)} upload(s): image ids {ids[:10]}{'...' if len(ids) > 10 else ''}"
+            )
         return
     if not celery_app.control.ping(timeout=2.0):
-        err_console.print("no worker answered yet; waiting anyway (start one with `vitrine worker`)")
+        err_console.print(
+            "no worker answered yet; waiting anyway (start one with `vitrine worker`)"
+        )
     try:
         ResultSet(results).join(timeout=timeout, propagate=False)
     except TimeoutError as exc:
@@ -132,7 +140,13 @@ def _report_images(engine: object, ids: list[int], files: list[Path], json_out: 
             ).all()
         )
     rows = [
-        {"image_id": i, "file": str(f), "status": states[i][0], "label": labels.get(i), "error": states[i][1]}
+        {
+            "image_id": i,
+            "file": str(f),
+            "status": states[i][0],
+            "label": labels.get(i),
+            "error": states[i][1],
+        }
         for i, f in zip(ids, files, strict=True)
     ]
     if json_out:
@@ -140,7 +154,13 @@ def _report_images(engine: object, ids: list[int], files: list[Path], json_out: 
         return
     table = Table("id", "file", "status", "label", "error")
     for r in rows:
-        table.add_row(str(r["image_id"]), Path(r["file"]).name, r["status"], r["label"] or "", r["error"] or "")
+        table.add_row(
+            str(r["image_id"]),
+            Path(r["file"]).name,
+            r["status"],
+            r["label"] or "",
+            r["error"] or "",
+        )
     out_console.print(table)
 
 
@@ -167,9 +187,15 @@ def _read_manifest(manifest: Path, images_dir: Path | None, merchant: str) -> li
 @friendly
 def ingest(
     paths: list[Path] = typer.Argument(None, help="Image files or directories."),
-    manifest: Path = typer.Option(None, help="CSV with a `file` column (and optional sku, merchant_id)."),
-    merchant: str = typer.Option("catalog", "--merchant", help="Merchant id for files without one."),
-    workers: int = typer.Option(1, help="Local worker processes to start (0: use running workers)."),
+    manifest: Path = typer.Option(
+        None, help="CSV with a `file` column (and optional sku, merchant_id)."
+    ),
+    merchant: str = typer.Option(
+        "catalog", "--merchant", help="Merchant id for files without one."
+    ),
+    workers: int = typer.Option(
+        1, help="Local worker processes to start (0: use running workers)."
+    ),
     concurrency: int = typer.Option(None, help="Processes per local worker."),
     batch_size: int = typer.Option(None, help="Images per task (one forward pass)."),
     json_out: bool = JSON,
@@ -184,7 +210,14 @@ def ingest(
     ctx = open_context()
     ids = register_uploads(ctx.engine, uploads)
     items = [WorkItem(image_id=i, uri=u.uri) for i, u in zip(ids, uploads, strict=True)]
-    summary = process_items(ctx, items, workers=workers, concurrency=concurrency, batch_size=batch_size, description="ingest")
+    summary = process_items(
+        ctx,
+        items,
+        workers=workers,
+        concurrency=concurrency,
+        batch_size=batch_size,
+        description="ingest",
+    )
     if json_out:
         emit_json({"images": len(items), **summary.as_dict()})
     else:
@@ -199,33 +232,58 @@ def ingest(
 def backfill(
     model: str = typer.Option(None, help="Model key name@version (default: the active model)."),
     activate: bool = typer.Option(False, help="Make the model active once every image has it."),
-    workers: int = typer.Option(1, help="Local worker processes to start (0: use running workers)."),
+    workers: int = typer.Option(
+        1, help="Local worker processes to start (0: use running workers)."
+    ),
     batch_size: int = typer.Option(None, help="Images per task."),
-    max_in_flight: int = typer.Option(4, help="Chunks queued at once (keeps live uploads flowing)."),
+    max_in_flight: int = typer.Option(
+        4, help="Chunks queued at once (keeps live uploads flowing)."
+    ),
     json_out: bool = JSON,
 ) -> None:
     """(Re-)embed every done image that lacks rows for a model. Resumable: rerun to continue."""
     ctx = open_context()
     with ctx.engine.connect() as conn:
         rows = repository.list_models(conn)
-    chosen = next((r for r in rows if r.key == model), None) if model else next((r for r in rows if r.is_active), None)
+    chosen = (
+        next((r for r in rows if r.key == model), None)
+        if model
+        else next((r for r in rows if r.is_active), None)
+    )
     if chosen is None:
         known = ", ".join(r.key for r in rows) or "none"
-        raise CliError(f"unknown model {model!r}; registered: {known} (register with `vitrine models add DIR`)")
+        raise CliError(
+            f"unknown model {model!r}; registered: {known} (register with `vitrine models add DIR`)"
+        )
     items: list[WorkItem] = []
     after = 0
     with ctx.engine.connect() as conn:
         while True:
-            page = repository.images_missing_embeddings(conn, model_id=chosen.id, after_id=after, limit=5000)
+            page = repository.images_missing_embeddings(
+                conn, model_id=chosen.id, after_id=after, limit=5000
+            )
             if not page:
                 break
             items.extend(WorkItem(image_id=i, uri=u) for i, u in page)
             after = page[-1][0]
-    summary = process_items(ctx, items, workers=workers, batch_size=batch_size, description=f"backfill {chosen.key}", model_key=chosen.key, max_in_flight=max_in_flight)
+    summary = process_items(
+        ctx,
+        items,
+        workers=workers,
+        batch_size=batch_size,
+        description=f"backfill {chosen.key}",
+        model_key=chosen.key,
+        max_in_flight=max_in_flight,
+    )
     if activate and summary.failed == 0:
         with ctx.engine.begin() as conn:
             repository.activate_model(conn, key=chosen.key)
-    result = {"model": chosen.key, "images": len(items), **summary.as_dict(), "activated": bool(activate and summary.failed == 0)}
+    result = {
+        "model": chosen.key,
+        "images": len(items),
+        **summary.as_dict(),
+        "activated": bool(activate and summary.failed == 0),
+    }
     if json_out:
         emit_json(result)
     else:
@@ -251,7 +309,13 @@ def similar(
 
         neighbour_sheet(ctx.engine, [image_id], k, png)
     if json_out:
-        emit_json({"image_id": image_id, "sql": repository.similar_sql(image_id, k), "neighbours": [n.__dict__ for n in neighbours]})
+        emit_json(
+            {
+                "image_id": image_id,
+                "sql": repository.similar_sql(image_id, k),
+                "neighbours": [n.__dict__ for n in neighbours],
+            }
+        )
         return
     out_console.print(repository.similar_sql(image_id, k), style="dim")
     table = Table("image", "label", "distance", "sku", "uri")
@@ -272,7 +336,9 @@ def status(json_out: bool = JSON) -> None:
     data = {
         "images": counts,
         "labels": dict(labels),
-        "models": [{"key": m.key, "active": m.is_active, "embeddings": m.n_embeddings} for m in models],
+        "models": [
+            {"key": m.key, "active": m.is_active, "embeddings": m.n_embeddings} for m in models
+        ],
         "services": services_status(ctx.settings),
     }
     if json_out:
@@ -281,7 +347,9 @@ def status(json_out: bool = JSON) -> None:
     out_console.print(f"images: {counts}")
     out_console.print(f"labels (active model): {dict(labels)}")
     for m in models:
-        out_console.print(f"model {m.key}{' (active)' if m.is_active else ''}: {m.n_embeddings} embeddings")
+        out_console.print(
+            f"model {m.key}{' (active)' if m.is_active else ''}: {m.n_embeddings} embeddings"
+        )
 
 
 @models_app.command("list")
@@ -292,17 +360,32 @@ def models_list(json_out: bool = JSON) -> None:
     with ctx.engine.connect() as conn:
         rows = repository.list_models(conn)
     if json_out:
-        emit_json([{"key": r.key, "active": r.is_active, "embedding_dim": r.embedding_dim, "path": r.path, "embeddings": r.n_embeddings} for r in rows])
+        emit_json(
+            [
+                {
+                    "key": r.key,
+                    "active": r.is_active,
+                    "embedding_dim": r.embedding_dim,
+                    "path": r.path,
+                    "embeddings": r.n_embeddings,
+                }
+                for r in rows
+            ]
+        )
         return
     table = Table("model", "active", "dim", "embeddings", "path")
     for r in rows:
-        table.add_row(r.key, "*" if r.is_active else "", str(r.embedding_dim), str(r.n_embeddings), r.path)
+        table.add_row(
+            r.key, "*" if r.is_active else "", str(r.embedding_dim), str(r.n_embeddings), r.path
+        )
     out_console.print(table)
 
 
 @models_app.command("add")
 @friendly
-def models_add(directory: Path = typer.Argument(..., help="A model directory (model.json + .keras).")) -> None:
+def models_add(
+    directory: Path = typer.Argument(..., help="A model directory (model.json + .keras)."),
+) -> None:
     """Register a model directory (inactive unless no model is active)."""
     from worker.context import register_model_dir
 
@@ -313,7 +396,9 @@ def models_add(directory: Path = typer.Argument(..., help="A model directory (mo
 
 @models_app.command("activate")
 @friendly
-def models_activate(name: str = typer.Argument(..., help="Model key name@version, or a name.")) -> None:
+def models_activate(
+    name: str = typer.Argument(..., help="Model key name@version, or a name."),
+) -> None:
     """Switch the active model atomically."""
     ctx = open_context()
     with ctx.engine.begin() as conn:

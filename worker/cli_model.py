@@ -34,7 +34,9 @@ def train(
     widths: str = typer.Option("64,128,256", help="CNN stage widths."),
     backbone: str = typer.Option(None, help="MobileNetV3Small or EfficientNetB0 (with --data)."),
     weights: Path = typer.Option(None, help="Backbone weights file (ImageNet notop .weights.h5)."),
-    input_size: int = typer.Option(None, help="Input size for --data (default 28, 96 w/ backbone)."),
+    input_size: int = typer.Option(
+        None, help="Input size for --data (default 28, 96 w/ backbone)."
+    ),
     name: str = typer.Option(None, help="Model name (default fashion-cnn or the folder's name)."),
     version: str = typer.Option("1"),
     json_out: bool = JSON,
@@ -47,26 +49,44 @@ def train(
     if weights and not weights.is_file():
         raise CliError(f"weights file {weights} not found")
     if out.exists() and any(out.iterdir()):
-        raise CliError(f"{out} exists and is not empty; choose a new --out (models are never overwritten)")
+        raise CliError(
+            f"{out} exists and is not empty; choose a new --out (models are never overwritten)"
+        )
     cfg_kwargs: dict[str, object] = {"seed": seed, "train_limit": limit}
     cfg_kwargs["widths"] = tuple(int(w) for w in widths.split(","))
     if epochs:
         cfg_kwargs["epochs"] = epochs
     verbose = 2
     if data is not None:
-        spec = _train_folder(data, out, TrainConfig(**cfg_kwargs), backbone, weights, input_size, name, version)  # type: ignore[arg-type]
+        spec = _train_folder(
+            data, out, TrainConfig(**cfg_kwargs), backbone, weights, input_size, name, version
+        )  # type: ignore[arg-type]
     else:
         from pipeline.datasets import load_fashion_mnist
 
         ds = load_fashion_mnist(_fashion_dir(fashion))
         spec = train_fashion_mnist(
-            x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test, y_test=ds.y_test,
-            fingerprint=ds.fingerprint, out_dir=out, config=TrainConfig(**cfg_kwargs),  # type: ignore[arg-type]
-            name=name or "fashion-cnn", version=version,
-            log=lambda m: err_console.print(m, highlight=False), verbose=verbose,
+            x_train=ds.x_train,
+            y_train=ds.y_train,
+            x_test=ds.x_test,
+            y_test=ds.y_test,
+            fingerprint=ds.fingerprint,
+            out_dir=out,
+            config=TrainConfig(**cfg_kwargs),  # type: ignore[arg-type]
+            name=name or "fashion-cnn",
+            version=version,
+            log=lambda m: err_console.print(m, highlight=False),
+            verbose=verbose,
         )
     if json_out:
-        emit_json({"model": spec.key, "out": str(out), "metrics": spec.metrics, "train_seconds": spec.training.get("train_seconds")})
+        emit_json(
+            {
+                "model": spec.key,
+                "out": str(out),
+                "metrics": spec.metrics,
+                "train_seconds": spec.training.get("train_seconds"),
+            }
+        )
     else:
         out_console.print(f"wrote {spec.key} to {out}: {spec.metrics}")
 
@@ -83,7 +103,15 @@ def _train_folder(data, out, config, backbone, weights, input_size, name, versio
     if len(class_names) < 2 or len(paths) < 2:
         raise CliError(f"{data} needs at least two class subfolders with images in them")
     if backbone:
-        spec = PreprocessSpec(size=input_size or 96, channels=3, invert=False, trim_background=True, autocontrast=False, scale=1.0, offset=0.0)
+        spec = PreprocessSpec(
+            size=input_size or 96,
+            channels=3,
+            invert=False,
+            trim_background=True,
+            autocontrast=False,
+            scale=1.0,
+            offset=0.0,
+        )
     else:
         spec = PreprocessSpec(size=input_size or 28)
     digest = hashlib.sha256()
@@ -92,16 +120,26 @@ def _train_folder(data, out, config, backbone, weights, input_size, name, versio
         raw = path.read_bytes()
         digest.update(raw)
         try:
-            array, _ = preprocess_bytes(raw, spec, max_pixels=settings.max_image_pixels, max_bytes=settings.max_file_bytes)
+            array, _ = preprocess_bytes(
+                raw, spec, max_pixels=settings.max_image_pixels, max_bytes=settings.max_file_bytes
+            )
         except BadImageError as exc:
             err_console.print(f"skipping {path}: {exc}")
             continue
         arrays.append(array)
         ys.append(y)
     return train_folder(
-        images=np.stack(arrays), labels=np.array(ys), class_names=class_names, preprocess=spec,
-        fingerprint="sha256:" + digest.hexdigest(), out_dir=out, config=config, backbone=backbone,
-        weights_path=str(weights) if weights else None, name=name or Path(data).name, version=version,
+        images=np.stack(arrays),
+        labels=np.array(ys),
+        class_names=class_names,
+        preprocess=spec,
+        fingerprint="sha256:" + digest.hexdigest(),
+        out_dir=out,
+        config=config,
+        backbone=backbone,
+        weights_path=str(weights) if weights else None,
+        name=name or Path(data).name,
+        version=version,
         log=lambda m: err_console.print(m, highlight=False),
     )
 
@@ -114,7 +152,9 @@ def evaluate(
     retrieval: bool = typer.Option(True, help="Retrieval metrics: test queries vs train gallery."),
     hnsw: bool = typer.Option(True, help="Also measure retrieval through pgvector HNSW."),
     k: int = typer.Option(10, "-k"),
-    gallery_limit: int = typer.Option(None, help="Use only the first N training images as gallery."),
+    gallery_limit: int = typer.Option(
+        None, help="Use only the first N training images as gallery."
+    ),
     report: Path = typer.Option(None, help="Write confusion-matrix and neighbour PNGs here."),
     json_out: bool = JSON,
 ) -> None:
@@ -132,13 +172,35 @@ def evaluate(
 
         ctx = open_context(migrate=False)
         with ctx.engine.begin() as conn:
-            result = run_eval(loaded, data_dir=data_dir, images=images, manifest=manifest, retrieval=retrieval, k=k, gallery_limit=gallery_limit, hnsw_conn=conn, report_dir=report)
+            result = run_eval(
+                loaded,
+                data_dir=data_dir,
+                images=images,
+                manifest=manifest,
+                retrieval=retrieval,
+                k=k,
+                gallery_limit=gallery_limit,
+                hnsw_conn=conn,
+                report_dir=report,
+            )
     else:
-        result = run_eval(loaded, data_dir=data_dir, images=images, manifest=manifest, retrieval=retrieval, k=k, gallery_limit=gallery_limit, hnsw_conn=None, report_dir=report)
+        result = run_eval(
+            loaded,
+            data_dir=data_dir,
+            images=images,
+            manifest=manifest,
+            retrieval=retrieval,
+            k=k,
+            gallery_limit=gallery_limit,
+            hnsw_conn=None,
+            report_dir=report,
+        )
     if json_out:
         emit_json(result)
         return
-    out_console.print(f"model {result['model']}: accuracy {result['accuracy']:.4f} on {result['n']} images")
+    out_console.print(
+        f"model {result['model']}: accuracy {result['accuracy']:.4f} on {result['n']} images"
+    )
     for label, m in result["per_class"].items():
         out_console.print(f"  {label:12s} precision {m['precision']:.3f} recall {m['recall']:.3f}")
     if "retrieval" in result:

@@ -39,7 +39,11 @@ def _catalog(directory: Path, n: int, seed: int) -> list[dict[str, str]]:
     with progress_bar() as progress:
         bar = progress.add_task("writing sample photos", total=n, rate="")
         write_catalog(
-            data.x_test, data.y_test, directory, n=n, seed=seed,
+            data.x_test,
+            data.y_test,
+            directory,
+            n=n,
+            seed=seed,
             progress=lambda done: progress.update(bar, completed=done),
         )
     with manifest.open(newline="") as fh:
@@ -118,7 +122,9 @@ def demo(
         out_console.print(f"  {repository.similar_sql(p, 5)}", style="cyan", highlight=False)
         t = Table("image", "predicted label", "true class", "cosine distance")
         for nb in neighbours[p]:
-            t.add_row(str(nb.image_id), nb.label or "", truth.get(nb.uri, "?"), f"{nb.distance:.4f}")
+            t.add_row(
+                str(nb.image_id), nb.label or "", truth.get(nb.uri, "?"), f"{nb.distance:.4f}"
+            )
         out_console.print(t)
     out_console.print(
         f"\nlabels match the items' true class for {correct}/{len(ids)} uploads; "

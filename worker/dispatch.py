@@ -33,7 +33,9 @@ def collect_files(paths: Iterable[Path]) -> list[Path]:
     for path in paths:
         if path.is_dir():
             files.extend(
-                sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+                sorted(
+                    p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                )
             )
         elif path.is_file():
             files.append(path)
@@ -52,7 +54,9 @@ def register_uploads(engine: Engine, uploads: Sequence[Upload], chunk: int = 100
     ids: list[int] = []
     for start in range(0, len(uploads), chunk):
         with engine.begin() as conn:
-            ids.extend(repository.upsert_pending_images(conn, uploads=uploads[start : start + chunk]))
+            ids.extend(
+                repository.upsert_pending_images(conn, uploads=uploads[start : start + chunk])
+            )
     return ids
 
 

@@ -30,7 +30,9 @@ def _read_manifest(images: Path, manifest: Path, labels: tuple[str, ...]) -> lis
             reader = csv.DictReader(fh)
             missing = {"file", "label"} - set(reader.fieldnames or [])
             if missing:
-                raise CliError(f"{manifest}: header lacks column(s) {sorted(missing)}; need file,label")
+                raise CliError(
+                    f"{manifest}: header lacks column(s) {sorted(missing)}; need file,label"
+                )
             rows = []
             for line, row in enumerate(reader, start=2):
                 if row["label"] not in labels:
@@ -46,7 +48,9 @@ def _read_manifest(images: Path, manifest: Path, labels: tuple[str, ...]) -> lis
     return rows
 
 
-def photos_inputs(model: LoadedModel, images: Path, manifest: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def photos_inputs(
+    model: LoadedModel, images: Path, manifest: Path
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Preprocess every listed file the way a worker would; unreadable files are errors."""
     settings = get_settings()
     rows = _read_manifest(images, manifest, model.spec.labels)
@@ -90,7 +94,11 @@ def evaluate(
         if images is None or manifest is None:
             raise CliError("--images and --manifest go together")
         x, y, problems = photos_inputs(model, images, manifest)
-        result["source"] = {"images": str(images), "manifest": str(manifest), "unreadable": problems}
+        result["source"] = {
+            "images": str(images),
+            "manifest": str(manifest),
+            "unreadable": problems,
+        }
         data = None
     else:
         if data_dir is None:
@@ -112,7 +120,9 @@ def evaluate(
     return result
 
 
-def _retrieval(model: LoadedModel, data: Any, queries: np.ndarray, k: int, limit: int | None, conn: Any) -> dict[str, Any]:
+def _retrieval(
+    model: LoadedModel, data: Any, queries: np.ndarray, k: int, limit: int | None, conn: Any
+) -> dict[str, Any]:
     gx, gy = data.x_train, data.y_train
     if limit:
         gx, gy = gx[:limit], gy[:limit]
@@ -127,7 +137,9 @@ def _retrieval(model: LoadedModel, data: Any, queries: np.ndarray, k: int, limit
         from db.retrieval_eval import hnsw_neighbour_labels
 
         started = time.perf_counter()
-        labels = hnsw_neighbour_labels(conn, gallery=gallery, gallery_labels=gy, queries=queries, k=k)
+        labels = hnsw_neighbour_labels(
+            conn, gallery=gallery, gallery_labels=gy, queries=queries, k=k
+        )
         hnsw = retrieval_metrics(labels, data.y_test, counts)
         out["hnsw"] = {
             f"precision_at_{k}": hnsw["precision_at_k"],
@@ -140,13 +152,20 @@ def _retrieval(model: LoadedModel, data: Any, queries: np.ndarray, k: int, limit
 
 
 def _write_report(
-    directory: Path, report: dict[str, Any], labels: tuple[str, ...], x: np.ndarray,
-    y: np.ndarray, embeddings: np.ndarray, probs: np.ndarray,
+    directory: Path,
+    report: dict[str, Any],
+    labels: tuple[str, ...],
+    x: np.ndarray,
+    y: np.ndarray,
+    embeddings: np.ndarray,
+    probs: np.ndarray,
 ) -> None:
     from PIL import Image
 
     directory.mkdir(parents=True, exist_ok=True)
-    confusion_matrix_image(np.array(report["confusion_matrix"]), labels).save(directory / "confusion_matrix.png")
+    confusion_matrix_image(np.array(report["confusion_matrix"]), labels).save(
+        directory / "confusion_matrix.png"
+    )
 
     def tile(i: int) -> Image.Image:
         arr = x[i, ..., 0] if x.shape[-1] == 1 else x[i]

@@ -27,7 +27,9 @@ def fetch_bytes(uri: str, *, max_bytes: int, timeout: float) -> bytes:
     if parsed.scheme in ("", "file"):
         path = Path(unquote(parsed.path) if parsed.scheme == "file" else uri)
         return _read_file(path, max_bytes=max_bytes)
-    raise PermanentError(f"unsupported URI scheme {parsed.scheme!r} (use a path, file:// or http(s)://)")
+    raise PermanentError(
+        f"unsupported URI scheme {parsed.scheme!r} (use a path, file:// or http(s)://)"
+    )
 
 
 def _too_big(size: int, max_bytes: int) -> PermanentError:

@@ -28,7 +28,10 @@ class WorkerStartError(RuntimeError):
 
 
 def worker_argv(
-    *, concurrency: int, queues: Sequence[str] = (UPLOADS_QUEUE, BACKFILL_QUEUE), loglevel: str = "INFO"
+    *,
+    concurrency: int,
+    queues: Sequence[str] = (UPLOADS_QUEUE, BACKFILL_QUEUE),
+    loglevel: str = "INFO",
 ) -> list[str]:
     return [
         sys.executable,

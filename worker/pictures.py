@@ -38,7 +38,10 @@ def neighbour_sheet(engine: Engine, image_ids: Sequence[int], k: int, png: Path)
             rows.append(
                 (
                     (_load(query.uri), f"#{image_id} {query.label}"),
-                    [(_load(n.uri), f"#{n.image_id} {n.label}\nd={n.distance:.3f}") for n in neighbours],
+                    [
+                        (_load(n.uri), f"#{n.image_id} {n.label}\nd={n.distance:.3f}")
+                        for n in neighbours
+                    ],
                 )
             )
     png.parent.mkdir(parents=True, exist_ok=True)

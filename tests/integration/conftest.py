@@ -102,7 +102,9 @@ def catalog(fashion_slice, tmp_path_factory) -> tuple[Path, dict[str, str]]:  # 
     return out, truth
 
 
-def vitrine(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def vitrine(
+    env: dict[str, str], *args: str, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     """Run the real CLI as a user would."""
     return subprocess.run(
         [sys.executable, "-m", "worker", *args],

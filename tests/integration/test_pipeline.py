@@ -107,7 +107,12 @@ def _write_bad_inputs(directory: Path) -> dict[str, str]:
     (directory / "empty.png").write_bytes(b"")
     bomb = Image.new("1", (9000, 9000))  # 81 Mpx, over the 40 Mpx default limit
     bomb.save(directory / "bomb.png", optimize=True)
-    return {"truncated.jpg": "truncat", "notes.jpg": "not an image", "empty.png": "empty", "bomb.png": "limit"}
+    return {
+        "truncated.jpg": "truncat",
+        "notes.jpg": "not an image",
+        "empty.png": "empty",
+        "bomb.png": "limit",
+    }
 
 
 def test_bad_input_fails_its_row_and_never_the_worker(
