@@ -72,7 +72,7 @@ def augment(x: np.ndarray, rng: np.random.Generator, aug: Augmentation) -> np.nd
         in_rows: np.ndarray = (rows[None, :] >= y0[:, None]) & (rows[None, :] < (y0 + eh)[:, None])
         in_cols: np.ndarray = (cols[None, :] >= x0[:, None]) & (cols[None, :] < (x0 + ew)[:, None])
         mask = in_rows[:, :, None] & in_cols[:, None, :]
-        chosen: np.ndarray = rng.random(n) < aug.erase_probability
+        chosen = np.less(rng.random(n), aug.erase_probability)
         mask &= chosen[:, None, None]
         noise = rng.integers(0, 256, out.shape, dtype=np.uint8)
         out = np.where(mask, noise, out)
