@@ -30,7 +30,7 @@ integration: install
 
 # Small smoke size of every benchmark: checks they run and emit JSON, not speed.
 bench-smoke: install
-	$(VENV)/bin/vitrine bench --size 64 --json > /dev/null
+	$(VENV)/bin/vitrine bench --size 64 --json
 
 test: lint unit integration bench-smoke
 

@@ -76,7 +76,7 @@ def make_product_photo(
     """One 28x28 uint8 item (bright on black) -> a merchant-style photo and its metadata.
 
     The canvas' longest side is drawn from `size_range`, aspect 3:4..4:3; the item's square
-    frame gets margins of 5-40% on each side (so it is off-centre and scaled x4..x45).
+    frame gets margins of 5-40% on each side (so it is off-centre and scaled x3..x45).
     Returns an "RGB" image on white or an "RGBA" one on transparent, and a dict with
     colour, rgb, background, offset_x/offset_y/object_size (the item frame in the canvas),
     width, height, shadow, noise_sigma.

@@ -412,4 +412,6 @@ def models_activate(
 
 
 def main() -> None:
+    # TensorFlow's C++ start-up chatter is noise on a terminal; real errors still show.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     app()

@@ -207,8 +207,36 @@ def evaluate(
         out_console.print(f"retrieval: {result['retrieval']}")
 
 
+def photos(
+    out: Path = typer.Argument(..., help="Directory to write the photos and manifest.csv into."),
+    n: int = typer.Option(2000, help="How many photos."),
+    seed: int = typer.Option(2024),
+    fashion: Path = typer.Option(None, help="Fashion-MNIST directory (default: Debian's)."),
+    sample: bool = typer.Option(False, help="Use the small slice shipped in the repo."),
+) -> None:
+    """Make a merchant-like photo set from the test split, for `eval --images/--manifest`."""
+    from pipeline.datasets import load_fashion_mnist
+    from pipeline.photos import write_catalog
+    from worker.dispatch import progress_bar
+    from worker.settings import SAMPLE_FASHION_DIR
+
+    ds = load_fashion_mnist(SAMPLE_FASHION_DIR if sample else _fashion_dir(fashion))
+    with progress_bar() as progress:
+        bar = progress.add_task("writing photos", total=n, rate="")
+        manifest = write_catalog(
+            ds.x_test,
+            ds.y_test,
+            out,
+            n=n,
+            seed=seed,
+            progress=lambda done: progress.update(bar, completed=done),
+        )
+    out_console.print(f"wrote {n} photos and {manifest}")
+
+
 def register(app: typer.Typer) -> None:
     app.command()(friendly(train))
+    app.command()(friendly(photos))
     app.command("eval")(friendly(evaluate))
     from worker import bench, demo
 
