@@ -32,6 +32,7 @@ def train(
     seed: int = typer.Option(1234),
     limit: int = typer.Option(None, help="Train on this many images only (smoke tests)."),
     widths: str = typer.Option("64,128,256", help="CNN stage widths."),
+    embedding_dim: int = typer.Option(128, help="Embedding size (the vector stored in pgvector)."),
     backbone: str = typer.Option(None, help="MobileNetV3Small or EfficientNetB0 (with --data)."),
     weights: Path = typer.Option(None, help="Backbone weights file (ImageNet notop .weights.h5)."),
     input_size: int = typer.Option(
@@ -54,6 +55,7 @@ def train(
         )
     cfg_kwargs: dict[str, object] = {"seed": seed, "train_limit": limit}
     cfg_kwargs["widths"] = tuple(int(w) for w in widths.split(","))
+    cfg_kwargs["embedding_dim"] = embedding_dim
     if epochs:
         cfg_kwargs["epochs"] = epochs
     verbose = 2

