@@ -387,8 +387,10 @@ def models_add(
     directory: Path = typer.Argument(..., help="A model directory (model.json + .keras)."),
 ) -> None:
     """Register a model directory (inactive unless no model is active)."""
+    from pipeline.model import read_spec
     from worker.context import register_model_dir
 
+    read_spec(directory)  # a clear error for a wrong directory before any server starts
     ctx = open_context()
     model_id = register_model_dir(ctx.engine, directory)
     out_console.print(f"registered model id {model_id} from {directory}")

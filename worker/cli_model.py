@@ -49,12 +49,20 @@ def train(
         raise CliError("--weights needs --backbone (MobileNetV3Small or EfficientNetB0)")
     if weights and not weights.is_file():
         raise CliError(f"weights file {weights} not found")
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CliError(
-            f"{out} exists and is not empty; choose a new --out (models are never overwritten)"
+            f"{out} exists and is not an empty directory; choose a new --out "
+            "(models are never overwritten)"
         )
     cfg_kwargs: dict[str, object] = {"seed": seed, "train_limit": limit}
-    cfg_kwargs["widths"] = tuple(int(w) for w in widths.split(","))
+    try:
+        cfg_kwargs["widths"] = tuple(int(w) for w in widths.split(","))
+    except ValueError:
+        raise CliError(
+            f"--widths takes comma-separated integers like 64,128,256, not {widths!r}"
+        ) from None
+    if (backbone or input_size) and data is None:
+        raise CliError("--backbone and --input-size apply to --data (your own labelled folder)")
     cfg_kwargs["embedding_dim"] = embedding_dim
     if epochs:
         cfg_kwargs["epochs"] = epochs
@@ -148,7 +156,9 @@ def _train_folder(data, out, config, backbone, weights, input_size, name, versio
 
 def evaluate(
     model: Path = typer.Option(None, help="Model directory (default: the shipped model)."),
-    data: Path = typer.Option(None, help="Fashion-MNIST IDX directory (default: Debian's)."),
+    data_dir: Path = typer.Option(
+        None, "--data", help="Fashion-MNIST IDX directory (default: Debian's)."
+    ),
     images: Path = typer.Option(None, help="Directory of photos to evaluate on."),
     manifest: Path = typer.Option(None, help="CSV with file,label columns (with --images)."),
     retrieval: bool = typer.Option(True, help="Retrieval metrics: test queries vs train gallery."),
@@ -165,38 +175,35 @@ def evaluate(
     from worker.evaluation import evaluate as run_eval
     from worker.settings import get_settings
 
-    model_dir = model or get_settings().model_dir
-    loaded = load_model_dir(model_dir)
-    data_dir = None if images or manifest else _fashion_dir(data)
-    use_db = retrieval and hnsw and data_dir is not None
-    if use_db:
-        from worker.context import open_context
+    if (images is None) != (manifest is None):
+        raise CliError("--images and --manifest go together")
+    data = None
+    if images is None:
+        from pipeline.datasets import load_fashion_mnist
 
-        ctx = open_context(migrate=False)
-        with ctx.engine.begin() as conn:
-            result = run_eval(
-                loaded,
-                data_dir=data_dir,
-                images=images,
-                manifest=manifest,
-                retrieval=retrieval,
-                k=k,
-                gallery_limit=gallery_limit,
-                hnsw_conn=conn,
-                report_dir=report,
-            )
-    else:
-        result = run_eval(
+        data = load_fashion_mnist(_fashion_dir(data_dir))
+    loaded = load_model_dir(model or get_settings().model_dir)
+
+    def run(conn: object | None) -> dict[str, object]:
+        return run_eval(
             loaded,
-            data_dir=data_dir,
+            data=data,
             images=images,
             manifest=manifest,
             retrieval=retrieval,
             k=k,
             gallery_limit=gallery_limit,
-            hnsw_conn=None,
+            hnsw_conn=conn,
             report_dir=report,
         )
+
+    if retrieval and hnsw and data is not None:
+        from worker.context import open_context
+
+        with open_context(migrate=False).engine.begin() as conn:
+            result = run(conn)
+    else:
+        result = run(None)
     if json_out:
         emit_json(result)
         return

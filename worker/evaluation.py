@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.datasets import load_fashion_mnist
+from pipeline.datasets import FashionMNIST
 from pipeline.evaluate import classification_report, exact_neighbours, retrieval_metrics
 from pipeline.model import LoadedModel
 from pipeline.preprocess import BadImageError, preprocess_bytes, raw_to_model_input
@@ -79,7 +79,7 @@ def photos_inputs(
 def evaluate(
     model: LoadedModel,
     *,
-    data_dir: Path | None,
+    data: FashionMNIST | None,
     images: Path | None,
     manifest: Path | None,
     retrieval: bool,
@@ -101,11 +101,10 @@ def evaluate(
         }
         data = None
     else:
-        if data_dir is None:
+        if data is None:
             raise CliError("give --data DIR (Fashion-MNIST IDX files) or --images/--manifest")
-        data = load_fashion_mnist(data_dir)
         x, y = raw_to_model_input(data.x_test, spec.preprocess), data.y_test
-        result["source"] = {"data": str(data_dir), "fingerprint": data.fingerprint}
+        result["source"] = {"data": "fashion-mnist", "fingerprint": data.fingerprint}
     started = time.perf_counter()
     probs, embeddings = model.forward(x)
     result["forward_images_per_s"] = round(len(x) / (time.perf_counter() - started), 1)

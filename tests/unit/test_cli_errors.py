@@ -171,22 +171,14 @@ def test_train_refuses_a_non_empty_out_dir(tmp_path: Path) -> None:
     out = tmp_path / "existing-model"
     out.mkdir()
     (out / "model.json").write_text("{}")
-    assert_user_error(invoke("train", "--out", out), "exists and is not empty")
+    assert_user_error(invoke("train", "--out", out), "exists and is not an empty directory")
     assert (out / "model.json").read_text() == "{}"  # nothing was overwritten
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "worker/cli_model.py train(): `out.exists() and any(out.iterdir())` raises "
-        "NotADirectoryError when --out is a file; it is not in USER_ERRORS, so the user gets "
-        "a traceback instead of exit code 2"
-    ),
-)
 def test_train_out_is_a_file(tmp_path: Path) -> None:
     out = tmp_path / "model.keras"
     out.write_bytes(b"x")
-    assert_user_error(invoke("train", "--out", out))
+    assert_user_error(invoke("train", "--out", out), "not an empty directory")
 
 
 def test_train_data_folder_missing(tmp_path: Path) -> None:
@@ -205,3 +197,46 @@ def test_train_data_folder_with_one_class(tmp_path: Path) -> None:
         "needs at least two class subfolders",
     )
     assert not (tmp_path / "model").exists()
+
+
+def test_models_add_wrong_directory_starts_nothing(tmp_path: Path) -> None:
+    assert_user_error(invoke("models", "add", tmp_path), "model.json")
+
+
+def test_eval_data_dir_without_idx_files_starts_nothing(tmp_path: Path) -> None:
+    (tmp_path / "fmnist").mkdir()
+    assert_user_error(invoke("eval", "--data", tmp_path / "fmnist"), "train-images")
+
+
+def test_train_bad_widths(tmp_path: Path) -> None:
+    assert_user_error(
+        invoke("train", "--out", tmp_path / "m", "--widths", "a,b"), "comma-separated"
+    )
+
+
+def test_eval_manifest_with_unknown_label(tmp_path: Path) -> None:
+    images = tmp_path / "photos"
+    _png(images / "a.png")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("file,label\na.png,Sweater\n")
+    assert_user_error(
+        invoke("eval", "--images", images, "--manifest", manifest), "unknown label", "Ankle boot"
+    )
+
+
+def test_eval_on_a_tiny_manifest(tmp_path: Path) -> None:
+    """The photo path end to end on two files: JSON out, nothing started."""
+    import json
+
+    from pipeline.datasets import load_fashion_mnist
+    from pipeline.photos import write_catalog
+    from worker.settings import SAMPLE_FASHION_DIR
+
+    data = load_fashion_mnist(SAMPLE_FASHION_DIR)
+    manifest = write_catalog(data.x_test, data.y_test, tmp_path / "photos", n=12, seed=5)
+    result = invoke("eval", "--images", tmp_path / "photos", "--manifest", manifest, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["n"] == 12 and report["source"]["unreadable"] == []
+    assert report["accuracy"] >= 0.75  # 12 photos of a ~0.93 model: a loose, honest bound
+    assert sum(c["support"] for c in report["per_class"].values()) == 12
