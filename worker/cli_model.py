@@ -225,21 +225,11 @@ def photos(
 ) -> None:
     """Make a merchant-like photo set from the test split, for `eval --images/--manifest`."""
     from pipeline.datasets import load_fashion_mnist
-    from pipeline.photos import write_catalog
-    from worker.dispatch import progress_bar
+    from worker.demo import write_photos
     from worker.settings import SAMPLE_FASHION_DIR
 
     ds = load_fashion_mnist(SAMPLE_FASHION_DIR if sample else _fashion_dir(fashion))
-    with progress_bar() as progress:
-        bar = progress.add_task("writing photos", total=n, rate="")
-        manifest = write_catalog(
-            ds.x_test,
-            ds.y_test,
-            out,
-            n=n,
-            seed=seed,
-            progress=lambda done: progress.update(bar, completed=done),
-        )
+    manifest = write_photos(ds, out, n=n, seed=seed)
     out_console.print(f"wrote {n} photos and {manifest}")
 
 

@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from db import repository
-from pipeline.datasets import load_fashion_mnist
+from pipeline.datasets import FashionMNIST, load_fashion_mnist
 from pipeline.photos import write_catalog
 from pipeline.types import Upload
 from worker.cli_common import emit_json, out_console
@@ -28,6 +28,20 @@ from worker.settings import SAMPLE_FASHION_DIR
 MERCHANT = "demo-shop"
 
 
+def write_photos(data: FashionMNIST, out: Path, *, n: int, seed: int) -> Path:
+    """Merchant-like photos of test items, with a progress bar; returns manifest.csv."""
+    with progress_bar() as progress:
+        bar = progress.add_task("writing photos", total=n, rate="")
+        return write_catalog(
+            data.x_test,
+            data.y_test,
+            out,
+            n=n,
+            seed=seed,
+            progress=lambda done: progress.update(bar, completed=done),
+        )
+
+
 def _catalog(directory: Path, n: int, seed: int) -> list[dict[str, str]]:
     manifest = directory / "manifest.csv"
     if manifest.exists():
@@ -35,17 +49,7 @@ def _catalog(directory: Path, n: int, seed: int) -> list[dict[str, str]]:
             rows = list(csv.DictReader(fh))
         if len(rows) == n and all((directory / r["file"]).exists() for r in rows):
             return rows
-    data = load_fashion_mnist(SAMPLE_FASHION_DIR)
-    with progress_bar() as progress:
-        bar = progress.add_task("writing sample photos", total=n, rate="")
-        write_catalog(
-            data.x_test,
-            data.y_test,
-            directory,
-            n=n,
-            seed=seed,
-            progress=lambda done: progress.update(bar, completed=done),
-        )
+    write_photos(load_fashion_mnist(SAMPLE_FASHION_DIR), directory, n=n, seed=seed)
     with manifest.open(newline="") as fh:
         return list(csv.DictReader(fh))
 
