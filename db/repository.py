@@ -650,3 +650,21 @@ def copy_embeddings(conn: Connection, *, rows: Iterable[EmbeddingRow], upsert: b
         # (IntegrityError, DataError, ...), so callers need only one except clause.
         raise DBAPIError.instance(statement, None, exc, psycopg.Error) from exc
     return sent
+
+
+def stale_images(conn: Connection, *, older_than_s: float, limit: int) -> list[tuple[int, str]]:
+    """`(id, uri)` of images left `pending`/`processing` for longer than `older_than_s`.
+
+    What a lost message leaves behind (a broker without persistence restarted, a task that
+    ran out of retries while the database was down): `vitrine requeue` sends them again.
+    """
+    stmt = (
+        select(images.c.id, images.c.uri)
+        .where(
+            images.c.status.in_(["pending", "processing"]),
+            images.c.updated_at < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, older_than_s),
+        )
+        .order_by(images.c.id)
+        .limit(limit)
+    )
+    return [(int(i), uri) for i, uri in conn.execute(stmt)]

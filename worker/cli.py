@@ -118,7 +118,7 @@ def submit(
                 f"queued {len(ids)} upload(s): image ids {ids[:10]}{'...' if len(ids) > 10 else ''}"
             )
         return
-    if not celery_app.control.ping(timeout=2.0):
+    if not celery_app.control.ping(timeout=2.0, limit=1):
         err_console.print(
             "no worker answered yet; waiting anyway (start one with `vitrine worker`)"
         )
@@ -284,6 +284,28 @@ def backfill(
         **summary.as_dict(),
         "activated": bool(activate and summary.failed == 0),
     }
+    if json_out:
+        emit_json(result)
+    else:
+        out_console.print(result)
+
+
+@app.command()
+@friendly
+def requeue(
+    older_than: float = typer.Option(600.0, help="Seconds an image may stay pending/processing."),
+    workers: int = typer.Option(
+        1, help="Local worker processes to start (0: use running workers)."
+    ),
+    json_out: bool = JSON,
+) -> None:
+    """Send again uploads stuck in pending/processing (lost messages); safe to repeat."""
+    ctx = open_context()
+    with ctx.engine.connect() as conn:
+        stale = repository.stale_images(conn, older_than_s=older_than, limit=1_000_000)
+    items = [WorkItem(image_id=i, uri=u) for i, u in stale]
+    summary = process_items(ctx, items, workers=workers if items else 0, description="requeue")
+    result = {"requeued": len(items), **summary.as_dict()}
     if json_out:
         emit_json(result)
     else:

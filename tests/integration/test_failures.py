@@ -115,3 +115,25 @@ def test_demo_command_runs_on_the_same_services(pipeline_env, tmp_path: Path) ->
     assert result["images"] == 40 and result["failed"] == 0
     assert result["accuracy_vs_truth"] >= 0.8
     assert (tmp_path / "neighbours.png").stat().st_size > 10_000
+
+
+def test_requeue_finishes_uploads_whose_message_was_lost(
+    pipeline_env, celery_worker_process, clean_db: Engine, catalog
+) -> None:
+    from tests.integration.conftest import vitrine
+
+    directory, truth = catalog
+    photos = [directory / name for name in sorted(truth)[:3]]
+    # Rows registered but never published: what a broker that lost its queue leaves.
+    ids = register_uploads(
+        clean_db, [Upload(uri=file_uri(p), merchant_id="m-lost") for p in photos]
+    )
+    with clean_db.begin() as conn:
+        conn.execute(text("UPDATE images SET updated_at = now() - interval '1 hour'"))
+    proc = vitrine(pipeline_env, "requeue", "--older-than", "60", "--workers", "0", "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import json
+
+    assert json.loads(proc.stdout)["done"] == len(ids)
+    with clean_db.connect() as conn:
+        assert set(conn.execute(text("SELECT status FROM images")).scalars()) == {"done"}
