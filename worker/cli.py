@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import typer
+from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import ResultSet
 from rich.table import Table
 
@@ -124,7 +125,7 @@ def submit(
         )
     try:
         ResultSet(results).join(timeout=timeout, propagate=False)
-    except TimeoutError as exc:
+    except CeleryTimeoutError as exc:
         raise CliError(f"not every image finished within {timeout:.0f}s; they stay queued") from exc
     _report_images(ctx.engine, ids, files, json_out)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from sqlalchemy import Engine
@@ -113,7 +114,13 @@ def run_chunks(
 
         def collect() -> None:
             result, size = window.popleft()
-            value = result.get(timeout=timeout, propagate=False)
+            try:
+                value = result.get(timeout=timeout, propagate=False)
+            except CeleryTimeoutError as exc:
+                raise CliError(
+                    f"a batch did not finish within {timeout:.0f}s; is a worker running "
+                    "(`vitrine worker`)? Queued work stays queued; rerun to wait again."
+                ) from exc
             if isinstance(value, dict):
                 summary.add(value)
             else:  # the task itself failed; its images were marked failed by the worker
