@@ -33,6 +33,8 @@ def train(
     limit: int = typer.Option(None, help="Train on this many images only (smoke tests)."),
     widths: str = typer.Option("64,128,256", help="CNN stage widths."),
     embedding_dim: int = typer.Option(128, help="Embedding size (the vector stored in pgvector)."),
+    blur: float = typer.Option(0.0, help="Share of training images softened (photo look)."),
+    gamma: float = typer.Option(0.0, help="Share of training images with changed mid-tones."),
     backbone: str = typer.Option(None, help="MobileNetV3Small or EfficientNetB0 (with --data)."),
     weights: Path = typer.Option(None, help="Backbone weights file (ImageNet notop .weights.h5)."),
     input_size: int = typer.Option(
@@ -43,7 +45,7 @@ def train(
     json_out: bool = JSON,
 ) -> None:
     """Train a model: Fashion-MNIST by default, or your own taxonomy with --data."""
-    from pipeline.train import TrainConfig, train_fashion_mnist
+    from pipeline.train import Augmentation, TrainConfig, train_fashion_mnist
 
     if weights and not backbone:
         raise CliError("--weights needs --backbone (MobileNetV3Small or EfficientNetB0)")
@@ -64,6 +66,7 @@ def train(
     if (backbone or input_size) and data is None:
         raise CliError("--backbone and --input-size apply to --data (your own labelled folder)")
     cfg_kwargs["embedding_dim"] = embedding_dim
+    cfg_kwargs["augmentation"] = Augmentation(blur_probability=blur, gamma_probability=gamma)
     if epochs:
         cfg_kwargs["epochs"] = epochs
     verbose = 2

@@ -317,3 +317,37 @@ def test_raw_arrays_and_training_scale_agree(fashion: FashionMNIST) -> None:
     served = raw_to_model_input(fashion.x_test[:5], spec)
     trained = (fashion.x_test[:5].astype(np.float32) * spec.scale + spec.offset)[..., None]
     np.testing.assert_allclose(served, trained, atol=1e-6)
+
+
+def test_blur_and_gamma_are_off_by_default_and_draw_nothing() -> None:
+    """Recipes written before these steps existed must replay the same random stream."""
+    x = np.random.default_rng(1).integers(0, 256, (16, 28, 28), dtype=np.uint8)
+    plain = augment(x, np.random.default_rng(7), Augmentation())
+    explicit = augment(
+        x, np.random.default_rng(7), Augmentation(blur_probability=0.0, gamma_probability=0.0)
+    )
+    np.testing.assert_array_equal(plain, explicit)
+
+
+def test_gaussian_blur_matches_its_definition() -> None:
+    from pipeline.train import gaussian_blur
+
+    impulse = np.zeros((2, 9, 9), np.uint8)
+    impulse[:, 4, 4] = 250
+    out = gaussian_blur(impulse, np.array([0.05, 1.0])).astype(float)
+    assert out[0, 4, 4] == 250 and out[0].sum() == 250  # tiny sigma: unchanged
+    # sigma 1: separable kernel [0.054, 0.244, 0.403, 0.244, 0.054] -> centre 250*0.403^2
+    assert abs(out[1, 4, 4] - 250 * 0.4026**2) <= 1
+    assert abs(out[1].sum() - 250) <= 3  # mass kept (up to rounding)
+    assert out[1, 4, 3] == out[1, 4, 5] == out[1, 3, 4] == out[1, 5, 4]
+
+
+def test_gamma_changes_mid_tones_only() -> None:
+    x = np.array([[[0, 128, 255]]], np.uint8).repeat(4, axis=0)
+    out = augment(
+        x,
+        np.random.default_rng(0),
+        Augmentation(flip=False, max_shift=0, erase_probability=0.0, gamma_probability=1.0),
+    )
+    assert (out[:, 0, 0] == 0).all() and (out[:, 0, 2] == 255).all()
+    assert (out[:, 0, 1] != 128).any()
