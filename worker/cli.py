@@ -41,6 +41,7 @@ app.add_typer(models_app, name="models")
 cli_model.register(app)
 
 JSON = typer.Option(False, "--json", help="Print one JSON object on stdout.")
+WORKERS = typer.Option(1, help="Local worker processes to start (0: use running workers).")
 
 
 @db_app.command("upgrade")
@@ -194,9 +195,7 @@ def ingest(
     merchant: str = typer.Option(
         "catalog", "--merchant", help="Merchant id for files without one."
     ),
-    workers: int = typer.Option(
-        1, help="Local worker processes to start (0: use running workers)."
-    ),
+    workers: int = WORKERS,
     concurrency: int = typer.Option(None, help="Processes per local worker."),
     batch_size: int = typer.Option(None, help="Images per task (one forward pass)."),
     json_out: bool = JSON,
@@ -233,9 +232,7 @@ def ingest(
 def backfill(
     model: str = typer.Option(None, help="Model key name@version (default: the active model)."),
     activate: bool = typer.Option(False, help="Make the model active once every image has it."),
-    workers: int = typer.Option(
-        1, help="Local worker processes to start (0: use running workers)."
-    ),
+    workers: int = WORKERS,
     batch_size: int = typer.Option(None, help="Images per task."),
     max_in_flight: int = typer.Option(
         4, help="Chunks queued at once (keeps live uploads flowing)."
@@ -295,9 +292,7 @@ def backfill(
 @friendly
 def requeue(
     older_than: float = typer.Option(600.0, help="Seconds an image may stay pending/processing."),
-    workers: int = typer.Option(
-        1, help="Local worker processes to start (0: use running workers)."
-    ),
+    workers: int = WORKERS,
     json_out: bool = JSON,
 ) -> None:
     """Send again uploads stuck in pending/processing (lost messages); safe to repeat."""
