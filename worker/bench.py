@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import typer
 
-from worker.cli_common import emit_json, out_console
+from worker.cli_common import print_result
 
 
 def _rate(n: int, seconds: float) -> float:
@@ -24,8 +24,6 @@ def bench(
 ) -> None:
     """Forward pass, preprocessing and decode throughput on this machine."""
     import io
-
-    from PIL import Image
 
     from pipeline.datasets import load_fashion_mnist
     from pipeline.model import load_model_dir
@@ -49,13 +47,14 @@ def bench(
 
     rng = np.random.default_rng(0)
     n_photos = max(32, size // 2)
-    blobs = []
+    blobs, pixels = [], []
     for i in range(n_photos):
         item = data.x_test[i % len(data.x_test)]
         img, _ = make_product_photo(item, rng=rng, size_range=(1600, 2000))
         buf = io.BytesIO()
         img.convert("RGB").save(buf, "JPEG", quality=90)
         blobs.append(buf.getvalue())
+        pixels.append(img.width * img.height)
     limits = {"max_pixels": settings.max_image_pixels, "max_bytes": settings.max_file_bytes}
     spec = loaded.spec.preprocess
 
@@ -74,25 +73,11 @@ def bench(
             fn(blob)
         timings[name] = time.perf_counter() - t0
     results["photos"] = n_photos
-    results["photo_megapixels"] = round(
-        float(
-            np.mean(
-                [
-                    Image.open(io.BytesIO(b)).size[0] * Image.open(io.BytesIO(b)).size[1]
-                    for b in blobs
-                ]
-            )
-        )
-        / 1e6,
-        2,
-    )
+    results["photo_megapixels"] = round(float(np.mean(pixels)) / 1e6, 2)
     results["preprocess_draft_images_per_s"] = _rate(n_photos, timings["draft"])
     results["preprocess_full_decode_images_per_s"] = _rate(n_photos, timings["full"])
     results["draft_speedup"] = round(timings["full"] / timings["draft"], 2)
     results["forward_batch64_vs_batch1"] = round(
         results["forward_images_per_s"] / max(results["forward_batch1_images_per_s"], 1e-9), 2
     )
-    if json_out:
-        emit_json(results)
-    else:
-        out_console.print(results)
+    print_result(results, json_out)

@@ -17,7 +17,14 @@ from pipeline.types import Upload
 from worker import cli_model
 from worker.celery_app import BACKFILL_QUEUE, UPLOADS_QUEUE
 from worker.celery_app import app as celery_app
-from worker.cli_common import CliError, emit_json, err_console, friendly, out_console
+from worker.cli_common import (
+    CliError,
+    emit_json,
+    err_console,
+    friendly,
+    out_console,
+    print_result,
+)
 from worker.client import submit_upload
 from worker.context import open_context
 from worker.dispatch import collect_files, file_uri, process_items, register_uploads
@@ -282,10 +289,7 @@ def backfill(
         **summary.as_dict(),
         "activated": bool(activate and summary.failed == 0),
     }
-    if json_out:
-        emit_json(result)
-    else:
-        out_console.print(result)
+    print_result(result, json_out)
 
 
 @app.command()
@@ -302,10 +306,7 @@ def requeue(
     items = [WorkItem(image_id=i, uri=u) for i, u in stale]
     summary = process_items(ctx, items, workers=workers if items else 0, description="requeue")
     result = {"requeued": len(items), **summary.as_dict()}
-    if json_out:
-        emit_json(result)
-    else:
-        out_console.print(result)
+    print_result(result, json_out)
 
 
 @app.command()

@@ -53,3 +53,11 @@ def friendly(fn: F) -> F:
 def emit_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
     sys.stdout.flush()
+
+
+def print_result(obj: Any, json_out: bool) -> None:
+    """A command's result dict: JSON for machines, rich's pretty print for people."""
+    if json_out:
+        emit_json(obj)
+    else:
+        out_console.print(obj)
