@@ -152,10 +152,19 @@ def _compile(keras: Any, model: Any, cfg: TrainConfig, steps_per_epoch: int) -> 
 #: dominated by their initial values and by early weights, and predict near chance in
 #: inference mode; they get their statistics re-estimated from the training data instead.
 SHORT_RUN_STEPS = 2000
+RECALIBRATION_IMAGES = 4096
+
+
+def settle_batchnorm(model: Any, x: np.ndarray, *, total_steps: int) -> bool:
+    """Re-estimate BatchNorm statistics after a run too short for them; True if it did."""
+    if total_steps >= SHORT_RUN_STEPS:
+        return False
+    recalibrate_batchnorm(model, x)
+    return True
 
 
 def recalibrate_batchnorm(
-    model: Any, x: np.ndarray, *, chunk: int = 256, limit: int = 4096
+    model: Any, x: np.ndarray, *, chunk: int = 256, limit: int = RECALIBRATION_IMAGES
 ) -> None:
     """Set every BatchNormalization layer's moving statistics to their mean over `x`.
 
@@ -266,9 +275,9 @@ def train_fashion_mnist(
             f"acc={row.get('accuracy', 0):.4f} val_acc={row.get('val_accuracy', float('nan')):.4f} "
             f"({row['seconds']:.1f}s)"
         )
-    recalibrated = config.epochs * steps < SHORT_RUN_STEPS
-    if recalibrated:
-        recalibrate_batchnorm(model, scale(xt))
+    recalibrated = settle_batchnorm(
+        model, scale(xt[:RECALIBRATION_IMAGES]), total_steps=config.epochs * steps
+    )
     train_seconds = time.perf_counter() - started
     test_accuracy = top1_accuracy(model, scale(x_test), y_test)
     log(f"test accuracy {test_accuracy:.4f} after {train_seconds:.0f}s")
@@ -360,9 +369,7 @@ def train_folder(
         shuffle=True,
         verbose=verbose,
     )
-    recalibrated = config.epochs * steps < SHORT_RUN_STEPS
-    if recalibrated:
-        recalibrate_batchnorm(model, xt)
+    recalibrated = settle_batchnorm(model, xt, total_steps=config.epochs * steps)
     train_seconds = time.perf_counter() - started
     val_acc = top1_accuracy(model, xv, yv) if len(xv) else None
     log(f"validation accuracy {val_acc} after {train_seconds:.0f}s")
