@@ -17,7 +17,7 @@ from worker.settings import get_settings
 
 def _ensure_broker() -> None:
     if not app.conf.broker_url:
-        from worker.services import ensure_services
+        from embedded.services import ensure_services
 
         configure(ensure_services(get_settings()).redis_url)
 

@@ -41,7 +41,7 @@ def _load_model_in_child(**_: Any) -> None:
 
 @worker_ready.connect
 def _announce_ready(**_: Any) -> None:
-    """Tell a launching process (see worker.launcher) that this worker consumes now."""
+    """Tell a launching process (see embedded.launcher) that this worker consumes now."""
     fd = os.environ.pop("VITRINE_READY_FD", None)
     if fd:
         os.write(int(fd), b"1")

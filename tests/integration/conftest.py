@@ -32,7 +32,7 @@ def pipeline_env() -> Iterator[dict[str, str]]:
     os.environ["VITRINE_DATA_DIR"] = str(data_dir)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     get_settings.cache_clear()
-    from worker.context import open_context
+    from ops.context import open_context
 
     ctx = open_context()
     os.environ["DATABASE_URL"] = ctx.urls.database_url
@@ -41,7 +41,7 @@ def pipeline_env() -> Iterator[dict[str, str]]:
     try:
         yield dict(os.environ)
     finally:
-        from worker.services import stop_services
+        from embedded.services import stop_services
 
         embedded = get_settings().model_copy(
             update={"database_url": saved.get("DATABASE_URL"), "redis_url": saved.get("REDIS_URL")}
@@ -55,7 +55,7 @@ def pipeline_env() -> Iterator[dict[str, str]]:
 
 @pytest.fixture(scope="session")
 def ctx(pipeline_env: dict[str, str]):  # type: ignore[no-untyped-def]
-    from worker.context import open_context
+    from ops.context import open_context
 
     return open_context()
 
@@ -68,7 +68,7 @@ def engine(ctx) -> Engine:  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def celery_worker_process(ctx) -> Iterator[subprocess.Popen[bytes]]:  # type: ignore[no-untyped-def]
     """One real `celery worker` (prefork, 2 processes) for the session."""
-    from worker.launcher import running_worker
+    from embedded.launcher import running_worker
 
     log = ctx.settings.data_dir / "logs" / "test-worker.log"
     with running_worker(ctx.urls, concurrency=2, log_path=log) as proc:
@@ -107,7 +107,7 @@ def vitrine(
 ) -> subprocess.CompletedProcess[str]:
     """Run the real CLI as a user would."""
     return subprocess.run(
-        [sys.executable, "-m", "worker", *args],
+        [sys.executable, "-m", "cli", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -21,8 +21,8 @@ import psycopg
 import pytest
 import redis
 
-from worker.embedded_common import pid_alive, wait_for
-from worker.services import (
+from embedded.common import pid_alive, wait_for
+from embedded.services import (
     ServiceURLs,
     ensure_services,
     services_status,
@@ -128,7 +128,7 @@ def test_start_reuse_stop_restart(settings: Settings) -> None:
 def test_servers_outlive_the_process_that_started_them(settings: Settings) -> None:
     code = (
         "import sys; from pathlib import Path; from worker.settings import Settings; "
-        "from worker.services import ensure_services; "
+        "from embedded.services import ensure_services; "
         "u = ensure_services(Settings(data_dir=Path(sys.argv[1]))); "
         "print(u.database_url); print(u.redis_url)"
     )

@@ -13,8 +13,8 @@ import pytest
 from celery.result import AsyncResult
 from sqlalchemy import Engine, text
 
+from ops.dispatch import file_uri, register_uploads
 from pipeline.types import Upload
-from worker.dispatch import file_uri, register_uploads
 
 pytestmark = pytest.mark.integration
 
@@ -37,8 +37,8 @@ def _wait_until(predicate, timeout: float, what: str) -> None:  # type: ignore[n
 def test_killed_worker_process_redelivers_and_duplicates_nothing(
     ctx, clean_db: Engine, catalog
 ) -> None:
+    from embedded.launcher import running_worker
     from worker.celery_app import app
-    from worker.launcher import running_worker
 
     directory, truth = catalog
     files = sorted(directory / name for name in truth)[:48]
@@ -78,16 +78,16 @@ def test_killed_worker_process_redelivers_and_duplicates_nothing(
 def test_database_restart_is_retried_not_failed(
     ctx, celery_worker_process, clean_db: Engine, catalog
 ) -> None:
-    from worker import embedded_pg
+    from embedded import pg_server
+    from embedded.services import _root, ensure_services
     from worker.client import submit_upload
-    from worker.services import _root, ensure_services
 
     if os.environ.get("VITRINE_EXTERNAL_SERVICES"):
         pytest.skip("needs the embedded PostgreSQL, which the test can stop and start")
     directory, truth = catalog
     photo = directory / sorted(truth)[2]
     embedded_settings = ctx.settings.model_copy(update={"database_url": None, "redis_url": None})
-    assert embedded_pg.stop(_root(embedded_settings) / "pg")
+    assert pg_server.stop(_root(embedded_settings) / "pg")
     try:
         result = submit_upload(file_uri(photo), merchant_id="m-restart")
         # The task meets a dead database and schedules a retry with backoff.

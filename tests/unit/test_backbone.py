@@ -65,7 +65,7 @@ def test_unknown_backbone_is_a_clear_error() -> None:
 def test_train_cli_fine_tunes_on_a_labelled_folder(
     weights_file: tuple[Path, np.ndarray], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from worker.cli import app
+    from cli.app import app
     from worker.settings import get_settings
 
     monkeypatch.setenv("VITRINE_DATA_DIR", str(tmp_path / "data"))

@@ -13,10 +13,10 @@ import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
-import worker.cli
-import worker.context
-import worker.services
-from worker.cli import app
+import cli.app
+import embedded.services
+import ops.context
+from cli.app import app
 from worker.settings import get_settings
 
 runner = CliRunner()
@@ -50,10 +50,10 @@ def no_services(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise ServicesStarted("the command tried to start services before validating input")
 
-    monkeypatch.setattr(worker.cli, "open_context", refuse)
-    monkeypatch.setattr(worker.context, "open_context", refuse)
-    monkeypatch.setattr(worker.context, "ensure_services", refuse)
-    monkeypatch.setattr(worker.services, "ensure_services", refuse)
+    monkeypatch.setattr(cli.app, "open_context", refuse)
+    monkeypatch.setattr(ops.context, "open_context", refuse)
+    monkeypatch.setattr(ops.context, "ensure_services", refuse)
+    monkeypatch.setattr(embedded.services, "ensure_services", refuse)
 
 
 def invoke(*args: str | Path) -> Result:

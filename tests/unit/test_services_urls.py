@@ -1,4 +1,4 @@
-"""Pure helpers of worker.services and the embedded launchers (no servers started)."""
+"""Pure helpers of embedded.services and the embedded launchers (no servers started)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from worker import embedded_pg, embedded_redis
-from worker.embedded_common import (
+from embedded import pg_server, redis_server
+from embedded.common import (
     RESERVED_PORTS,
     ServiceError,
     free_port,
@@ -21,7 +21,7 @@ from worker.embedded_common import (
     read_pid,
     wait_for,
 )
-from worker.services import (
+from embedded.services import (
     ServiceURLs,
     _read_state,
     _write_state,
@@ -37,8 +37,8 @@ def test_service_error_is_a_runtime_error() -> None:
 
 
 def test_embedded_urls() -> None:
-    assert embedded_pg.url(54321) == "postgresql+psycopg://vitrine@127.0.0.1:54321/vitrine"
-    assert embedded_redis.url(16379) == "redis://127.0.0.1:16379/0"
+    assert pg_server.url(54321) == "postgresql+psycopg://vitrine@127.0.0.1:54321/vitrine"
+    assert redis_server.url(16379) == "redis://127.0.0.1:16379/0"
 
 
 @pytest.mark.parametrize(

@@ -11,13 +11,8 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import ResultSet
 from rich.table import Table
 
-from db import repository
-from db.migrate import current_revision
-from pipeline.types import Upload
-from worker import cli_model
-from worker.celery_app import BACKFILL_QUEUE, UPLOADS_QUEUE
-from worker.celery_app import app as celery_app
-from worker.cli_common import (
+from cli import model_commands as cli_model
+from cli.output import (
     CliError,
     emit_json,
     err_console,
@@ -25,12 +20,17 @@ from worker.cli_common import (
     out_console,
     print_result,
 )
+from db import repository
+from db.migrate import current_revision
+from embedded.launcher import service_env, worker_argv
+from embedded.services import services_status, stop_services
+from ops.context import open_context
+from ops.dispatch import collect_files, file_uri, process_items, register_uploads
+from pipeline.types import Upload
+from worker.celery_app import BACKFILL_QUEUE, UPLOADS_QUEUE
+from worker.celery_app import app as celery_app
 from worker.client import submit_upload
-from worker.context import open_context
-from worker.dispatch import collect_files, file_uri, process_items, register_uploads
-from worker.launcher import service_env, worker_argv
 from worker.processing import WorkItem
-from worker.services import services_status, stop_services
 from worker.settings import get_settings
 
 app = typer.Typer(
@@ -324,7 +324,7 @@ def similar(
     if not neighbours:
         raise CliError(f"image {image_id} has no embedding under the active model (is it done?)")
     if png:
-        from worker.pictures import neighbour_sheet
+        from ops.pictures import neighbour_sheet
 
         neighbour_sheet(ctx.engine, [image_id], k, png)
     if json_out:
@@ -406,8 +406,8 @@ def models_add(
     directory: Path = typer.Argument(..., help="A model directory (model.json + .keras)."),
 ) -> None:
     """Register a model directory (inactive unless no model is active)."""
+    from ops.context import register_model_dir
     from pipeline.model import read_spec
-    from worker.context import register_model_dir
 
     read_spec(directory)  # a clear error for a wrong directory before any server starts
     ctx = open_context()

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import typer
 
+from cli.output import CliError, emit_json, err_console, friendly, out_console
 from pipeline.datasets import DEBIAN_DIR
-from worker.cli_common import CliError, emit_json, err_console, friendly, out_console
 
 JSON = typer.Option(False, "--json", help="Print one JSON object on stdout.")
 
@@ -174,8 +174,8 @@ def evaluate(
     json_out: bool = JSON,
 ) -> None:
     """Accuracy, per-class precision/recall and retrieval quality."""
+    from ops.evaluation import evaluate as run_eval
     from pipeline.model import load_model_dir
-    from worker.evaluation import evaluate as run_eval
     from worker.settings import get_settings
 
     if (images is None) != (manifest is None):
@@ -201,7 +201,7 @@ def evaluate(
         )
 
     if retrieval and hnsw and data is not None:
-        from worker.context import open_context
+        from ops.context import open_context
 
         with open_context(migrate=False).engine.begin() as conn:
             result = run(conn)
@@ -227,8 +227,8 @@ def photos(
     sample: bool = typer.Option(False, help="Use the small slice shipped in the repo."),
 ) -> None:
     """Make a merchant-like photo set from the test split, for `eval --images/--manifest`."""
+    from ops.demo import write_photos
     from pipeline.datasets import load_fashion_mnist
-    from worker.demo import write_photos
     from worker.settings import SAMPLE_FASHION_DIR
 
     ds = load_fashion_mnist(SAMPLE_FASHION_DIR if sample else _fashion_dir(fashion))
@@ -240,7 +240,7 @@ def register(app: typer.Typer) -> None:
     app.command()(friendly(train))
     app.command()(friendly(photos))
     app.command("eval")(friendly(evaluate))
-    from worker import bench, demo
+    from ops import bench, demo
 
     app.command()(friendly(demo.demo))
     app.command()(friendly(bench.bench))

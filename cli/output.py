@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 
-from worker.embedded_common import ServiceError
+from embedded.common import ServiceError
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -18,10 +18,10 @@ from celery.result import AsyncResult
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from sqlalchemy import Engine
 
+from cli.output import CliError, err_console
 from db import repository
 from pipeline.types import Upload
 from worker.celery_app import BACKFILL_QUEUE, UPLOADS_QUEUE, app
-from worker.cli_common import CliError, err_console
 from worker.processing import WorkItem
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
@@ -164,7 +164,7 @@ def process_items(
     """Run items through `workers` local worker processes (0: whatever workers are running)."""
     from contextlib import ExitStack
 
-    from worker.launcher import running_worker
+    from embedded.launcher import running_worker
 
     size = batch_size or ctx.settings.batch_size
     with ExitStack() as stack:

@@ -14,14 +14,14 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from cli.output import emit_json, out_console
 from db import repository
+from ops.context import open_context
+from ops.dispatch import file_uri, process_items, progress_bar, register_uploads
+from ops.pictures import neighbour_sheet
 from pipeline.datasets import FashionMNIST, load_fashion_mnist
 from pipeline.photos import write_catalog
 from pipeline.types import Upload
-from worker.cli_common import emit_json, out_console
-from worker.context import open_context
-from worker.dispatch import file_uri, process_items, progress_bar, register_uploads
-from worker.pictures import neighbour_sheet
 from worker.processing import WorkItem
 from worker.settings import SAMPLE_FASHION_DIR
 

@@ -17,8 +17,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from embedded.services import ServiceURLs
 from worker.celery_app import BACKFILL_QUEUE, UPLOADS_QUEUE
-from worker.services import ServiceURLs
 
 READY_FD_ENV = "VITRINE_READY_FD"
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import typer
 
-from worker.cli_common import print_result
+from cli.output import print_result
 
 
 def _rate(n: int, seconds: float) -> float:

@@ -1,7 +1,7 @@
 """Small helpers shared by the embedded PostgreSQL and Redis launchers.
 
-Kept apart from `worker.services` so the two launcher modules can import them without a
-circular import; `worker.services` re-exports `ServiceError`.
+Kept apart from `embedded.services` so the two launcher modules can import them without a
+circular import; `embedded.services` re-exports `ServiceError`.
 """
 
 from __future__ import annotations

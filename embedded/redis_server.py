@@ -19,7 +19,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from worker.embedded_common import (
+from embedded.common import (
     HOST,
     START_TIMEOUT_S,
     ServiceError,

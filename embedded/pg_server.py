@@ -26,7 +26,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from worker.embedded_common import (
+from embedded.common import (
     HOST,
     START_TIMEOUT_S,
     ServiceError,

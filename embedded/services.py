@@ -28,8 +28,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from worker import embedded_pg, embedded_redis
-from worker.embedded_common import ServiceError
+from embedded import pg_server, redis_server
+from embedded.common import ServiceError
 from worker.settings import Settings
 
 __all__ = ["ServiceError", "ServiceURLs", "ensure_services", "services_status", "stop_services"]
@@ -93,9 +93,9 @@ def stop_services(settings: Settings) -> list[str]:
     with _locked(root):
         state = _read_state(root)
         stoppers: dict[str, Callable[[], bool]] = {
-            "postgres": partial(embedded_pg.stop, root / _DIRS["postgres"]),
+            "postgres": partial(pg_server.stop, root / _DIRS["postgres"]),
             "redis": partial(
-                embedded_redis.stop, root / _DIRS["redis"], state.get("redis", {}).get("port")
+                redis_server.stop, root / _DIRS["redis"], state.get("redis", {}).get("port")
             ),
         }
         for name, stop in stoppers.items():
@@ -132,13 +132,13 @@ def _entry(
 
 
 def _url(name: str, port: int) -> str:
-    return embedded_pg.url(port) if name == "postgres" else embedded_redis.url(port)
+    return pg_server.url(port) if name == "postgres" else redis_server.url(port)
 
 
 def _probe(name: str, port: int, root: Path) -> int | None:
     if name == "postgres":
-        return embedded_pg.probe(port, root / _DIRS[name])
-    return embedded_redis.probe(port, root / _DIRS[name])
+        return pg_server.probe(port, root / _DIRS[name])
+    return redis_server.probe(port, root / _DIRS[name])
 
 
 def _ensure(state: dict[str, dict[str, Any]], name: str, root: Path) -> str:
@@ -149,7 +149,7 @@ def _ensure(state: dict[str, dict[str, Any]], name: str, root: Path) -> str:
     if recorded and pid is not None:
         port = recorded
     else:
-        server = embedded_pg if name == "postgres" else embedded_redis
+        server = pg_server if name == "postgres" else redis_server
         port, pid = server.start(root / _DIRS[name], recorded)
         record = {"started_at": time.time()}
     state[name] = {**record, "port": port, "pid": pid, "url": _url(name, port)}

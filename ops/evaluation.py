@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from cli.output import CliError
 from pipeline.datasets import FashionMNIST
 from pipeline.evaluate import classification_report, exact_neighbours, retrieval_metrics
 from pipeline.model import LoadedModel
 from pipeline.preprocess import BadImageError, preprocess_bytes, raw_to_model_input
 from pipeline.report import confusion_matrix_image, contact_sheet
-from worker.cli_common import CliError
 from worker.settings import get_settings
 
 

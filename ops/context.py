@@ -10,9 +10,9 @@ from sqlalchemy import Engine
 from db import repository
 from db.engine import make_engine
 from db.migrate import upgrade
+from embedded.services import ServiceURLs, ensure_services
 from pipeline.model import read_spec
 from worker.celery_app import configure
-from worker.services import ServiceURLs, ensure_services
 from worker.settings import Settings, get_settings
 
 
