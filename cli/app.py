@@ -22,14 +22,15 @@ from cli.output import (
 )
 from db import repository
 from db.migrate import current_revision
-from embedded.launcher import service_env, worker_argv
+from embedded.launcher import service_env
 from embedded.services import services_status, stop_services
 from ops.context import open_context
 from ops.dispatch import collect_files, file_uri, process_items, register_uploads
 from pipeline.types import Upload
-from worker.celery_app import BACKFILL_QUEUE, UPLOADS_QUEUE
 from worker.celery_app import app as celery_app
+from worker.celery_app import worker_argv
 from worker.client import submit_upload
+from worker.names import BACKFILL_QUEUE, UPLOADS_QUEUE
 from worker.processing import WorkItem
 from worker.settings import get_settings
 

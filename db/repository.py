@@ -383,7 +383,7 @@ def save_results(conn: Connection, *, results: Sequence[ImageResult]) -> None:
                 "image_id": r.image_id,
                 "model_id": r.model_id,
                 "label": r.prediction.label,
-                "label_index": r.label_index,
+                "label_index": r.prediction.label_index,
                 "confidence": float(r.prediction.confidence),
                 "top_k": [
                     {"label": label, "score": float(score)} for label, score in r.prediction.top_k
@@ -398,7 +398,7 @@ def save_results(conn: Connection, *, results: Sequence[ImageResult]) -> None:
             {
                 "image_id": r.image_id,
                 "model_id": r.model_id,
-                "embedding": _vector_values(r.prediction.embedding),
+                "embedding": r.prediction.embedding,
             }
             for r in batch
         ],

@@ -45,7 +45,6 @@ class ImageResult:
     model_id: int
     info: ImageInfo
     prediction: Prediction
-    label_index: int
 
 
 @dataclass(frozen=True)

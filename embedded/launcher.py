@@ -10,47 +10,18 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from embedded.services import ServiceURLs
-from worker.celery_app import BACKFILL_QUEUE, UPLOADS_QUEUE
-
-READY_FD_ENV = "VITRINE_READY_FD"
+from worker.celery_app import worker_argv
+from worker.names import ALL_QUEUES, READY_FD_ENV
 
 
 class WorkerStartError(RuntimeError):
     pass
-
-
-def worker_argv(
-    *,
-    concurrency: int,
-    queues: Sequence[str] = (UPLOADS_QUEUE, BACKFILL_QUEUE),
-    loglevel: str = "INFO",
-) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "worker.celery_app:app",
-        "worker",
-        "--queues",
-        ",".join(queues),
-        "--concurrency",
-        str(concurrency),
-        "--loglevel",
-        loglevel,
-        "--hostname",
-        f"vitrine-{uuid.uuid4().hex[:8]}@%h",
-        "--without-gossip",
-        "--without-mingle",
-    ]
 
 
 def service_env(urls: ServiceURLs, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -79,7 +50,7 @@ def running_worker(
     *,
     concurrency: int,
     log_path: Path,
-    queues: Sequence[str] = (UPLOADS_QUEUE, BACKFILL_QUEUE),
+    queues: Sequence[str] = ALL_QUEUES,
     ready_timeout: float = 180.0,
     extra_env: dict[str, str] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:

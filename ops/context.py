@@ -12,7 +12,7 @@ from db.engine import make_engine
 from db.migrate import upgrade
 from embedded.services import ServiceURLs, ensure_services
 from pipeline.model import read_spec
-from worker.celery_app import configure
+from worker.celery_app import use_broker
 from worker.settings import Settings, get_settings
 
 
@@ -42,7 +42,7 @@ def open_context(*, migrate: bool = True) -> Context:
     """
     settings = get_settings()
     urls = ensure_services(settings)
-    configure(urls.redis_url)
+    use_broker(urls.redis_url)
     engine = make_engine(urls.database_url)
     if migrate:
         upgrade(urls.database_url)

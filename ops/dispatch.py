@@ -21,7 +21,8 @@ from sqlalchemy import Engine
 from cli.output import CliError, err_console
 from db import repository
 from pipeline.types import Upload
-from worker.celery_app import BACKFILL_QUEUE, UPLOADS_QUEUE, app
+from worker.celery_app import app
+from worker.names import BACKFILL_QUEUE, EMBED_BATCH_TASK, INGEST_BATCH_TASK, UPLOADS_QUEUE
 from worker.processing import WorkItem
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
@@ -134,11 +135,11 @@ def run_chunks(
             payload = [{"image_id": i.image_id, "uri": i.uri} for i in chunk]
             if model_key is None:
                 res = app.send_task(
-                    "vitrine.ingest_batch", kwargs={"items": payload}, queue=UPLOADS_QUEUE
+                    INGEST_BATCH_TASK, kwargs={"items": payload}, queue=UPLOADS_QUEUE
                 )
             else:
                 res = app.send_task(
-                    "vitrine.embed_batch",
+                    EMBED_BATCH_TASK,
                     kwargs={"items": payload, "model_key": model_key},
                     queue=BACKFILL_QUEUE,
                 )

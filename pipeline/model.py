@@ -200,9 +200,10 @@ class LoadedModel:
         labels = self.spec.labels
         return Prediction(
             label=labels[int(order[0])],
+            label_index=int(order[0]),
             confidence=float(probs[order[0]]),
             top_k=tuple((labels[int(i)], float(probs[i])) for i in order),
-            embedding=tuple(float(v) for v in emb),
+            embedding=emb,
         )
 
 

@@ -1,14 +1,17 @@
 """Plain data shared by every layer: what an upload is, what a model says about it.
 
 Frozen dataclasses so that results can cross process and thread boundaries without
-anyone mutating them on the way; no third-party types so `db/` and `worker/` can import
-this module without pulling in TensorFlow.
+anyone mutating them on the way; numpy is the only third-party type, so `db/` and
+`worker/` can import this module without pulling in TensorFlow.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 FASHION_MNIST_LABELS: tuple[str, ...] = (
     "T-shirt/top",
@@ -116,14 +119,27 @@ class ModelSpec:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Prediction:
-    """Everything one forward pass says about one image."""
+    """Everything one forward pass says about one image.
+
+    The embedding stays the float32 row the forward pass produced, all the way into
+    pgvector: no tuple or list copies of 128 Python floats per image.
+    """
 
     label: str
+    label_index: int
     confidence: float
     top_k: tuple[tuple[str, float], ...]
-    embedding: tuple[float, ...]
+    embedding: npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What an upload may cost before it is refused: bytes on the wire, pixels decoded."""
+
+    max_bytes: int
+    max_pixels: int
 
 
 @dataclass(frozen=True)

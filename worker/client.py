@@ -3,23 +3,16 @@
     from worker.client import submit_upload
     submit_upload("https://cdn.example.com/p/123.jpg", merchant_id="m-42", sku="SKU-123")
 
-Only Redis is needed on the producer side; the worker creates the `images` row.
-Producers in other languages publish the same JSON message: see docs/producers.md.
+Only Redis is needed on the producer side (`REDIS_URL`); the worker creates the `images`
+row. Producers in other languages publish the same JSON message: see docs/producers.md.
 """
 
 from __future__ import annotations
 
 from celery.result import AsyncResult
 
-from worker.celery_app import UPLOADS_QUEUE, app, configure
-from worker.settings import get_settings
-
-
-def _ensure_broker() -> None:
-    if not app.conf.broker_url:
-        from embedded.services import ensure_services
-
-        configure(ensure_services(get_settings()).redis_url)
+from worker.celery_app import app, broker_configured
+from worker.names import INGEST_TASK, UPLOADS_QUEUE
 
 
 def submit_upload(
@@ -28,8 +21,9 @@ def submit_upload(
     """Queue one upload for processing; returns the Celery result handle."""
     if not uri or not merchant_id:
         raise ValueError("submit_upload needs a non-empty uri and merchant_id")
-    _ensure_broker()
+    if not broker_configured():
+        raise RuntimeError("no broker: set REDIS_URL (e.g. redis://redis:6379/0)")
     kwargs: dict[str, object] = {"uri": uri, "merchant_id": merchant_id, "sku": sku}
     if image_id is not None:
         kwargs["image_id"] = image_id
-    return app.send_task("vitrine.ingest", kwargs=kwargs, queue=UPLOADS_QUEUE)
+    return app.send_task(INGEST_TASK, kwargs=kwargs, queue=UPLOADS_QUEUE)

@@ -91,7 +91,6 @@ def process_batch(
             model_id=target.row.id,
             info=info,
             prediction=prediction,
-            label_index=spec.labels.index(prediction.label),
         )
         for (item, _, info), prediction in zip(ready, predictions, strict=True)
     ]

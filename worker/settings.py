@@ -7,11 +7,14 @@ per process and every module sees the same values.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipeline.types import ImageLimits
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "fashion-cnn"
@@ -20,7 +23,10 @@ SAMPLE_FASHION_DIR = REPO_ROOT / "tests" / "data" / "fashion-mnist-slice"
 
 
 def _default_data_dir() -> Path:
-    return Path.home() / ".local" / "share" / "vitrine"
+    """`$XDG_DATA_HOME/vitrine`, else `~/.local/share/vitrine` (the XDG default)."""
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "share"
+    return base / "vitrine"
 
 
 class Settings(BaseSettings):
@@ -50,6 +56,10 @@ class Settings(BaseSettings):
     @property
     def embedded_dir(self) -> Path:
         return self.data_dir / "services"
+
+    @property
+    def image_limits(self) -> ImageLimits:
+        return ImageLimits(max_bytes=self.max_file_bytes, max_pixels=self.max_image_pixels)
 
 
 @lru_cache(maxsize=1)

@@ -21,6 +21,7 @@ from pipeline.types import Upload
 from worker import runtime
 from worker.celery_app import app
 from worker.fetch import TransientError
+from worker.names import EMBED_BATCH_TASK, INGEST_BATCH_TASK, INGEST_TASK
 from worker.processing import WorkItem, fail_images, process_batch
 from worker.settings import get_settings
 
@@ -78,7 +79,7 @@ def _run(task: Task, items: list[WorkItem], model_key: str | None, claim: bool) 
     return outcome.as_dict()
 
 
-@app.task(name="vitrine.ingest", bind=True, max_retries=get_settings().max_retries)
+@app.task(name=INGEST_TASK, bind=True, max_retries=get_settings().max_retries)
 def ingest(
     self: Task,
     uri: str,
@@ -100,13 +101,13 @@ def ingest(
     return _run(self, work, None, claim=True)
 
 
-@app.task(name="vitrine.ingest_batch", bind=True, max_retries=get_settings().max_retries)
+@app.task(name=INGEST_BATCH_TASK, bind=True, max_retries=get_settings().max_retries)
 def ingest_batch(self: Task, items: list[dict[str, Any]]) -> dict[str, Any]:
     """A chunk of already-registered uploads (bulk ingest): one forward pass for all."""
     return _run(self, [WorkItem(**d) for d in items], None, claim=True)
 
 
-@app.task(name="vitrine.embed_batch", bind=True, max_retries=get_settings().max_retries)
+@app.task(name=EMBED_BATCH_TASK, bind=True, max_retries=get_settings().max_retries)
 def embed_batch(self: Task, items: list[dict[str, Any]], model_key: str) -> dict[str, Any]:
     """Backfill: (re-)compute predictions and embeddings of done images with `model_key`."""
     return _run(self, [WorkItem(**d) for d in items], model_key, claim=False)

@@ -77,11 +77,11 @@ def _populate(url: str) -> None:
                             info=ImageInfo(sha256=sha, width=28, height=28, format="JPEG"),
                             prediction=Prediction(
                                 label=label,
+                                label_index=labels.index(label),
                                 confidence=0.8,
                                 top_k=((label, 0.8), (labels[3], 0.1), (labels[4], 0.05)),
-                                embedding=tuple(float(x) for x in vec),
+                                embedding=vec.astype(np.float32),
                             ),
-                            label_index=labels.index(label),
                         )
                     )
             repo.save_results(conn, results=results)

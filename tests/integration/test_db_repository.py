@@ -90,11 +90,11 @@ def result(
         info=ImageInfo(sha256=sha or f"sha-{image_id}", width=28, height=28, format="PNG"),
         prediction=Prediction(
             label=label,
+            label_index=label_index,
             confidence=0.9,
             top_k=((label, 0.9), (LABELS[0], 0.05)),
-            embedding=tuple(float(x) for x in vec),
+            embedding=np.asarray(vec, dtype=np.float32),
         ),
-        label_index=label_index,
     )
 
 

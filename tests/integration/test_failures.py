@@ -39,6 +39,7 @@ def test_killed_worker_process_redelivers_and_duplicates_nothing(
 ) -> None:
     from embedded.launcher import running_worker
     from worker.celery_app import app
+    from worker.names import INGEST_BATCH_TASK
 
     directory, truth = catalog
     files = sorted(directory / name for name in truth)[:48]
@@ -47,7 +48,7 @@ def test_killed_worker_process_redelivers_and_duplicates_nothing(
     log = ctx.settings.data_dir / "logs" / "kill-worker.log"
     # A worker of its own on a queue of its own, so we know which process holds the task.
     with running_worker(ctx.urls, concurrency=1, log_path=log, queues=["killtest"]) as proc:
-        result = app.send_task("vitrine.ingest_batch", kwargs={"items": items}, queue="killtest")
+        result = app.send_task(INGEST_BATCH_TASK, kwargs={"items": items}, queue="killtest")
 
         def claimed() -> bool:
             with clean_db.connect() as conn:

@@ -16,6 +16,7 @@ from PIL import Image
 from sqlalchemy import Engine, text
 
 from tests.integration.conftest import vitrine
+from worker.names import INGEST_TASK, UPLOADS_QUEUE
 
 pytestmark = pytest.mark.integration
 
@@ -189,15 +190,15 @@ def test_producer_in_another_language_can_publish(
         "body": base64.b64encode(json.dumps(body).encode()).decode(),
         "content-encoding": "utf-8",
         "content-type": "application/json",
-        "headers": {"lang": "py", "task": "vitrine.ingest", "id": task_id, "root_id": task_id},
+        "headers": {"lang": "py", "task": INGEST_TASK, "id": task_id, "root_id": task_id},
         "properties": {
             "correlation_id": task_id,
             "body_encoding": "base64",
             "delivery_tag": str(uuid.uuid4()),
-            "delivery_info": {"exchange": "", "routing_key": "uploads"},
+            "delivery_info": {"exchange": "", "routing_key": UPLOADS_QUEUE},
         },
     }
-    redis.Redis.from_url(pipeline_env["REDIS_URL"]).lpush("uploads", json.dumps(message))
+    redis.Redis.from_url(pipeline_env["REDIS_URL"]).lpush(UPLOADS_QUEUE, json.dumps(message))
 
     from worker.celery_app import app
 
