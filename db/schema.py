@@ -139,6 +139,18 @@ embeddings = Table(
 )
 
 
+def positive_int(value: int, what: str) -> int:
+    """Return `value` if it is a plain int >= 1, else raise `ValueError` naming `what`.
+
+    The one guard for numbers spliced into SQL text (index DDL, the analyst query
+    strings) and for sizes that must be positive: `bool` is an `int` subclass and is
+    refused, as is anything that is not an int (a string could carry SQL).
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{what} must be a positive int, got {value!r}")
+    return value
+
+
 def hnsw_index_name(model_id: int) -> str:
     """Name of the per-model HNSW index on `embeddings`."""
     return f"embeddings_hnsw_m{int(model_id)}"
@@ -146,16 +158,9 @@ def hnsw_index_name(model_id: int) -> str:
 
 def hnsw_index_ddl(model_id: int, embedding_dim: int) -> str:
     """`CREATE INDEX` statement for one model's partial expression HNSW index."""
-    mid, dim = _positive(model_id, "model_id"), _positive(embedding_dim, "embedding_dim")
+    mid, dim = positive_int(model_id, "model_id"), positive_int(embedding_dim, "embedding_dim")
     return (
         f"CREATE INDEX IF NOT EXISTS {hnsw_index_name(mid)} ON embeddings "
         f"USING hnsw ((embedding::vector({dim})) vector_cosine_ops) "
         f"WHERE model_id = {mid}"
     )
-
-
-def _positive(value: int, what: str) -> int:
-    # bool is an int subclass; refuse it along with anything that is not a plain int.
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{what} must be a positive int, got {value!r}")
-    return value

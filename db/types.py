@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+from pgvector import Vector
+
 from pipeline.types import ImageInfo, Prediction
 
 
@@ -63,9 +67,35 @@ class Neighbour:
 class EmbeddingRow:
     """One row for the bulk loader `copy_embeddings`.
 
-    `embedding` may be a sequence of floats, a 1-d numpy array or a `pgvector.Vector`.
+    `embedding` may be a 1-d numpy array (bound as is), a `pgvector.Vector` or a
+    sequence of floats (a backfill reading vectors from JSON or another database).
     """
 
     image_id: int
     model_id: int
-    embedding: Sequence[float] | Any
+    embedding: npt.NDArray[np.floating[Any]] | Vector | Sequence[float]
+
+
+@dataclass(frozen=True)
+class LabelInfo:
+    """The active model's verdict on one image (`labels_for`)."""
+
+    label: str
+    confidence: float
+
+
+@dataclass(frozen=True)
+class ImageSummary:
+    """What a person asking "what became of this upload?" wants in one row.
+
+    `label` and `confidence` are the active model's and None while there is none (not
+    processed yet, failed, or no model active).
+    """
+
+    uri: str
+    merchant_id: str
+    sku: str | None
+    status: str
+    error: str | None
+    label: str | None
+    confidence: float | None

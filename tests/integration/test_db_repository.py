@@ -17,13 +17,14 @@ import pytest
 import sqlalchemy.exc
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, text
+from pgvector import Vector
+from sqlalchemy import Engine, event, select, text
 from sqlalchemy.engine import make_url
 
 from db import repository as repo
 from db.engine import make_engine
 from db.migrate import current_revision, head_revision, upgrade
-from db.schema import hnsw_index_name, metadata
+from db.schema import embeddings, hnsw_index_name, metadata
 from db.types import EmbeddingRow, ImageResult
 from pipeline.types import FASHION_MNIST_LABELS, ImageInfo, ModelSpec, Prediction, Upload
 from tests.integration._pg import create_database, drop_database, start_test_postgres
@@ -289,6 +290,35 @@ def test_activate_switches_atomically(engine: Engine) -> None:
     assert c  # registered, switched to and from above
 
 
+def test_find_model_and_model_count(engine: Engine) -> None:
+    with engine.connect() as conn:
+        assert repo.model_count(conn) == 0
+        assert repo.find_model(conn, key=None) is None
+        assert repo.find_model(conn, key="fashion-cnn") is None
+    with engine.begin() as conn:
+        a = repo.register_model(conn, spec=spec("1", 4), path="/m/1")
+        b = repo.register_model(conn, spec=spec("2", 8), path="/m/2")
+        c = repo.register_model(conn, spec=spec("7", 4, name="bags-cnn"), path="/m/bags")
+    with engine.connect() as conn:
+        assert repo.model_count(conn) == 3
+        active = repo.find_model(conn, key=None)
+        assert active is not None and (active.id, active.is_active) == (a, True)
+        by_key = repo.find_model(conn, key="fashion-cnn@2")
+        assert by_key is not None and (by_key.id, by_key.embedding_dim) == (b, 8)
+        assert by_key == repo.list_models(conn)[1]
+        bare = repo.find_model(conn, key="bags-cnn")
+        assert bare is not None and (bare.id, bare.key) == (c, "bags-cnn@7")
+        with pytest.raises(LookupError, match="'fashion-cnn'.*fashion-cnn@1, fashion-cnn@2"):
+            repo.find_model(conn, key="fashion-cnn")
+        assert repo.find_model(conn, key="nope") is None
+        assert repo.find_model(conn, key="fashion-cnn@9") is None
+        assert repo.find_model(conn, key="bags-cnn@1") is None
+    with engine.begin() as conn:
+        repo.activate_model(conn, key="bags-cnn@7")
+        active = repo.find_model(conn, key=None)
+        assert active is not None and active.id == c
+
+
 # --------------------------------------------------------------------------- images
 
 
@@ -413,6 +443,12 @@ def test_save_results_upserts_and_counts(engine: Engine) -> None:
     with engine.connect() as conn:
         assert repo.label_counts(conn) == [("Ankle boot", 2), ("T-shirt/top", 2), ("Trouser", 1)]
         assert repo.label_counts(conn, model_id=model) == repo.label_counts(conn)
+        assert repo.label_counts(conn, image_ids=ids[:3]) == [("Ankle boot", 2), ("T-shirt/top", 1)]
+        assert repo.label_counts(conn, model_id=model, image_ids=[ids[3], 999_999]) == [
+            ("Trouser", 1)
+        ]
+        assert repo.label_counts(conn, image_ids=[]) == []
+        assert repo.label_counts(conn, model_id=model + 1, image_ids=ids) == []
         top_k = conn.execute(
             text("SELECT top_k FROM predictions WHERE image_id = :i"), {"i": ids[0]}
         ).scalar()
@@ -423,6 +459,106 @@ def test_save_results_upserts_and_counts(engine: Engine) -> None:
         assert conn.execute(text("SELECT count(*) FROM embeddings")).scalar() == 5
         assert repo.list_models(conn)[0].n_embeddings == 5
         assert repo.status_counts(conn)["done"] == 5
+
+
+def test_save_results_stores_float32_arrays_exactly(engine: Engine) -> None:
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(scale=3.0, size=(6, 16)).astype(np.float32)
+    # values whose float32 and float64 shortest decimal forms differ, extremes, a subnormal
+    vectors[0, :5] = np.array([0.1, 1 / 3, -2e-38, 3.4e38, 1e-45], dtype=np.float32)
+    with engine.begin() as conn:
+        model = repo.register_model(conn, spec=spec("1", 16), path="/m/1")
+        ids = repo.upsert_pending_images(conn, uploads=uploads(len(vectors)))
+        repo.save_results(
+            conn, results=[result(i, model, v) for i, v in zip(ids, vectors, strict=True)]
+        )
+    with engine.connect() as conn:
+        through_core = dict(
+            conn.execute(
+                select(embeddings.c.image_id, embeddings.c.embedding).where(
+                    embeddings.c.model_id == model
+                )
+            ).all()
+        )
+        through_text: dict[int, Vector] = dict(
+            conn.execute(text("SELECT image_id, embedding FROM embeddings")).all()
+        )
+    for i, want in zip(ids, vectors, strict=True):
+        np.testing.assert_array_equal(np.asarray(through_core[i], dtype=np.float32), want)
+        got = through_text[i]
+        assert isinstance(got, Vector)  # the adapters registered by make_engine
+        assert got.to_numpy().dtype == np.float32
+        np.testing.assert_array_equal(got.to_numpy(), want)
+
+
+def test_labels_for_and_image_summaries(engine: Engine) -> None:
+    with engine.begin() as conn:
+        a = repo.register_model(conn, spec=spec("1", 4), path="/m/1", activate_if_none=False)
+        b = repo.register_model(conn, spec=spec("2", 4), path="/m/2", activate_if_none=False)
+        done, failed, pending, other_done = repo.upsert_pending_images(
+            conn,
+            uploads=[
+                Upload(uri="s3://b/shoe.png", merchant_id="acme", sku="S1"),
+                Upload(uri="s3://b/broken.png", merchant_id="acme"),
+                Upload(uri="s3://b/later.png", merchant_id="zeta", sku="L1"),
+                Upload(uri="s3://b/bag.png", merchant_id="zeta", sku="B1"),
+            ],
+        )
+        for i in (done, failed, other_done):
+            repo.claim_image(conn, image_id=i)
+        repo.save_results(
+            conn,
+            results=[
+                result(done, a, [1, 0, 0, 0], label_index=7),
+                result(done, b, [0, 1, 0, 0], label_index=5),
+                result(other_done, b, [0, 0, 1, 0], label_index=8),  # only model b
+            ],
+        )
+        repo.mark_failed(conn, image_id=failed, error="UnidentifiedImageError: not an image")
+    every = [done, failed, pending, other_done, 999_999]
+
+    with engine.connect() as conn:  # no active model yet: nothing is labelled
+        assert repo.labels_for(conn, image_ids=every) == {}
+        no_model = repo.image_summaries(conn, image_ids=[done])
+        assert (no_model[done].status, no_model[done].label) == ("done", None)
+    with engine.begin() as conn:
+        repo.activate_model(conn, key="fashion-cnn@1")
+    with engine.connect() as conn:
+        labels = repo.labels_for(conn, image_ids=every)
+        assert set(labels) == {done}
+        assert labels[done].label == "Sneaker"
+        assert labels[done].confidence == pytest.approx(0.9, abs=1e-6)
+        assert repo.labels_for(conn, image_ids=[]) == {}
+
+        summaries = repo.image_summaries(conn, image_ids=every)
+        assert set(summaries) == {done, failed, pending, other_done}
+        s_done = summaries[done]
+        assert (s_done.uri, s_done.merchant_id, s_done.sku, s_done.status, s_done.error) == (
+            "s3://b/shoe.png",
+            "acme",
+            "S1",
+            "done",
+            None,
+        )
+        assert s_done.label == "Sneaker"
+        assert s_done.confidence == pytest.approx(0.9, abs=1e-6)
+        s_failed = summaries[failed]
+        assert (s_failed.status, s_failed.error, s_failed.sku) == (
+            "failed",
+            "UnidentifiedImageError: not an image",
+            None,
+        )
+        assert (s_failed.label, s_failed.confidence) == (None, None)
+        assert (summaries[pending].status, summaries[pending].label) == ("pending", None)
+        # done, but under model b only: no label from the active model
+        assert (summaries[other_done].status, summaries[other_done].label) == ("done", None)
+        assert repo.image_summaries(conn, image_ids=[]) == {}
+    with engine.begin() as conn:
+        repo.activate_model(conn, key="fashion-cnn@2")
+    with engine.connect() as conn:
+        labels = repo.labels_for(conn, image_ids=every)
+        assert {i: info.label for i, info in labels.items()} == {done: "Sandal", other_done: "Bag"}
+        assert repo.image_summaries(conn, image_ids=[other_done])[other_done].label == "Bag"
 
 
 # --------------------------------------------------------------------------- similarity
@@ -461,6 +597,14 @@ def test_similar_images_nearest_by_cosine_excluding_self(engine: Engine) -> None
         # similar_to_vector: the image itself comes first at distance ~0
         near = repo.similar_to_vector(conn, embedding=list(vec_a[3]), k=3)
         assert near[0].image_id == ids[3] and near[0].distance == pytest.approx(0, abs=1e-6)
+        # numpy arrays bind as they are, float32 (what a model produces) or float64
+        near_f32 = repo.similar_to_vector(conn, embedding=vec_a[3].astype(np.float32), k=3)
+        assert [n.image_id for n in near_f32] == [n.image_id for n in near]
+        assert [n.distance for n in near_f32] == pytest.approx([n.distance for n in near])
+        near_f64 = repo.similar_to_vector(conn, embedding=vec_a[7], k=5)
+        assert [n.image_id for n in near_f64] == [ids[7]] + [i for i, _ in brute_force(vec_a, 7, 4)]
+        with pytest.raises(ValueError, match="1-d"):
+            repo.similar_to_vector(conn, embedding=vec_a[:2], k=3)
         with pytest.raises(sqlalchemy.exc.DBAPIError, match="has 8 dimensions"):
             with conn.begin_nested():
                 repo.similar_to_vector(conn, embedding=[1.0] * 8)
@@ -482,16 +626,80 @@ def test_similar_edge_cases(engine: Engine) -> None:
     with pytest.raises(sqlalchemy.exc.DBAPIError, match="no active model"):
         with engine.connect() as conn:
             repo.similar(conn, image_id=ids[0])
+    with pytest.raises(LookupError, match="no active model"), engine.connect() as conn:
+        repo.similar(conn, image_id=ids[0], merchant_id="m1")
     with engine.begin() as conn:
         repo.activate_model(conn, key="fashion-cnn@1")
     with engine.connect() as conn:
         assert repo.similar(conn, image_id=ids[1]) == []  # pending: no embedding yet
         assert repo.similar(conn, image_id=ids[0]) == []  # nobody else
         assert repo.similar(conn, image_id=ids[0], k=0) == []
+        assert repo.similar(conn, image_id=ids[1], merchant_id="m1") == []
+        assert repo.similar(conn, image_id=ids[0], merchant_id="m1") == []
     with pytest.raises(ValueError):
         repo.similar_sql(0, 10)
     with pytest.raises(ValueError):
         repo.similar_sql(1, True)
+
+
+def test_similar_within_one_merchant_is_exact(engine: Engine) -> None:
+    rng = np.random.default_rng(11)
+    with engine.begin() as conn:
+        a = repo.register_model(conn, spec=spec("1", 8), path="/m/1")
+        b = repo.register_model(conn, spec=spec("2", 4), path="/m/2")
+    acme_vecs = rng.normal(size=(12, 8))
+    # 300 images of another merchant crowd around acme's first image, so the
+    # unfiltered nearest neighbours (and HNSW's candidate list) are all theirs.
+    crowd = acme_vecs[0] + rng.normal(scale=0.05, size=(300, 8))
+    acme = processed_gallery(engine, a, acme_vecs, merchant="acme")
+    others = processed_gallery(engine, a, crowd, merchant="crowd")
+    query = acme[0]
+
+    def brute_force(vectors: np.ndarray, ids: list[int], q: np.ndarray) -> list[tuple[int, float]]:
+        d = [(i, cosine_distance(q, v)) for i, v in zip(ids, vectors, strict=True) if i != query]
+        return sorted(d, key=lambda t: t[1])
+
+    with engine.connect() as conn:
+        assert {n.merchant_id for n in repo.similar(conn, image_id=query, k=10)} == {"crowd"}
+        got = repo.similar(conn, image_id=query, k=10, merchant_id="acme")
+        want = brute_force(acme_vecs, acme, acme_vecs[0])[:10]
+        assert len(got) == 10  # acme has 11 other images: exactly k come back
+        assert [n.image_id for n in got] == [i for i, _ in want]
+        assert [n.distance for n in got] == pytest.approx([d for _, d in want], abs=1e-5)
+        assert [n.distance for n in got] == sorted(n.distance for n in got)
+        assert query not in [n.image_id for n in got]
+        assert all(n.merchant_id == "acme" and n.label in LABELS for n in got)
+        # fewer candidates than k: all of them, still nearest first
+        everyone = repo.similar(conn, image_id=query, k=50, merchant_id="acme")
+        assert [n.image_id for n in everyone] == [
+            i for i, _ in brute_force(acme_vecs, acme, acme_vecs[0])
+        ]
+        # the query image may belong to another merchant: all 12 of acme's are candidates
+        cross = repo.similar(conn, image_id=others[0], k=5, merchant_id="acme")
+        assert [n.image_id for n in cross] == [
+            i
+            for i, _ in sorted(
+                ((i, cosine_distance(crowd[0], v)) for i, v in zip(acme, acme_vecs, strict=True)),
+                key=lambda t: t[1],
+            )[:5]
+        ]
+        assert repo.similar(conn, image_id=query, k=5, merchant_id="nobody") == []
+        assert repo.similar(conn, image_id=query, k=0, merchant_id="acme") == []
+
+    # Under another active model the other model's vectors rank the candidates.
+    acme_b = rng.normal(size=(12, 4))
+    with engine.begin() as conn:
+        repo.save_results(
+            conn, results=[result(i, b, v) for i, v in zip(acme, acme_b, strict=True)]
+        )
+        repo.activate_model(conn, key="fashion-cnn@2")
+    with engine.connect() as conn:
+        got_b = repo.similar(conn, image_id=query, k=4, merchant_id="acme")
+        assert [n.image_id for n in got_b] == [
+            i for i, _ in brute_force(acme_b, acme, acme_b[0])[:4]
+        ]
+        # crowd images have no model-b embedding; querying one finds nothing
+        assert repo.similar(conn, image_id=others[0], k=4, merchant_id="acme") == []
 
 
 def _plan(conn: sqlalchemy.Connection, sql: str) -> str:
@@ -635,6 +843,40 @@ def test_images_missing_embeddings_pages(engine: Engine) -> None:
             conn, model_id=a, after_id=0, limit=100, statuses=("pending", "done")
         )
         assert [i for i, _ in any_status] == pending
+
+        # The iterator walks the same pages itself; count its queries to see them.
+        queries: list[str] = []
+
+        def count(*args: object) -> None:
+            queries.append(str(args[2]))
+
+        event.listen(conn, "before_cursor_execute", count)
+        # 16 rows: a full last page costs one more (empty) query, a short one does not.
+        for page_size, n_queries in ((4, 5), (5, 4), (100, 1)):
+            queries.clear()
+            pairs = list(repo.iter_images_missing_embeddings(conn, model_id=b, page_size=page_size))
+            assert [i for i, _ in pairs] == expected
+            assert pairs[0] == (expected[0], uri[expected[0]])
+            assert len(queries) == n_queries, (page_size, queries)
+        event.remove(conn, "before_cursor_execute", count)
+        assert [
+            i
+            for i, _ in repo.iter_images_missing_embeddings(
+                conn, model_id=a, page_size=1, statuses=("pending", "done")
+            )
+        ] == pending
+        with pytest.raises(ValueError, match="page_size"):
+            repo.iter_images_missing_embeddings(conn, model_id=b, page_size=0)
+
+    # A backfill writes each page before the next is read: nothing is skipped or repeated.
+    filled: list[int] = []
+    with engine.begin() as conn:
+        for image_id, _ in repo.iter_images_missing_embeddings(conn, model_id=b, page_size=3):
+            repo.copy_embeddings(conn, rows=[EmbeddingRow(image_id, b, np.ones(8))])
+            filled.append(image_id)
+    assert filled == expected
+    with engine.connect() as conn:
+        assert list(repo.iter_images_missing_embeddings(conn, model_id=b, page_size=3)) == []
 
 
 # --------------------------------------------------------------------------- analyst views

@@ -11,6 +11,7 @@ import io
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
@@ -18,9 +19,12 @@ from sqlalchemy import UniqueConstraint
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateIndex
 
+import db
 from db import repository as repo
 from db.engine import make_engine, normalise_url
 from db.migrate import ALEMBIC_INI, MIGRATIONS_DIR, alembic_config, head_revision
+from db.repository.images import _MARK_DONE, _UPSERT_EMBEDDINGS, _UPSERT_PREDICTIONS
+from db.repository.search import _SIMILAR_WITHIN_MERCHANT
 from db.schema import (
     IMAGE_STATUSES,
     embeddings,
@@ -29,11 +33,12 @@ from db.schema import (
     images,
     metadata,
     models,
+    positive_int,
     predictions,
 )
-from db.types import ClaimedImage, ImageResult, ModelRow, Neighbour
+from db.types import ClaimedImage, ImageResult, ImageSummary, LabelInfo, ModelRow, Neighbour
 
-DB_DIR = Path(repo.__file__).resolve().parent
+DB_DIR = Path(db.__file__).resolve().parent
 
 
 # --------------------------------------------------------------------------- URLs / engine
@@ -135,18 +140,77 @@ def test_similar_raw_sql_repeats_the_index_expression() -> None:
         repo.similar_raw_sql(model_id=3, embedding_dim=0, image_id=42)
 
 
+def test_positive_int_is_the_one_validator() -> None:
+    assert positive_int(7, "k") == 7
+    for bad in [0, -1, True, False, 1.0, "3", None]:
+        with pytest.raises(ValueError, match="k must be a positive int"):
+            positive_int(bad, "k")  # type: ignore[arg-type]
+    # no private copies left anywhere in db/
+    for path in DB_DIR.rglob("*.py"):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        defs = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+        assert not defs & {"_positive", "_positive_int"}, path
+
+
+def test_similar_within_merchant_is_an_exact_scan() -> None:
+    sql = str(_SIMILAR_WITHIN_MERCHANT.compile(dialect=postgresql.dialect()))
+    # No `::vector(<dim>)` cast and no literal model id: no HNSW index can serve it.
+    assert "e.embedding <=> q.embedding" in sql
+    assert "::vector(" not in sql and "CAST" not in sql
+    assert "models.is_active" in sql
+    assert "images.merchant_id = %(merchant_id)s" in sql
+    assert "e.image_id != %(image_id)s" in sql
+    assert sql.rstrip().endswith("ORDER BY distance, e.image_id \n LIMIT %(k)s")
+
+
+def test_arguments_are_checked_before_any_query() -> None:
+    no_db = object()  # any use of the connection would raise AttributeError
+    with pytest.raises(ValueError, match="page_size"):
+        repo.iter_images_missing_embeddings(no_db, model_id=1, page_size=0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="1-d"):
+        repo.similar_to_vector(no_db, embedding=np.zeros((2, 4), dtype=np.float32))  # type: ignore[arg-type]
+    assert repo.labels_for(no_db, image_ids=[]) == {}  # type: ignore[arg-type]
+    assert repo.image_summaries(no_db, image_ids=[]) == {}  # type: ignore[arg-type]
+    assert repo.label_counts(no_db, image_ids=[]) == []  # type: ignore[arg-type]
+    assert repo.similar(no_db, image_id=1, k=0, merchant_id="m") == []  # type: ignore[arg-type]
+
+
+def test_repository_package_keeps_every_name() -> None:
+    import db.repository as package
+
+    before_split = {
+        "ClaimedImage", "EmbeddingRow", "ImageResult", "ModelRow", "Neighbour",
+        "MAX_ERROR_CHARS", "MODELS_LOCK_KEY", "activate_model", "active_model",
+        "claim_image", "copy_embeddings", "drop_hnsw_index", "ensure_hnsw_index",
+        "images_missing_embeddings", "label_counts", "list_models", "mark_failed",
+        "mark_pending", "register_model", "save_results", "similar", "similar_raw_sql",
+        "similar_sql", "similar_to_vector", "stale_images", "status_counts", "statuses",
+        "upsert_pending_images",
+    }  # fmt: skip
+    added = {
+        "ImageSummary", "LabelInfo", "find_model", "image_summaries",
+        "iter_images_missing_embeddings", "labels_for", "model_count",
+    }  # fmt: skip
+    assert set(package.__all__) == before_split | added
+    assert len(package.__all__) == len(set(package.__all__))
+    for name in package.__all__:
+        assert getattr(package, name) is not None, name
+    assert package.ModelRow is ModelRow and package.Neighbour is Neighbour
+    assert "life cycle" in (package.__doc__ or "")
+
+
 def test_batch_upserts_compile_to_on_conflict() -> None:
     dialect = postgresql.dialect()
-    pred = str(repo._UPSERT_PREDICTIONS.compile(dialect=dialect))
-    emb = str(repo._UPSERT_EMBEDDINGS.compile(dialect=dialect))
+    pred = str(_UPSERT_PREDICTIONS.compile(dialect=dialect))
+    emb = str(_UPSERT_EMBEDDINGS.compile(dialect=dialect))
     assert "ON CONFLICT (image_id, model_id) DO UPDATE SET" in pred
     assert "top_k = excluded.top_k" in pred
     assert "ON CONFLICT (image_id, model_id) DO UPDATE SET embedding = excluded.embedding" in emb
-    assert "unnest(CAST(:ids AS bigint[])" in str(repo._MARK_DONE)
+    assert "unnest(CAST(:ids AS bigint[])" in str(_MARK_DONE)
 
 
 def test_rows_are_frozen() -> None:
-    for cls in (ModelRow, ClaimedImage, ImageResult, Neighbour):
+    for cls in (ModelRow, ClaimedImage, ImageResult, Neighbour, LabelInfo, ImageSummary):
         assert dataclasses.is_dataclass(cls)
         assert getattr(cls, "__dataclass_params__").frozen  # noqa: B009
 

@@ -1,0 +1,107 @@
+"""Every read and write the pipeline makes, as plain functions over a Connection.
+
+Each function takes an explicit `sqlalchemy.Connection`, takes its other arguments by
+keyword, and never commits: the caller owns the transaction
+(`with engine.begin() as conn: ...`). Batched writes are one statement per table for
+the whole batch. Import from here; the submodules are an implementation detail:
+
+- `models`: registration, the active model, per-model HNSW indexes;
+- `images`: the life cycle below (writes);
+- `lookups`: statuses, labels and counts (reads);
+- `search`: similarity, and the SQL an analyst types for it;
+- `backfill`: what a model has not embedded yet, bulk COPY, stale rows.
+
+Image life cycle::
+
+    upsert_pending_images  -> pending
+    claim_image            -> processing   (None if done or failed: nothing to do)
+    save_results           -> done         (predictions + embeddings upserted)
+    mark_pending           -> pending      (retryable error; optional last error kept)
+    mark_failed            -> failed       (terminal; a re-upload resets it to pending)
+
+A `done` row never goes back: re-uploading it, redelivering its task or a late
+`mark_failed` from a duplicate worker leave it done.
+"""
+
+from __future__ import annotations
+
+from db.repository.backfill import (
+    copy_embeddings,
+    images_missing_embeddings,
+    iter_images_missing_embeddings,
+    stale_images,
+)
+from db.repository.images import (
+    MAX_ERROR_CHARS,
+    claim_image,
+    mark_failed,
+    mark_pending,
+    save_results,
+    upsert_pending_images,
+)
+from db.repository.lookups import (
+    image_summaries,
+    label_counts,
+    labels_for,
+    status_counts,
+    statuses,
+)
+from db.repository.models import (
+    MODELS_LOCK_KEY,
+    activate_model,
+    active_model,
+    drop_hnsw_index,
+    ensure_hnsw_index,
+    find_model,
+    list_models,
+    model_count,
+    register_model,
+)
+from db.repository.search import similar, similar_raw_sql, similar_sql, similar_to_vector
+from db.types import (
+    ClaimedImage,
+    EmbeddingRow,
+    ImageResult,
+    ImageSummary,
+    LabelInfo,
+    ModelRow,
+    Neighbour,
+)
+
+__all__ = [
+    "MAX_ERROR_CHARS",
+    "MODELS_LOCK_KEY",
+    "ClaimedImage",
+    "EmbeddingRow",
+    "ImageResult",
+    "ImageSummary",
+    "LabelInfo",
+    "ModelRow",
+    "Neighbour",
+    "activate_model",
+    "active_model",
+    "claim_image",
+    "copy_embeddings",
+    "drop_hnsw_index",
+    "ensure_hnsw_index",
+    "find_model",
+    "image_summaries",
+    "images_missing_embeddings",
+    "iter_images_missing_embeddings",
+    "label_counts",
+    "labels_for",
+    "list_models",
+    "mark_failed",
+    "mark_pending",
+    "model_count",
+    "register_model",
+    "save_results",
+    "similar",
+    "similar_raw_sql",
+    "similar_sql",
+    "similar_to_vector",
+    "stale_images",
+    "status_counts",
+    "statuses",
+    "upsert_pending_images",
+]

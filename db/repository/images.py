@@ -1,0 +1,204 @@
+"""The image life cycle's writes: record uploads, claim, store results, fail or retry.
+
+Batched writes are one statement per table for the whole batch. The transitions these
+functions allow are described in `db.repository`; the guards live in each statement's
+WHERE clause, so a duplicate worker or a redelivered task cannot undo a `done` row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import Connection, case, func, literal, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from db.schema import embeddings, images, predictions
+from db.types import ClaimedImage, ImageResult
+from pipeline.types import Upload
+
+# Keep a row's `error` readable; a full traceback belongs in the worker log.
+MAX_ERROR_CHARS = 4000
+
+_img_insert = pg_insert(images)
+_img_failed = images.c.status == "failed"
+# Executed with a list of parameter dicts: SQLAlchemy's "insertmanyvalues" sends it as
+# one multi-row INSERT per 1000 rows (RETURNING is what enables that batching).
+_UPSERT_IMAGES = _img_insert.on_conflict_do_update(
+    index_elements=[images.c.merchant_id, images.c.uri],
+    set_={
+        "sku": func.coalesce(_img_insert.excluded.sku, images.c.sku),
+        "status": case((_img_failed, literal("pending")), else_=images.c.status),
+        "error": case((_img_failed, None), else_=images.c.error),
+        "attempts": case((_img_failed, 0), else_=images.c.attempts),
+        "updated_at": func.now(),
+    },
+).returning(images.c.id, images.c.merchant_id, images.c.uri)
+
+
+def upsert_pending_images(conn: Connection, *, uploads: Sequence[Upload]) -> list[int]:
+    """Record uploads; return one image id per upload, in input order.
+
+    Keyed on (merchant_id, uri): re-uploading returns the existing id. A new non-null
+    sku replaces the stored one. A `done` or in-flight row keeps its status; a `failed`
+    row goes back to `pending` with error cleared and attempts reset to 0. Duplicates
+    within `uploads` get the same id.
+    """
+    if not uploads:
+        return []
+    unique: dict[tuple[str, str], str | None] = {}
+    for upload in uploads:
+        key = (upload.merchant_id, upload.uri)
+        # Last non-null sku wins, matching what sequential re-uploads would do.
+        if upload.sku is not None or key not in unique:
+            unique[key] = upload.sku
+
+    # Input order, so ids grow in upload order. (Two producers re-sending the same
+    # existing rows in opposite orders at the same moment can deadlock; PostgreSQL
+    # aborts one of them with a DBAPIError, which callers already retry.)
+    rows = [{"merchant_id": m, "uri": u, "sku": s} for (m, u), s in unique.items()]
+    ids: dict[tuple[str, str], int] = {}
+    for row in conn.execute(_UPSERT_IMAGES, rows):
+        ids[(row.merchant_id, row.uri)] = int(row.id)
+    return [ids[(upload.merchant_id, upload.uri)] for upload in uploads]
+
+
+def claim_image(conn: Connection, *, image_id: int) -> ClaimedImage | None:
+    """Mark an image `processing` and count the attempt; None if there is nothing to do.
+
+    Claimable: `pending`, and `processing` (a redelivery after a worker died mid-task).
+    Not claimable: `done` (a redelivered task must not redo it) and `failed` (terminal
+    until the merchant uploads again) -- and unknown ids.
+    """
+    stmt = (
+        update(images)
+        .where(images.c.id == image_id, images.c.status.in_(("pending", "processing")))
+        .values(status="processing", attempts=images.c.attempts + 1, updated_at=func.now())
+        .returning(images.c.id, images.c.uri, images.c.merchant_id, images.c.sku, images.c.attempts)
+    )
+    row = conn.execute(stmt).first()
+    if row is None:
+        return None
+    return ClaimedImage(
+        id=int(row.id),
+        uri=row.uri,
+        merchant_id=row.merchant_id,
+        sku=row.sku,
+        attempts=int(row.attempts),
+    )
+
+
+_pred_insert = pg_insert(predictions)
+_emb_insert = pg_insert(embeddings)
+
+# Executed with a list of parameter dicts. The RETURNING clause is what makes
+# SQLAlchemy's "insertmanyvalues" render the whole batch (up to 1000 rows) as ONE
+# multi-row INSERT with a cached compiled form; without it psycopg would run one INSERT
+# per row.
+_UPSERT_PREDICTIONS = _pred_insert.on_conflict_do_update(
+    index_elements=[predictions.c.image_id, predictions.c.model_id],
+    set_={
+        "label": _pred_insert.excluded.label,
+        "label_index": _pred_insert.excluded.label_index,
+        "confidence": _pred_insert.excluded.confidence,
+        "top_k": _pred_insert.excluded.top_k,
+        "created_at": func.now(),
+    },
+).returning(predictions.c.image_id)
+
+# `embedding` is bound through pgvector's SQLAlchemy VECTOR type, whose bind processor
+# takes the float32 numpy row as it is (pgvector.Vector(ndarray): no per-element
+# Python floats on our side).
+_UPSERT_EMBEDDINGS = _emb_insert.on_conflict_do_update(
+    index_elements=[embeddings.c.image_id, embeddings.c.model_id],
+    set_={"embedding": _emb_insert.excluded.embedding, "created_at": func.now()},
+).returning(embeddings.c.image_id)
+
+_MARK_DONE = text(
+    """
+    UPDATE images AS i
+       SET status = 'done', error = NULL,
+           sha256 = v.sha256, width = v.width, height = v.height, format = v.format,
+           processed_at = now(), updated_at = now()
+      FROM unnest(CAST(:ids AS bigint[]), CAST(:sha256 AS text[]),
+                  CAST(:width AS integer[]), CAST(:height AS integer[]),
+                  CAST(:format AS text[])) AS v(id, sha256, width, height, format)
+     WHERE i.id = v.id
+    """
+)
+
+
+def save_results(conn: Connection, *, results: Sequence[ImageResult]) -> None:
+    """Store a batch of results: upsert predictions and embeddings, mark images done.
+
+    One statement per table for the whole batch (per 1000 rows). Results for the same
+    (image, model) within one batch: the last one wins. Each embedding is bound as the
+    numpy array the model produced; a float32 row is stored bit for bit.
+    """
+    if not results:
+        return
+    latest: dict[tuple[int, int], ImageResult] = {}
+    for result in results:
+        latest[(result.image_id, result.model_id)] = result
+    # Sorted: concurrent batches touching the same rows lock them in the same order.
+    batch = [latest[key] for key in sorted(latest)]
+
+    conn.execute(
+        _UPSERT_PREDICTIONS,
+        [
+            {
+                "image_id": r.image_id,
+                "model_id": r.model_id,
+                "label": r.prediction.label,
+                "label_index": r.prediction.label_index,
+                "confidence": float(r.prediction.confidence),
+                "top_k": [
+                    {"label": label, "score": float(score)} for label, score in r.prediction.top_k
+                ],
+            }
+            for r in batch
+        ],
+    ).close()
+    conn.execute(
+        _UPSERT_EMBEDDINGS,
+        [
+            {"image_id": r.image_id, "model_id": r.model_id, "embedding": r.prediction.embedding}
+            for r in batch
+        ],
+    ).close()
+
+    per_image = {r.image_id: r.info for r in batch}
+    conn.execute(
+        _MARK_DONE,
+        {
+            "ids": list(per_image),
+            "sha256": [info.sha256 for info in per_image.values()],
+            "width": [info.width for info in per_image.values()],
+            "height": [info.height for info in per_image.values()],
+            "format": [info.format for info in per_image.values()],
+        },
+    )
+
+
+def mark_failed(conn: Connection, *, image_id: int, error: str) -> None:
+    """Terminal failure with its reason. A row already `done` is left alone."""
+    conn.execute(
+        update(images)
+        .where(images.c.id == image_id, images.c.status != "done")
+        .values(status="failed", error=error[:MAX_ERROR_CHARS], updated_at=func.now())
+    )
+
+
+def mark_pending(conn: Connection, *, image_id: int, error: str | None = None) -> None:
+    """Put an image back to `pending` for a retry, optionally recording the last error.
+
+    A row already `done` is left alone.
+    """
+    conn.execute(
+        update(images)
+        .where(images.c.id == image_id, images.c.status != "done")
+        .values(
+            status="pending",
+            error=None if error is None else error[:MAX_ERROR_CHARS],
+            updated_at=func.now(),
+        )
+    )

@@ -1,0 +1,112 @@
+"""Read-only questions about images: where they stand, what the active model says.
+
+These exist so that the CLI never has to run SQL of its own. Every id filter binds one
+array parameter (see `_shared.id_in`), so a whole ingest can be looked up at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import Connection, and_, func, select
+
+from db.repository._shared import active_model_id, id_in
+from db.schema import IMAGE_STATUSES, images, predictions
+from db.types import ImageSummary, LabelInfo
+
+
+def statuses(conn: Connection, *, image_ids: Sequence[int]) -> dict[int, tuple[str, str | None]]:
+    """`{image_id: (status, error)}` for the ids that exist."""
+    if not image_ids:
+        return {}
+    stmt = select(images.c.id, images.c.status, images.c.error).where(id_in(images.c.id, image_ids))
+    return {int(row.id): (row.status, row.error) for row in conn.execute(stmt)}
+
+
+def status_counts(conn: Connection) -> dict[str, int]:
+    """Number of images per status; every status is present, zero if none."""
+    counts = dict.fromkeys(IMAGE_STATUSES, 0)
+    stmt = select(images.c.status, func.count()).group_by(images.c.status)
+    for status, n in conn.execute(stmt):
+        counts[status] = int(n)
+    return counts
+
+
+def label_counts(
+    conn: Connection, *, model_id: int | None = None, image_ids: Sequence[int] | None = None
+) -> list[tuple[str, int]]:
+    """`(label, count)` under `model_id` (default: the active model), most frequent first.
+
+    `image_ids` restricts the count to those images (e.g. one ingest). Empty when
+    `model_id` is None and no model is active.
+    """
+    if image_ids is not None and not image_ids:
+        return []
+    model = active_model_id() if model_id is None else model_id
+    n = func.count().label("n")
+    stmt = (
+        select(predictions.c.label, n)
+        .where(predictions.c.model_id == model)
+        .group_by(predictions.c.label)
+        .order_by(n.desc(), predictions.c.label)
+    )
+    if image_ids is not None:
+        stmt = stmt.where(id_in(predictions.c.image_id, image_ids))
+    return [(label, int(count)) for label, count in conn.execute(stmt)]
+
+
+def labels_for(conn: Connection, *, image_ids: Sequence[int]) -> dict[int, LabelInfo]:
+    """`{image_id: LabelInfo}` under the active model.
+
+    Ids without a prediction from the active model (pending, failed, unknown, or no
+    model active) are absent rather than mapped to None, so `len()` counts labelled ones.
+    """
+    if not image_ids:
+        return {}
+    stmt = select(predictions.c.image_id, predictions.c.label, predictions.c.confidence).where(
+        predictions.c.model_id == active_model_id(), id_in(predictions.c.image_id, image_ids)
+    )
+    return {
+        int(row.image_id): LabelInfo(label=row.label, confidence=float(row.confidence))
+        for row in conn.execute(stmt)
+    }
+
+
+def image_summaries(conn: Connection, *, image_ids: Sequence[int]) -> dict[int, ImageSummary]:
+    """`{image_id: ImageSummary}` for the ids that exist, label from the active model.
+
+    One query for what `statuses` and `labels_for` answer separately, for reports that
+    show both; unknown ids are absent.
+    """
+    if not image_ids:
+        return {}
+    p = predictions
+    joined = images.outerjoin(
+        p, and_(p.c.image_id == images.c.id, p.c.model_id == active_model_id())
+    )
+    stmt = (
+        select(
+            images.c.id,
+            images.c.uri,
+            images.c.merchant_id,
+            images.c.sku,
+            images.c.status,
+            images.c.error,
+            p.c.label,
+            p.c.confidence,
+        )
+        .select_from(joined)
+        .where(id_in(images.c.id, image_ids))
+    )
+    return {
+        int(row.id): ImageSummary(
+            uri=row.uri,
+            merchant_id=row.merchant_id,
+            sku=row.sku,
+            status=row.status,
+            error=row.error,
+            label=row.label,
+            confidence=None if row.confidence is None else float(row.confidence),
+        )
+        for row in conn.execute(stmt)
+    }
