@@ -1,63 +1,132 @@
-"""Shared CLI plumbing: user mistakes become one clear line on stderr, never a traceback."""
+"""How the `vitrine` command talks: results on stdout, everything else on stderr.
+
+`--json` prints exactly one JSON object on stdout; tables and progress bars are for
+people. Failures are one line on stderr and a documented exit code (README "Exit codes"):
+0 every upload done, 1 some failed, 2 a user mistake, 3 a server cannot be reached.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
-
-from embedded.common import ServiceError
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-err_console = Console(stderr=True)
-out_console = Console()
-
-
-class CliError(Exception):
-    """A problem the user can fix; the message says what was wrong and what to do."""
-
-
-# Errors that describe the user's input or environment, not a bug in vitrine.
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    CliError,
-    ServiceError,
-    FileNotFoundError,
-    LookupError,
-    ValueError,
-    PermissionError,
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
 )
+from rich.table import Table
+from rich.text import Text
+
+from ops.errors import OpsError, ServerUnreachable
+from ops.progress import Tick
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)  # a message is one line
+out_console = Console(highlight=False)
+
+EXIT_FAILED, EXIT_USER, EXIT_UNREACHABLE = 1, 2, 3
 
 
-def friendly(fn: F) -> F:
+def _server_errors() -> tuple[type[BaseException], ...]:
+    """Driver errors that mean "a server went away", for those raised mid-command."""
+    import kombu.exceptions
+    import redis.exceptions
+    import sqlalchemy.exc
+
+    return (
+        sqlalchemy.exc.OperationalError,
+        redis.exceptions.ConnectionError,
+        kombu.exceptions.OperationalError,
+    )
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", markup=True)
+    return typer.Exit(code)
+
+
+def friendly(fn: Callable[P, R]) -> Callable[P, R]:
+    """Run a command; its errors become one line on stderr and an exit code."""
+
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
-        except USER_ERRORS as exc:
-            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-            err_console.print(f"[bold red]error:[/] {message}", highlight=False)
-            raise typer.Exit(2) from None
+        except OpsError as exc:
+            raise fail(str(exc), exc.exit_code) from None
+        except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+            raise fail(str(exc), EXIT_USER) from None
         except KeyboardInterrupt:
             err_console.print("interrupted; work already queued stays queued")
             raise typer.Exit(130) from None
+        except _server_errors() as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            unreachable = ServerUnreachable(f"lost a server mid-command: {first}")
+            raise fail(str(unreachable), EXIT_UNREACHABLE) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 def emit_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    """One JSON object on stdout (dataclasses and paths included)."""
+
+    def default(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return dataclasses.asdict(value)
+        return str(value)
+
+    sys.stdout.write(json.dumps(obj, indent=2, default=default) + "\n")
     sys.stdout.flush()
 
 
-def print_result(obj: Any, json_out: bool) -> None:
-    """A command's result dict: JSON for machines, rich's pretty print for people."""
-    if json_out:
-        emit_json(obj)
-    else:
-        out_console.print(obj)
+def table(
+    columns: Sequence[str], rows: Sequence[Sequence[object]], title: str | None = None
+) -> Table:
+    grid = Table(*columns, title=title, title_justify="left")
+    for row in rows:
+        grid.add_row(*("" if v is None else str(v) for v in row))
+    return grid
+
+
+def key_values(data: dict[str, Any], title: str | None = None) -> Table:
+    """A flat result (counts, rates) as a two-column table."""
+    grid = Table(show_header=False, title=title, title_justify="left")
+    for key, value in data.items():
+        grid.add_row(key, "" if value is None else str(value))
+    return grid
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed:.0f} img/s" if task.speed else "")
+
+
+@contextmanager
+def progress_bar(description: str, total: int) -> Iterator[Tick]:
+    """A bar on stderr for long work (`ops.progress.ProgressFactory`)."""
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+    ) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda advance: progress.advance(task, advance)

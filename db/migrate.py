@@ -11,8 +11,9 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import pool, text
+from sqlalchemy import Connection, pool, text
 
 from db.engine import make_engine
 
@@ -70,13 +71,19 @@ def upgrade(database_url: str, revision: str = "head") -> None:
         engine.dispose()
 
 
-def current_revision(database_url: str) -> str | None:
-    """Revision the database is at, or None if it was never migrated."""
-    from alembic.runtime.migration import MigrationContext
+def schema_revision(conn: Connection) -> str | None:
+    """Revision the database behind `conn` is at, or None if it was never migrated.
 
+    Only reads (`alembic_version`), so a SELECT-only role may call it.
+    """
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def current_revision(database_url: str) -> str | None:
+    """`schema_revision` of the database at `database_url`."""
     engine = make_engine(database_url, poolclass=pool.NullPool)
     try:
         with engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            return schema_revision(conn)
     finally:
         engine.dispose()

@@ -16,20 +16,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from embedded.services import ServiceURLs
-from worker.celery_app import worker_argv
+from worker.celery_app import worker_argv, worker_env
 from worker.names import ALL_QUEUES, READY_FD_ENV
 
 
 class WorkerStartError(RuntimeError):
     pass
-
-
-def service_env(urls: ServiceURLs, extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({"DATABASE_URL": urls.database_url, "REDIS_URL": urls.redis_url})
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    env.update(extra or {})
-    return env
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], fd: int, timeout: float, log_path: Path) -> None:
@@ -57,7 +49,8 @@ def running_worker(
     """A real worker process for the duration of the block, stopped warmly afterwards."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     read_fd, write_fd = os.pipe()
-    env = service_env(urls, {READY_FD_ENV: str(write_fd), **(extra_env or {})})
+    env = worker_env(database_url=urls.database_url, redis_url=urls.redis_url)
+    env.update({READY_FD_ENV: str(write_fd), **(extra_env or {})})
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             worker_argv(concurrency=concurrency, queues=queues),

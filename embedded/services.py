@@ -32,7 +32,14 @@ from embedded import pg_server, redis_server
 from embedded.common import ServiceError
 from worker.settings import Settings
 
-__all__ = ["ServiceError", "ServiceURLs", "ensure_services", "services_status", "stop_services"]
+__all__ = [
+    "ServiceError",
+    "ServiceURLs",
+    "ensure_service",
+    "ensure_services",
+    "services_status",
+    "stop_services",
+]
 
 LOCK_TIMEOUT_S = 180.0
 
@@ -43,27 +50,33 @@ class ServiceURLs:
     redis_url: str
 
 
-def ensure_services(settings: Settings) -> ServiceURLs:
-    """Return URLs to use: settings.database_url/redis_url when set (start nothing for
-    that one), else start-or-reuse the embedded one."""
-    if settings.database_url and settings.redis_url:
-        return ServiceURLs(settings.database_url, settings.redis_url)
+def ensure_service(settings: Settings, name: str) -> str:
+    """URL of `name` ("postgres" or "redis"): the configured one when its URL is set
+    (nothing is started), else the embedded server, started or reused."""
+    configured = {"postgres": settings.database_url, "redis": settings.redis_url}[name]
+    if configured:
+        return configured
     root = _root(settings)
     with _locked(root):
         state = _read_state(root)
-        database_url = settings.database_url or _ensure(state, "postgres", root)
-        redis_url = settings.redis_url or _ensure(state, "redis", root)
+        url = _ensure(state, name, root)
         _write_state(root, state)
-    return ServiceURLs(database_url, redis_url)
+    return url
+
+
+def ensure_services(settings: Settings) -> ServiceURLs:
+    """Both URLs (see `ensure_service`); for worker processes, which need both."""
+    return ServiceURLs(ensure_service(settings, "postgres"), ensure_service(settings, "redis"))
 
 
 def services_status(settings: Settings) -> dict[str, dict[str, object]]:
-    """{"postgres": {"embedded", "running", "url", "pid", "data_dir"}, "redis": {...}}
-    without starting anything.
+    """{"postgres": {"embedded", "running", "url", "psql_url", "pid", "data_dir"},
+    "redis": {...}} without starting anything.
 
-    `url` is set while an embedded server runs (always for a configured one); `data_dir`
-    is where the embedded server keeps, or would keep, its data. Configured servers get a
-    2-second connection probe for `running`.
+    `url` is set while an embedded server runs (always for a configured one); `psql_url`
+    is the same address spelled for libpq (`psql "$URL"`); `data_dir` is where the
+    embedded server keeps, or would keep, its data. Configured servers get a 2-second
+    connection probe for `running`.
     """
     root = _root(settings)
     state = _read_state(root)
@@ -128,7 +141,10 @@ def _root(settings: Settings) -> Path:
 def _entry(
     embedded: bool, running: bool, url: str | None, pid: int | None, data_dir: str
 ) -> dict[str, object]:
-    return {"embedded": embedded, "running": running, "url": url, "pid": pid, "data_dir": data_dir}
+    entry: dict[str, object] = {"embedded": embedded, "running": running, "url": url}
+    if url and url.startswith("postgres"):
+        entry["psql_url"] = sqlalchemy_to_libpq(url)
+    return {**entry, "pid": pid, "data_dir": data_dir}
 
 
 def _url(name: str, port: int) -> str:

@@ -1,37 +1,41 @@
-"""`vitrine bench`: throughput numbers as JSON, measured in one run so ratios are fair."""
+"""`vitrine bench`: throughput numbers, measured in one run so their ratios are fair."""
 
 from __future__ import annotations
 
+import io
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import typer
 
-from cli.output import print_result
+from pipeline.datasets import load_fashion_mnist
+from pipeline.decode import decode
+from pipeline.model import load_model_dir
+from pipeline.photos import make_product_photo
+from pipeline.preprocess import preprocess_bytes, raw_to_model_input, to_model_input
+from worker.settings import SAMPLE_FASHION_DIR, Settings
 
 
 def _rate(n: int, seconds: float) -> float:
     return round(n / seconds, 1) if seconds > 0 else 0.0
 
 
-def bench(
-    size: int = typer.Option(512, help="Images per measurement (CI uses a small smoke size)."),
-    batch: int = typer.Option(64, help="Forward batch size."),
-    model: Path = typer.Option(None, help="Model directory (default: the shipped model)."),
-    json_out: bool = typer.Option(False, "--json"),
-) -> None:
-    """Forward pass, preprocessing and decode throughput on this machine."""
-    import io
+def _photo_jpegs(items: np.ndarray, n: int) -> tuple[list[bytes], float]:
+    """`n` large product photos as JPEG bytes, and their mean size in megapixels."""
+    rng = np.random.default_rng(0)
+    blobs, pixels = [], []
+    for i in range(n):
+        img, _ = make_product_photo(items[i % len(items)], rng=rng, size_range=(1600, 2000))
+        buf = io.BytesIO()
+        img.convert("RGB").save(buf, "JPEG", quality=90)
+        blobs.append(buf.getvalue())
+        pixels.append(img.width * img.height)
+    return blobs, float(np.mean(pixels)) / 1e6
 
-    from pipeline.datasets import load_fashion_mnist
-    from pipeline.model import load_model_dir
-    from pipeline.photos import make_product_photo
-    from pipeline.preprocess import decode, preprocess_bytes, raw_to_model_input, to_model_input
-    from worker.settings import SAMPLE_FASHION_DIR, get_settings
 
-    settings = get_settings()
+def run_bench(settings: Settings, *, size: int, batch: int, model: Path | None) -> dict[str, Any]:
+    """Forward pass (batched and batch 1), preprocessing with and without JPEG draft decode."""
     loaded = load_model_dir(model or settings.model_dir)
     data = load_fashion_mnist(SAMPLE_FASHION_DIR)
     x = raw_to_model_input(np.resize(data.x_test, (size, 28, 28)), loaded.spec.preprocess)
@@ -45,24 +49,15 @@ def bench(
     loaded.forward(x[: min(size, 64)], batch_size=1)
     results["forward_batch1_images_per_s"] = _rate(min(size, 64), time.perf_counter() - t0)
 
-    rng = np.random.default_rng(0)
     n_photos = max(32, size // 2)
-    blobs, pixels = [], []
-    for i in range(n_photos):
-        item = data.x_test[i % len(data.x_test)]
-        img, _ = make_product_photo(item, rng=rng, size_range=(1600, 2000))
-        buf = io.BytesIO()
-        img.convert("RGB").save(buf, "JPEG", quality=90)
-        blobs.append(buf.getvalue())
-        pixels.append(img.width * img.height)
-    limits = {"max_pixels": settings.max_image_pixels, "max_bytes": settings.max_file_bytes}
-    spec = loaded.spec.preprocess
+    blobs, megapixels = _photo_jpegs(data.x_test, n_photos)
+    limits, spec = settings.image_limits, loaded.spec.preprocess
 
     def with_draft(blob: bytes) -> object:
-        return preprocess_bytes(blob, spec, **limits)
+        return preprocess_bytes(blob, spec, limits=limits)
 
     def without_draft(blob: bytes) -> object:
-        img, _ = decode(blob, draft_size=None, **limits)
+        img, _ = decode(blob, limits=limits, draft_size=None)
         return to_model_input(img, spec)
 
     timings = {}
@@ -73,11 +68,11 @@ def bench(
             fn(blob)
         timings[name] = time.perf_counter() - t0
     results["photos"] = n_photos
-    results["photo_megapixels"] = round(float(np.mean(pixels)) / 1e6, 2)
+    results["photo_megapixels"] = round(megapixels, 2)
     results["preprocess_draft_images_per_s"] = _rate(n_photos, timings["draft"])
     results["preprocess_full_decode_images_per_s"] = _rate(n_photos, timings["full"])
     results["draft_speedup"] = round(timings["full"] / timings["draft"], 2)
     results["forward_batch64_vs_batch1"] = round(
         results["forward_images_per_s"] / max(results["forward_batch1_images_per_s"], 1e-9), 2
     )
-    print_result(results, json_out)
+    return results

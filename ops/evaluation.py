@@ -10,118 +10,124 @@ from __future__ import annotations
 import csv
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sqlalchemy import Connection
 
-from cli.output import CliError
+from db.engine import make_engine
+from ops.context import Context
+from ops.data import fashion_mnist
+from ops.errors import UserError
+from ops.evaluation_report import write_report
+from ops.models import check_model_dir
+from pipeline.batch import failure_reason, prepare_batch
 from pipeline.datasets import FashionMNIST
 from pipeline.evaluate import classification_report, exact_neighbours, retrieval_metrics
-from pipeline.model import LoadedModel
-from pipeline.preprocess import BadImageError, preprocess_bytes, raw_to_model_input
-from pipeline.report import confusion_matrix_image, contact_sheet
-from worker.settings import get_settings
+from pipeline.model import LoadedModel, load_model_dir
+from pipeline.preprocess import raw_to_model_input
+from pipeline.types import ImageLimits
 
 
-def _read_manifest(images: Path, manifest: Path, labels: tuple[str, ...]) -> list[tuple[Path, int]]:
+@dataclass(frozen=True)
+class PhotoSet:
+    """A folder of photos and the CSV (columns file,label) that says what each shows."""
+
+    images: Path
+    manifest: Path
+
+
+def _read_labels(photos: PhotoSet, labels: tuple[str, ...]) -> list[tuple[Path, int]]:
+    manifest = photos.manifest
     try:
-        with manifest.open(newline="") as fh:
+        with manifest.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             missing = {"file", "label"} - set(reader.fieldnames or [])
             if missing:
-                raise CliError(
+                raise UserError(
                     f"{manifest}: header lacks column(s) {sorted(missing)}; need file,label"
                 )
             rows = []
             for line, row in enumerate(reader, start=2):
                 if row["label"] not in labels:
-                    raise CliError(
+                    raise UserError(
                         f"{manifest}:{line}: unknown label {row['label']!r}; "
                         f"labels are {', '.join(labels)}"
                     )
-                rows.append((images / row["file"], labels.index(row["label"])))
+                rows.append((photos.images / row["file"], labels.index(row["label"])))
     except OSError as exc:
-        raise CliError(f"cannot read {manifest}: {exc.strerror}") from exc
+        raise UserError(f"cannot read {manifest}: {exc.strerror}") from None
     if not rows:
-        raise CliError(f"{manifest} lists no images")
+        raise UserError(f"{manifest} lists no images")
     return rows
 
 
-def photos_inputs(
-    model: LoadedModel, images: Path, manifest: Path
+def photo_inputs(
+    model: LoadedModel, photos: PhotoSet, limits: ImageLimits
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Preprocess every listed file the way a worker would; unreadable files are errors."""
-    settings = get_settings()
-    rows = _read_manifest(images, manifest, model.spec.labels)
-    arrays, ys, problems = [], [], []
-    for path, y in rows:
-        try:
-            array, _ = preprocess_bytes(
-                path.read_bytes(),
-                model.spec.preprocess,
-                max_pixels=settings.max_image_pixels,
-                max_bytes=settings.max_file_bytes,
-            )
-        except FileNotFoundError:
-            problems.append(f"{path.name}: file not found")
-            continue
-        except BadImageError as exc:
-            problems.append(f"{path.name}: {exc}")
-            continue
-        arrays.append(array)
-        ys.append(y)
-    if not arrays:
-        raise CliError(f"no image in {manifest} could be read: {problems[:3]}")
-    return np.stack(arrays), np.array(ys), problems
+    """Preprocess every listed file the way a worker would; unreadable ones are reported."""
+    rows = _read_labels(photos, model.spec.labels)
+    batch = prepare_batch(
+        range(len(rows)), lambda i: rows[i][0].read_bytes(), model.spec.preprocess, limits
+    )
+    problems = [f"{rows[i][0].name}: {failure_reason(exc)}" for i, exc in batch.failures.items()]
+    if not batch.keys:
+        raise UserError(f"no image in {photos.manifest} could be read: {problems[:3]}")
+    return batch.arrays, np.array([rows[i][1] for i in batch.keys]), problems
 
 
 def evaluate(
     model: LoadedModel,
     *,
     data: FashionMNIST | None,
-    images: Path | None,
-    manifest: Path | None,
+    photos: PhotoSet | None,
+    limits: ImageLimits,
     retrieval: bool,
     k: int,
     gallery_limit: int | None,
-    hnsw_conn: Any | None,
+    hnsw_conn: Connection | None,
     report_dir: Path | None,
 ) -> dict[str, Any]:
+    """Classification (and, on Fashion-MNIST, retrieval) metrics as one JSON-able dict."""
     spec = model.spec
     result: dict[str, Any] = {"model": spec.key}
-    if images is not None or manifest is not None:
-        if images is None or manifest is None:
-            raise CliError("--images and --manifest go together")
-        x, y, problems = photos_inputs(model, images, manifest)
+    if photos is not None:
+        x, y, problems = photo_inputs(model, photos, limits)
         result["source"] = {
-            "images": str(images),
-            "manifest": str(manifest),
+            "images": str(photos.images),
+            "manifest": str(photos.manifest),
             "unreadable": problems,
         }
-        data = None
-    else:
-        if data is None:
-            raise CliError("give --data DIR (Fashion-MNIST IDX files) or --images/--manifest")
+    elif data is not None:
         x, y = raw_to_model_input(data.x_test, spec.preprocess), data.y_test
         result["source"] = {"data": "fashion-mnist", "fingerprint": data.fingerprint}
+    else:
+        raise UserError("give --data DIR (Fashion-MNIST IDX files) or --images/--manifest")
     started = time.perf_counter()
     probs, embeddings = model.forward(x)
     result["forward_images_per_s"] = round(len(x) / (time.perf_counter() - started), 1)
     report = classification_report(y, probs.argmax(axis=1), spec.labels)
     result.update(report)
 
-    if retrieval and data is not None:
+    if retrieval and data is not None and photos is None:
         result["retrieval"] = _retrieval(model, data, embeddings, k, gallery_limit, hnsw_conn)
     if report_dir is not None:
-        _write_report(report_dir, report, spec.labels, x, y, embeddings, probs)
+        write_report(report_dir, report, spec.labels, x, y, embeddings, probs)
         result["report"] = str(report_dir)
     return result
 
 
 def _retrieval(
-    model: LoadedModel, data: Any, queries: np.ndarray, k: int, limit: int | None, conn: Any
+    model: LoadedModel,
+    data: FashionMNIST,
+    queries: np.ndarray,
+    k: int,
+    limit: int | None,
+    conn: Connection | None,
 ) -> dict[str, Any]:
+    """Test images as queries against the training images as gallery: exact, then HNSW."""
     gx, gy = data.x_train, data.y_train
     if limit:
         gx, gy = gx[:limit], gy[:limit]
@@ -150,34 +156,50 @@ def _retrieval(
     return out
 
 
-def _write_report(
-    directory: Path,
-    report: dict[str, Any],
-    labels: tuple[str, ...],
-    x: np.ndarray,
-    y: np.ndarray,
-    embeddings: np.ndarray,
-    probs: np.ndarray,
-) -> None:
-    from PIL import Image
+@dataclass(frozen=True)
+class EvalRequest:
+    model: Path | None = None
+    data: Path | None = None
+    images: Path | None = None
+    manifest: Path | None = None
+    retrieval: bool = True
+    hnsw: bool = True
+    k: int = 10
+    gallery_limit: int | None = None
+    report: Path | None = None
 
-    directory.mkdir(parents=True, exist_ok=True)
-    confusion_matrix_image(np.array(report["confusion_matrix"]), labels).save(
-        directory / "confusion_matrix.png"
-    )
 
-    def tile(i: int) -> Image.Image:
-        arr = x[i, ..., 0] if x.shape[-1] == 1 else x[i]
-        scaled = np.clip(arr / max(float(arr.max()), 1e-6) * 255, 0, 255).astype(np.uint8)
-        return Image.fromarray(255 - scaled if x.shape[-1] == 1 else scaled)
+def run_eval(ctx: Context, req: EvalRequest) -> dict[str, Any]:
+    """`vitrine eval`: checks cheapest first (arguments, model dir, data), then measures.
 
-    rng = np.random.default_rng(0)
-    queries = rng.choice(len(x), size=min(8, len(x)), replace=False)
-    neighbours = exact_neighbours(embeddings[queries], embeddings, 7)
-    rows = []
-    for q, ns in zip(queries, neighbours, strict=True):
-        ns = [n for n in ns if n != q][:6]
-        rows.append(
-            ((tile(q), f"{labels[y[q]]}"), [(tile(n), f"{labels[probs[n].argmax()]}") for n in ns])
+    Only retrieval through HNSW needs the database (temporary tables, nothing stored).
+    """
+    if (req.images is None) != (req.manifest is None):
+        raise UserError("--images and --manifest go together")
+    model_dir = req.model or ctx.settings.model_dir
+    check_model_dir(model_dir)
+    photos = PhotoSet(req.images, req.manifest) if req.images and req.manifest else None
+    data = None if photos else fashion_mnist(req.data, option="--data")
+    loaded = load_model_dir(model_dir)
+
+    def run(conn: Connection | None) -> dict[str, Any]:
+        return evaluate(
+            loaded,
+            data=data,
+            photos=photos,
+            limits=ctx.settings.image_limits,
+            retrieval=req.retrieval,
+            k=req.k,
+            gallery_limit=req.gallery_limit,
+            hnsw_conn=conn,
+            report_dir=req.report,
         )
-    contact_sheet(rows, thumb=96).save(directory / "neighbours.png")
+
+    if not (req.retrieval and req.hnsw and data is not None):
+        return run(None)
+    engine = make_engine(ctx.database_url())
+    try:
+        with engine.begin() as conn:
+            return run(conn)
+    finally:
+        engine.dispose()

@@ -14,6 +14,8 @@ from pipeline.report import Tile, contact_sheet
 from worker.fetch import fetch_bytes
 from worker.settings import get_settings
 
+_MISSING = (200, 200, 200)
+
 
 def _load(uri: str) -> Image.Image:
     settings = get_settings()
@@ -24,20 +26,27 @@ def _load(uri: str) -> Image.Image:
         img.load()
         return img
     except Exception:  # a picture must not fail because one file went missing
-        return Image.new("RGB", (64, 64), (200, 200, 200))
+        return Image.new("RGB", (64, 64), _MISSING)
 
 
-def neighbour_sheet(engine: Engine, image_ids: Sequence[int], k: int, png: Path) -> Path:
+def neighbour_sheet(
+    engine: Engine,
+    image_ids: Sequence[int],
+    k: int,
+    png: Path,
+    *,
+    merchant_id: str | None = None,
+) -> Path:
+    """One row per image: the image, then its k nearest neighbours with their distances."""
     rows: list[tuple[Tile, list[Tile]]] = []
     with engine.connect() as conn:
+        about = repository.image_summaries(conn, image_ids=list(image_ids))
         for image_id in image_ids:
-            neighbours = repository.similar(conn, image_id=image_id, k=k)
-            query = conn.exec_driver_sql(
-                "SELECT uri, label FROM image_labels WHERE image_id = %(id)s", {"id": image_id}
-            ).one()
+            neighbours = repository.similar(conn, image_id=image_id, k=k, merchant_id=merchant_id)
+            query = about.get(image_id)
             rows.append(
                 (
-                    (_load(query.uri), f"#{image_id} {query.label}"),
+                    (_load(query.uri if query else ""), f"#{image_id} {query and query.label}"),
                     [
                         (_load(n.uri), f"#{n.image_id} {n.label}\nd={n.distance:.3f}")
                         for n in neighbours

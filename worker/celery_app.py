@@ -8,6 +8,7 @@ finished (`acks_late`), a worker process that dies mid-task hands its message ba
 
 from __future__ import annotations
 
+import os
 import sys
 import uuid
 from collections.abc import Sequence
@@ -95,3 +96,11 @@ def worker_argv(
         "--without-gossip",
         "--without-mingle",
     ]
+
+
+def worker_env(*, database_url: str, redis_url: str) -> dict[str, str]:
+    """The environment of a worker process started from here: this one's, plus the URLs."""
+    env = dict(os.environ)
+    env.update({"DATABASE_URL": database_url, "REDIS_URL": redis_url})
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+    return env

@@ -22,11 +22,23 @@ from db.schema import embeddings, images, positive_int, predictions
 from db.types import Neighbour
 
 
-def similar_sql(image_id: int, k: int = 10) -> str:
-    """The SQL an analyst types for "items like this one" (what `similar` runs)."""
+def similar_sql(image_id: int, k: int = 10, *, merchant_id: str | None = None) -> str:
+    """The SQL an analyst types for "items like this one" (what `similar` runs).
+
+    With `merchant_id`, the exact search within that merchant's images.
+    """
+    iid, kk = positive_int(image_id, "image_id"), positive_int(k, "k")
+    if merchant_id is None:
+        return f"SELECT * FROM similar_images({iid}, {kk});"
+    merchant = merchant_id.replace("'", "''")
     return (
-        f"SELECT * FROM similar_images({positive_int(image_id, 'image_id')}, "
-        f"{positive_int(k, 'k')});"
+        "SELECT e.image_id, p.label, e.embedding <=> q.embedding AS distance\n"
+        "  FROM embeddings q JOIN embeddings e ON e.model_id = q.model_id\n"
+        "  JOIN images i ON i.id = e.image_id\n"
+        "  LEFT JOIN predictions p ON p.image_id = e.image_id AND p.model_id = e.model_id\n"
+        f" WHERE q.model_id = (SELECT id FROM active_model) AND q.image_id = {iid}\n"
+        f"   AND e.image_id <> {iid} AND i.merchant_id = '{merchant}'\n"
+        f" ORDER BY distance LIMIT {kk};"
     )
 
 

@@ -34,9 +34,9 @@ def pipeline_env() -> Iterator[dict[str, str]]:
     get_settings.cache_clear()
     from ops.context import open_context
 
-    ctx = open_context()
-    os.environ["DATABASE_URL"] = ctx.urls.database_url
-    os.environ["REDIS_URL"] = ctx.urls.redis_url
+    urls = open_context().urls()  # starts the embedded servers, migrates their database
+    os.environ["DATABASE_URL"] = urls.database_url
+    os.environ["REDIS_URL"] = urls.redis_url
     get_settings.cache_clear()
     try:
         yield dict(os.environ)
@@ -57,12 +57,14 @@ def pipeline_env() -> Iterator[dict[str, str]]:
 def ctx(pipeline_env: dict[str, str]):  # type: ignore[no-untyped-def]
     from ops.context import open_context
 
-    return open_context()
+    ctx = open_context()
+    ctx.broker_url()  # Celery in this process publishes to the session's broker
+    return ctx
 
 
 @pytest.fixture(scope="session")
 def engine(ctx) -> Engine:  # type: ignore[no-untyped-def]
-    return ctx.engine
+    return ctx.engine()
 
 
 @pytest.fixture(scope="session")
@@ -71,7 +73,7 @@ def celery_worker_process(ctx) -> Iterator[subprocess.Popen[bytes]]:  # type: ig
     from embedded.launcher import running_worker
 
     log = ctx.settings.data_dir / "logs" / "test-worker.log"
-    with running_worker(ctx.urls, concurrency=2, log_path=log) as proc:
+    with running_worker(ctx.urls(), concurrency=2, log_path=log) as proc:
         yield proc
     assert proc.returncode is not None
 

@@ -669,6 +669,10 @@ def test_similar_within_one_merchant_is_exact(engine: Engine) -> None:
         assert [n.distance for n in got] == sorted(n.distance for n in got)
         assert query not in [n.image_id for n in got]
         assert all(n.merchant_id == "acme" and n.label in LABELS for n in got)
+        # the SQL shown to analysts for this search returns the same rows
+        shown = conn.execute(text(repo.similar_sql(query, 10, merchant_id="acme"))).all()
+        assert [r.image_id for r in shown] == [n.image_id for n in got]
+        assert [r.distance for r in shown] == pytest.approx([n.distance for n in got])
         # fewer candidates than k: all of them, still nearest first
         everyone = repo.similar(conn, image_id=query, k=50, merchant_id="acme")
         assert [n.image_id for n in everyone] == [

@@ -13,7 +13,7 @@ import pytest
 from celery.result import AsyncResult
 from sqlalchemy import Engine, text
 
-from ops.dispatch import file_uri, register_uploads
+from ops.uploads import file_uri, register_uploads
 from pipeline.types import Upload
 
 pytestmark = pytest.mark.integration
@@ -47,7 +47,7 @@ def test_killed_worker_process_redelivers_and_duplicates_nothing(
     items = [{"image_id": i, "uri": file_uri(f)} for i, f in zip(ids, files, strict=True)]
     log = ctx.settings.data_dir / "logs" / "kill-worker.log"
     # A worker of its own on a queue of its own, so we know which process holds the task.
-    with running_worker(ctx.urls, concurrency=1, log_path=log, queues=["killtest"]) as proc:
+    with running_worker(ctx.urls(), concurrency=1, log_path=log, queues=["killtest"]) as proc:
         result = app.send_task(INGEST_BATCH_TASK, kwargs={"items": items}, queue="killtest")
 
         def claimed() -> bool:
@@ -95,7 +95,7 @@ def test_database_restart_is_retried_not_failed(
         _wait_until(lambda: result.state == "RETRY", 60, "the task to retry")
     finally:
         urls = ensure_services(embedded_settings)
-    assert urls.database_url == ctx.urls.database_url  # same port again
+    assert urls.database_url == ctx.database_url()  # same port again
     outcome = result.get(timeout=120)
     assert len(outcome["done"]) == 1
     with clean_db.connect() as conn:

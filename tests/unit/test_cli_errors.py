@@ -13,7 +13,6 @@ import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
-import cli.app
 import embedded.services
 import ops.context
 from cli.app import app
@@ -47,12 +46,14 @@ def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
 
 @pytest.fixture(autouse=True)
 def no_services(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise ServicesStarted("the command tried to start services before validating input")
+    """Any attempt to reach or start PostgreSQL or Redis fails the test loudly."""
 
-    monkeypatch.setattr(cli.app, "open_context", refuse)
-    monkeypatch.setattr(ops.context, "open_context", refuse)
-    monkeypatch.setattr(ops.context, "ensure_services", refuse)
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise ServicesStarted("the command tried to reach a server before validating input")
+
+    for method in ("database_url", "engine", "broker_url", "urls"):
+        monkeypatch.setattr(ops.context.Context, method, refuse)
+    monkeypatch.setattr(embedded.services, "ensure_service", refuse)
     monkeypatch.setattr(embedded.services, "ensure_services", refuse)
 
 
@@ -104,12 +105,12 @@ def test_submit_directory_without_images(tmp_path: Path) -> None:
 def test_submit_sku_with_several_files(tmp_path: Path) -> None:
     a, b = _png(tmp_path / "a.png"), _png(tmp_path / "b.png")
     assert_user_error(
-        invoke("submit", a, b, "--merchant", "m1", "--sku", "SKU-1"), "--sku applies to one file"
+        invoke("submit", a, b, "--merchant", "m1", "--sku", "SKU-1"), "--sku applies to one image"
     )
 
 
 def test_ingest_without_paths_or_manifest() -> None:
-    assert_user_error(invoke("ingest"), "give image paths or --manifest")
+    assert_user_error(invoke("ingest"), "give image paths", "--manifest")
 
 
 def test_ingest_missing_manifest(tmp_path: Path) -> None:
@@ -133,12 +134,26 @@ def test_eval_manifest_without_images(tmp_path: Path) -> None:
     assert_user_error(invoke("eval", "--manifest", manifest), "--images and --manifest go together")
 
 
-def test_eval_model_dir_without_model_json(tmp_path: Path) -> None:
+def test_eval_model_dir_without_model_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model is checked before the data set: a machine without Debian's Fashion-MNIST
+    still gets the message about the model directory it got wrong."""
+    import ops.data
+
+    monkeypatch.setattr(ops.data, "DEBIAN_DIR", tmp_path / "no-datasets-here")
     not_a_model = tmp_path / "not-a-model"
     not_a_model.mkdir()
     assert_user_error(
         invoke("eval", "--model", not_a_model, "--no-hnsw"), "model.json", "vitrine train"
     )
+
+
+def test_eval_without_fashion_mnist_says_how_to_get_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ops.data
+
+    monkeypatch.setattr(ops.data, "DEBIAN_DIR", tmp_path / "no-datasets-here")
+    assert_user_error(invoke("eval", "--no-hnsw"), "dataset-fashion-mnist", "--data")
 
 
 # --------------------------------------------------------------------------- train

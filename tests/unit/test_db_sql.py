@@ -123,6 +123,8 @@ def test_hnsw_index_ddl() -> None:
 def test_similar_sql_is_what_an_analyst_types() -> None:
     assert repo.similar_sql(42, 10) == "SELECT * FROM similar_images(42, 10);"
     assert repo.similar_sql(42) == "SELECT * FROM similar_images(42, 10);"
+    within = repo.similar_sql(42, 5, merchant_id="o'shop")
+    assert "i.merchant_id = 'o''shop'" in within and within.endswith("LIMIT 5;")
     for bad in [(0, 10), (42, 0), (-1, 3), ("42; DROP TABLE images", 10), (42, True)]:
         with pytest.raises(ValueError):
             repo.similar_sql(*bad)  # type: ignore[arg-type]

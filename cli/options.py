@@ -1,0 +1,14 @@
+"""Options several commands share, declared once so they read and behave the same."""
+
+from __future__ import annotations
+
+import typer
+
+from worker.names import ALL_QUEUES
+
+JSON = typer.Option(False, "--json", help="Print one JSON object on stdout.")
+WORKERS = typer.Option(
+    1, "--workers", min=0, help="Local worker processes to start (0: use running workers)."
+)
+BATCH_SIZE = typer.Option(None, "--batch-size", min=1, help="Images per task (one forward pass).")
+QUEUES = typer.Option(",".join(ALL_QUEUES), "--queues", help="Queues to consume, comma-separated.")

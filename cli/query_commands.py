@@ -1,0 +1,128 @@
+"""`similar`, `status`, `models`: commands that read (a SELECT-only role is enough),
+and `models add|activate`, which change only the model registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cli.options import JSON
+from cli.output import emit_json, friendly, key_values, out_console, table
+from cli.server_commands import services_table
+from ops import catalog
+from ops import models as ops_models
+from ops.context import open_context
+
+models_app = typer.Typer(no_args_is_help=True, help="Registered model versions.")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(models_app, name="models")
+
+    @app.command()
+    @friendly
+    def similar(
+        image_id: int = typer.Argument(..., min=1, help="An images.id"),
+        k: int = typer.Option(10, "-k", min=1, help="How many neighbours."),
+        png: Path = typer.Option(None, "--png", help="Write a contact sheet of them here."),
+        json_out: bool = JSON,
+    ) -> None:
+        """The k images most similar to one image (active model, HNSW index)."""
+        report = catalog.similar(open_context(), image_id=image_id, k=k, png=png)
+        if json_out:
+            emit_json(
+                {
+                    "image_id": report.image_id,
+                    "sql": report.sql,
+                    "neighbours": report.neighbours,
+                    "contact_sheet": str(report.sheet) if report.sheet else None,
+                }
+            )
+            return
+        out_console.print(report.sql, style="dim")
+        rows = [
+            (n.image_id, n.label, f"{n.distance:.4f}", n.merchant_id, n.sku, n.uri)
+            for n in report.neighbours
+        ]
+        out_console.print(table(("image", "label", "distance", "merchant", "sku", "uri"), rows))
+        if report.sheet:
+            out_console.print(f"contact sheet: {report.sheet}")
+
+    @app.command()
+    @friendly
+    def status(json_out: bool = JSON) -> None:
+        """Images by status and label, the models, the servers."""
+        report = catalog.status(open_context())
+        models = [
+            {"key": m.key, "active": m.is_active, "embeddings": m.n_embeddings}
+            for m in report.models
+        ]
+        if json_out:
+            emit_json(
+                {
+                    "images": report.images,
+                    "labels": dict(report.labels),
+                    "models": models,
+                    "services": report.services,
+                }
+            )
+            return
+        out_console.print(key_values(report.images, title="images by status"))
+        out_console.print(table(("label", "images"), report.labels, title="labels (active model)"))
+        out_console.print(
+            table(
+                ("model", "active", "embeddings"),
+                [(m["key"], "*" if m["active"] else "", m["embeddings"]) for m in models],
+                title="models",
+            )
+        )
+        out_console.print(services_table(report.services))
+
+    @models_app.command("list")
+    @friendly
+    def models_list(json_out: bool = JSON) -> None:
+        """Registered models; the active one serves new uploads and similarity."""
+        rows = ops_models.list_models(open_context().engine())
+        if json_out:
+            emit_json(
+                [
+                    {
+                        "key": r.key,
+                        "active": r.is_active,
+                        "embedding_dim": r.embedding_dim,
+                        "path": r.path,
+                        "embeddings": r.n_embeddings,
+                    }
+                    for r in rows
+                ]
+            )
+            return
+        out_console.print(
+            table(
+                ("model", "active", "dim", "embeddings", "path"),
+                [
+                    (r.key, "*" if r.is_active else "", r.embedding_dim, r.n_embeddings, r.path)
+                    for r in rows
+                ],
+            )
+        )
+
+    @models_app.command("add")
+    @friendly
+    def models_add(
+        directory: Path = typer.Argument(..., help="A model directory (model.json + .keras)."),
+    ) -> None:
+        """Register a model directory (inactive unless no model is active)."""
+        ops_models.check_model_dir(directory)  # before any server is touched
+        key = ops_models.register_model_dir(open_context().engine(), directory)
+        out_console.print(f"registered {key} from {directory}")
+
+    @models_app.command("activate")
+    @friendly
+    def models_activate(
+        name: str = typer.Argument(..., help="Model name@version, or a name."),
+    ) -> None:
+        """Switch the active model atomically."""
+        row = ops_models.activate(open_context().engine(), name)
+        out_console.print(f"active model: {row.key}")

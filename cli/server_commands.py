@@ -1,0 +1,96 @@
+"""`db upgrade`, `services status|stop`, `worker`: the servers vitrine runs on."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from cli.options import JSON, QUEUES
+from cli.output import emit_json, friendly, out_console, table
+from ops import catalog
+from ops.context import open_context
+from ops.errors import UserError
+from ops.schema import upgrade_context
+from worker.celery_app import worker_argv, worker_env
+from worker.settings import get_settings
+
+db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
+services_app = typer.Typer(no_args_is_help=True, help="Embedded PostgreSQL and Redis.")
+
+
+def services_table(services: dict[str, dict[str, Any]]) -> Table:
+    return table(
+        ("server", "state", "kind", "url", "psql"),
+        [
+            (
+                name,
+                "running" if info.get("running") else "stopped",
+                "embedded" if info.get("embedded") else "configured",
+                info.get("url"),
+                info.get("psql_url"),
+            )
+            for name, info in services.items()
+        ],
+        title="servers",
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(db_app, name="db")
+    app.add_typer(services_app, name="services")
+
+    @db_app.command("upgrade")
+    @friendly
+    def db_upgrade(json_out: bool = JSON) -> None:
+        """Create or migrate the schema (idempotent); register the default model if none is."""
+        report = upgrade_context(open_context())
+        if json_out:
+            emit_json(report)
+            return
+        out_console.print(f"database at revision {report.revision}")
+        if report.registered_model:
+            out_console.print(f"registered and activated {report.registered_model}")
+
+    @services_app.command("status")
+    @friendly
+    def services_status(json_out: bool = JSON) -> None:
+        """Show the servers (nothing is started); psql accepts the psql column as it is."""
+        status = catalog.services(get_settings())
+        if json_out:
+            emit_json(status)
+        else:
+            out_console.print(services_table(status))
+
+    @services_app.command("stop")
+    @friendly
+    def services_stop() -> None:
+        """Stop the embedded servers; their data stays in the data directory."""
+        try:
+            from embedded.services import stop_services
+        except ImportError:
+            raise UserError("this installation has no embedded servers to stop") from None
+        stopped = stop_services(get_settings())
+        out_console.print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+    @app.command()
+    @friendly
+    def worker(
+        concurrency: int = typer.Option(
+            None, "--concurrency", min=1, help="Processes (default VITRINE_WORKER_CONCURRENCY)."
+        ),
+        queues: str = QUEUES,
+        loglevel: str = typer.Option("INFO", "--loglevel"),
+    ) -> None:
+        """Run a Celery worker in this process's place (servers checked first)."""
+        ctx = open_context()
+        ctx.engine()  # the schema must be this code's before a worker takes tasks
+        argv = worker_argv(
+            concurrency=concurrency or ctx.settings.worker_concurrency,
+            queues=[q.strip() for q in queues.split(",") if q.strip()],
+            loglevel=loglevel,
+        )
+        env = worker_env(database_url=ctx.database_url(), redis_url=ctx.broker_url())
+        os.execvpe(argv[0], argv, env)

@@ -1,0 +1,128 @@
+"""`vitrine train`: checks what the user asked for, loads the data, calls a recipe.
+
+The recipes themselves (Fashion-MNIST, or a merchant's labelled folder, optionally on a
+keras.applications backbone) live in `pipeline.train`; nothing here decides how images
+are preprocessed or how the network learns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ops.data import fashion_mnist
+from ops.errors import UserError
+from pipeline.augment import Augmentation
+from pipeline.batch import failure_reason, prepare_batch
+from pipeline.datasets import load_labelled_folder
+from pipeline.train import TrainConfig, folder_preprocess_spec, train_fashion_mnist, train_folder
+from pipeline.types import ImageLimits, ModelSpec
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    out: Path
+    fashion: Path | None = None
+    data: Path | None = None
+    epochs: int | None = None
+    seed: int = 1234
+    limit: int | None = None
+    widths: str = "64,128,256"
+    embedding_dim: int = 128
+    blur: float = 0.0
+    gamma: float = 0.0
+    backbone: str | None = None
+    weights: Path | None = None
+    input_size: int | None = None
+    name: str | None = None
+    version: str = "1"
+
+
+def _config(req: TrainRequest) -> TrainConfig:
+    """Every check that needs no data, so a mistake costs nothing."""
+    if req.weights and not req.backbone:
+        raise UserError("--weights needs --backbone (MobileNetV3Small or EfficientNetB0)")
+    if req.weights and not req.weights.is_file():
+        raise UserError(f"weights file {req.weights} not found")
+    if req.out.exists() and (not req.out.is_dir() or any(req.out.iterdir())):
+        raise UserError(
+            f"{req.out} exists and is not an empty directory; choose a new --out "
+            "(models are never overwritten)"
+        )
+    try:
+        widths = tuple(int(w) for w in req.widths.split(","))
+    except ValueError:
+        raise UserError(
+            f"--widths takes comma-separated integers like 64,128,256, not {req.widths!r}"
+        ) from None
+    if (req.backbone or req.input_size) and req.data is None:
+        raise UserError("--backbone and --input-size apply to --data (your own labelled folder)")
+    augmentation = Augmentation(blur_probability=req.blur, gamma_probability=req.gamma)
+    config = TrainConfig(
+        seed=req.seed,
+        train_limit=req.limit,
+        widths=widths,
+        embedding_dim=req.embedding_dim,
+        augmentation=augmentation,
+    )
+    return dataclasses.replace(config, epochs=req.epochs) if req.epochs else config
+
+
+def train(req: TrainRequest, *, limits: ImageLimits, log: Log) -> ModelSpec:
+    config = _config(req)
+    if req.data is None:
+        return train_fashion_mnist(
+            fashion_mnist(req.fashion),
+            out_dir=req.out,
+            config=config,
+            name=req.name or "fashion-cnn",
+            version=req.version,
+            log=log,
+        )
+    return _train_on_folder(req, config, limits, log)
+
+
+def _train_on_folder(
+    req: TrainRequest, config: TrainConfig, limits: ImageLimits, log: Log
+) -> ModelSpec:
+    assert req.data is not None
+    try:
+        paths, labels, class_names = load_labelled_folder(req.data)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    if len(class_names) < 2 or len(paths) < 2:
+        raise UserError(f"{req.data} needs at least two class subfolders with images in them")
+    spec = folder_preprocess_spec(backbone=req.backbone, input_size=req.input_size)
+    digest = hashlib.sha256()  # over every file's bytes, in order: the data fingerprint
+
+    def read(i: int) -> bytes:
+        raw = paths[i].read_bytes()
+        digest.update(raw)
+        return raw
+
+    batch = prepare_batch(range(len(paths)), read, spec, limits)
+    for i, exc in batch.failures.items():
+        log(f"skipping {paths[i]}: {failure_reason(exc)}")
+    if len(batch.keys) < 2:
+        raise UserError(f"fewer than two images in {req.data} could be read")
+    return train_folder(
+        images=batch.arrays,
+        labels=np.asarray([labels[i] for i in batch.keys]),
+        class_names=class_names,
+        preprocess=spec,
+        fingerprint="sha256:" + digest.hexdigest(),
+        out_dir=req.out,
+        config=config,
+        backbone=req.backbone,
+        weights_path=str(req.weights) if req.weights else None,
+        name=req.name or Path(req.data).name,
+        version=req.version,
+        log=log,
+    )

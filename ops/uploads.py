@@ -1,0 +1,131 @@
+"""Turning what a user names (files, folders, URLs, a manifest) into upload events.
+
+Files named directly are taken as they are (a bad one becomes a `failed` row with its
+reason); folders contribute their image files, recursively, in a stable order, or the
+rows of their `manifest.csv` when they have one; `http(s)://` URLs pass through to the
+workers, which fetch them.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from sqlalchemy import Engine
+
+from db import repository
+from ops.errors import UserError
+from pipeline.decode import IMAGE_EXTENSIONS
+from pipeline.types import Upload
+
+MANIFEST_NAME = "manifest.csv"
+_URL_SCHEMES = ("http", "https")
+
+
+def file_uri(path: Path) -> str:
+    return path.resolve().as_uri()
+
+
+def is_url(source: str) -> bool:
+    return urlsplit(source).scheme.lower() in _URL_SCHEMES
+
+
+def _as_path(source: str) -> Path:
+    return Path(unquote(urlsplit(source).path)) if source.startswith("file:") else Path(source)
+
+
+def image_files(directory: Path) -> list[Path]:
+    return sorted(
+        p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
+
+
+def collect_uploads(
+    sources: Sequence[str], *, merchant: str, sku: str | None = None, manifest_merchants: bool
+) -> list[Upload]:
+    """Upload events for `sources`, in order.
+
+    `manifest_merchants`: whether a folder's manifest may name each row's merchant
+    (`ingest`, a catalog of many shops) or `merchant` applies to every row (`submit`).
+    """
+    uploads: list[Upload] = []
+    for source in sources:
+        if is_url(source):
+            uploads.append(Upload(uri=source, merchant_id=merchant))
+            continue
+        path = _as_path(source)
+        if path.is_dir():
+            manifest = path / MANIFEST_NAME
+            if manifest.is_file():
+                rows = read_manifest(manifest, merchant=merchant)
+                if not manifest_merchants:
+                    rows = [Upload(uri=u.uri, merchant_id=merchant, sku=u.sku) for u in rows]
+                uploads.extend(rows)
+            else:
+                uploads.extend(Upload(file_uri(f), merchant) for f in image_files(path))
+        elif path.is_file():
+            uploads.append(Upload(uri=file_uri(path), merchant_id=merchant))
+        else:
+            raise UserError(f"no such file or directory: {source} (nothing was submitted)")
+    if not uploads:
+        raise UserError("no image files found in the given paths (nothing was submitted)")
+    if sku is not None:
+        if len(uploads) > 1:
+            raise UserError("--sku applies to one image; got several (use a manifest.csv)")
+        uploads = [Upload(uri=uploads[0].uri, merchant_id=uploads[0].merchant_id, sku=sku)]
+    return uploads
+
+
+def read_manifest(manifest: Path, *, merchant: str, base: Path | None = None) -> list[Upload]:
+    """Rows of a CSV with a `file` (relative to `base`, default the CSV's folder) or `uri`
+    column, and optional `sku` and `merchant_id` (default `merchant`) columns."""
+    base = base or manifest.parent
+    try:
+        with manifest.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            columns = set(reader.fieldnames or ())
+            if not columns & {"file", "uri"}:
+                raise UserError(f"{manifest}: needs a header with a `file` or `uri` column")
+            uploads = []
+            for line, row in enumerate(reader, start=2):
+                uploads.append(
+                    Upload(
+                        uri=_row_uri(row, base, f"{manifest}:{line}"),
+                        merchant_id=(row.get("merchant_id") or "").strip() or merchant,
+                        sku=(row.get("sku") or "").strip() or None,
+                    )
+                )
+    except OSError as exc:
+        raise UserError(f"cannot read manifest {manifest}: {exc.strerror}") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise UserError(f"{manifest} is not a UTF-8 CSV file ({exc})") from None
+    if not uploads:
+        raise UserError(f"{manifest} lists no images (nothing was submitted)")
+    return uploads
+
+
+def _row_uri(row: dict[str, str], base: Path, where: str) -> str:
+    uri = (row.get("uri") or "").strip()
+    if uri:
+        if is_url(uri) or uri.startswith("file:"):
+            return uri
+        if Path(uri).is_absolute():
+            return file_uri(Path(uri))
+        raise UserError(f"{where}: uri {uri!r} is neither http(s)://, file:// nor absolute")
+    name = (row.get("file") or "").strip()
+    if not name:
+        raise UserError(f"{where}: the row names no file or uri")
+    return file_uri(base / name)
+
+
+def register_uploads(engine: Engine, uploads: Sequence[Upload], chunk: int = 1000) -> list[int]:
+    """Record uploads as `pending` rows (idempotent); one image id per upload, in order."""
+    ids: list[int] = []
+    for start in range(0, len(uploads), chunk):
+        with engine.begin() as conn:
+            ids.extend(
+                repository.upsert_pending_images(conn, uploads=uploads[start : start + chunk])
+            )
+    return ids
