@@ -1,6 +1,8 @@
 """Loading the training data: IDX files (Fashion-MNIST) and "one folder per class" sets.
 
-Pure numpy + the standard library. The full Fashion-MNIST comes from the Debian package
+Numpy + the standard library; which file suffixes count as images comes from
+`pipeline.decode` (next to the formats it accepts), so a folder is indexed by the same
+rules that will decode it. The full Fashion-MNIST comes from the Debian package
 `dataset-fashion-mnist` (files in /usr/share/datasets/fashion-mnist/); a small stratified
 slice of it lives in `tests/data/fashion-mnist-slice/` (made by `write_slice`) so tests and
 the demo run on machines without that package.
@@ -16,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.decode import IMAGE_EXTENSIONS
+
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
 
@@ -25,11 +29,6 @@ FASHION_MNIST_FILES: tuple[str, ...] = (
     "train-labels-idx1-ubyte",
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
-)
-
-#: Extensions `load_labelled_folder` treats as images (lower-case).
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif"}
 )
 
 # IDX type byte -> big-endian numpy dtype.

@@ -15,29 +15,17 @@ centre, sometimes EXIF-rotated. `to_model_input` bridges that gap:
     invert? foreground : 255 - foreground;  * scale + offset
 
 Pure Pillow + numpy, no Python loops over pixels. Large JPEGs are decoded at 1/2..1/8
-scale (`Image.draft`), which is where almost all the time would otherwise go.
+scale (`Image.draft`), which is where almost all the time would otherwise go; making the
+bytes safe to look at is `pipeline.decode`'s job, this module starts from its image.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import re
-import warnings
-from collections.abc import Sequence
-
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image, ImageFilter
 
-from pipeline.types import ImageInfo, PreprocessSpec
-
-#: Formats `decode` accepts (only those this Pillow build can open are used). Deliberately
-#: short: every plugin is attack surface, and e.g. EPS would shell out to Ghostscript.
-ACCEPTED_FORMATS: tuple[str, ...] = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF")
-
-#: Default for `decode(draft_size=...)`: JPEGs are decoded at the smallest 1/2^k scale whose
-#: shorter side is still >= this many pixels (then trimmed and scaled to 28 anyway).
-DEFAULT_DRAFT_SIZE = 256
+from pipeline.decode import DEFAULT_DRAFT_SIZE, decode
+from pipeline.types import ImageInfo, ImageLimits, PreprocessSpec
 
 # Foreground (255 - pixel, white background = 0) tuning; measured in tests/unit/test_preprocess
 _TRIM_ABS = 13  # Fashion-MNIST trimmed pixels within 5% of the background colour (5% of 255)
@@ -50,131 +38,6 @@ _AUTOCONTRAST_PERCENTILE = 100.0  # Fashion-MNIST items peak at 254-255 (92% exa
 #: reduction brings photos closer to the raw items (MAE 0.055 -> 0.051 on 2000 generated
 #: photos; proxy-classifier accuracy unchanged within 0.3 points).
 _SHARPEN = ImageFilter.UnsharpMask(radius=1, percent=50, threshold=0)
-
-
-class BadImageError(ValueError):
-    """The upload cannot be used; the message says why, in words fit for a merchant."""
-
-
-# --------------------------------------------------------------------------- decode
-
-
-def _millions(n: float) -> str:
-    value = n / 1e6
-    return f"{value:,.0f}" if value >= 1000 else f"{value:.3g}"  # 2,500 / 900 / 40 / 0.5
-
-
-def _megabytes(n: float) -> str:
-    return f"{_millions(n)} MB"
-
-
-def _megapixels(n: float) -> str:
-    return f"{_millions(n)} Mpx"
-
-
-def _bomb_error(exc: Exception, max_pixels: int) -> BadImageError:
-    match = re.search(r"\((\d+) pixels\)", str(exc))
-    pixels = int(match.group(1)) if match else None
-    what = f"image is {_megapixels(pixels)}" if pixels else "image is too large"
-    limit = min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)
-    return BadImageError(
-        f"{what}, over the {_megapixels(limit)} limit (refusing to decode a possible "
-        "decompression bomb)"
-    )
-
-
-def _claimed_format(data: bytes, formats: Sequence[str]) -> str | None:
-    """The format whose magic bytes `data` starts with, if any (for error messages)."""
-    prefix = data[:16]
-    for fmt in formats:
-        accept = Image.OPEN[fmt][1]
-        try:
-            claimed = accept(prefix) if accept is not None else False
-        except Exception:  # pragma: no cover - a plugin's sniffing is never fatal here
-            continue
-        if claimed and not isinstance(claimed, str):  # (a str is a warning, not a match)
-            return fmt
-    return None
-
-
-def decode(
-    data: bytes,
-    *,
-    max_pixels: int,
-    max_bytes: int,
-    draft_size: int | None = DEFAULT_DRAFT_SIZE,
-    draft_mode: str | None = None,
-    formats: Sequence[str] = ACCEPTED_FORMATS,
-) -> tuple[Image.Image, ImageInfo]:
-    """Safely decode untrusted upload bytes into an upright, fully loaded Pillow image.
-
-    Limits are checked before any pixel is decoded: byte size first, then width*height from
-    the header. JPEGs are decoded at reduced scale when `draft_size` is set (shorter side
-    stays >= draft_size; None decodes at full size); `draft_mode` "L"/"RGB" lets libjpeg
-    produce that mode directly. EXIF orientation is applied. `ImageInfo` records the sha256
-    of the bytes and the ORIGINAL upright dimensions (before draft scaling).
-
-    Every failure raises `BadImageError` with a human-readable reason.
-    """
-    if not data:
-        raise BadImageError("empty file")
-    if len(data) > max_bytes:
-        raise BadImageError(
-            f"file is {_megabytes(len(data))}, over the {_megabytes(max_bytes)} limit"
-        )
-    Image.init()
-    usable = [f for f in (s.upper() for s in formats) if f in Image.OPEN]
-    with warnings.catch_warnings():
-        # Local to this block (restored on exit): Pillow only *warns* between 1x and 2x
-        # Image.MAX_IMAGE_PIXELS; here that is an error like everything else.
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            img = Image.open(io.BytesIO(data), formats=usable)
-        except Image.UnidentifiedImageError as exc:
-            raise BadImageError(
-                f"not an image (unrecognised format; accepted: {', '.join(usable)})"
-            ) from exc
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise _bomb_error(exc, max_pixels) from exc
-        except Exception as exc:  # any plugin may choke on hostile data (WebP decodes here)
-            claimed = _claimed_format(data, usable)
-            if claimed:
-                raise BadImageError(f"truncated or corrupt {claimed}: {exc}") from exc
-            raise BadImageError(f"not an image (unreadable header: {exc})") from exc
-
-        fmt = img.format or "image"
-        width, height = img.size
-        if width <= 0 or height <= 0:
-            raise BadImageError(f"{fmt} has zero width or height ({width}x{height})")
-        if width * height > max_pixels:
-            raise BadImageError(
-                f"image is {width}x{height} = {_megapixels(width * height)}, over the "
-                f"{_megapixels(max_pixels)} limit"
-            )
-        try:
-            if draft_size and fmt in ("JPEG", "MPO"):
-                img.draft(draft_mode, (draft_size, draft_size))
-            img.load()
-            orientation = img.getexif().get(0x0112, 1)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise _bomb_error(exc, max_pixels) from exc
-        except (OSError, SyntaxError, ValueError, EOFError, Image.UnidentifiedImageError) as exc:
-            raise BadImageError(f"truncated or corrupt {fmt}: {exc}") from exc
-        except Exception as exc:  # hostile data can trip other errors inside plugins
-            raise BadImageError(f"truncated or corrupt {fmt}: {type(exc).__name__}: {exc}") from exc
-
-    upright: Image.Image = img
-    if orientation in (2, 3, 4, 5, 6, 7, 8):  # (exif_transpose would copy even when upright)
-        try:
-            upright = ImageOps.exif_transpose(img)
-        except Exception:  # malformed EXIF: the pixels are fine, keep them as stored
-            orientation = 1
-    if orientation in (5, 6, 7, 8):
-        width, height = height, width
-    info = ImageInfo(
-        sha256=hashlib.sha256(data).hexdigest(), width=width, height=height, format=fmt
-    )
-    return upright, info
 
 
 # --------------------------------------------------------------------------- flatten
@@ -313,13 +176,12 @@ def to_model_input(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
 
 
 def preprocess_bytes(
-    data: bytes, spec: PreprocessSpec, *, max_pixels: int, max_bytes: int
+    data: bytes, spec: PreprocessSpec, *, limits: ImageLimits
 ) -> tuple[np.ndarray, ImageInfo]:
     """`decode` (with a JPEG draft sized for `spec`) then `to_model_input`."""
     img, info = decode(
         data,
-        max_pixels=max_pixels,
-        max_bytes=max_bytes,
+        limits=limits,
         draft_size=max(DEFAULT_DRAFT_SIZE, 4 * int(spec.size)),
         draft_mode="L" if spec.channels == 1 else "RGB",
     )

@@ -11,11 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from db import repository
-from pipeline.preprocess import BadImageError, preprocess_bytes
-from pipeline.types import ImageInfo
+from pipeline.batch import failure_reason, prepare_batch
 from worker import runtime
 from worker.fetch import PermanentError, TransientError, fetch_bytes
 from worker.settings import get_settings
@@ -64,27 +61,22 @@ def process_batch(
     else:
         claimed = list(items)
 
-    ready: list[tuple[WorkItem, np.ndarray, ImageInfo]] = []
-    for item in claimed:
-        try:
-            data = fetch_bytes(
-                item.uri, max_bytes=settings.max_file_bytes, timeout=settings.fetch_timeout_s
-            )
-            array, info = preprocess_bytes(
-                data,
-                spec.preprocess,
-                max_pixels=settings.max_image_pixels,
-                max_bytes=settings.max_file_bytes,
-            )
-            ready.append((item, array, info))
-        except (PermanentError, BadImageError) as exc:
-            outcome.failed[item.image_id] = str(exc)
-        except TransientError as exc:
-            outcome.transient[item.image_id] = str(exc)
-        except Exception as exc:  # an odd file must fail its row, never the worker
-            outcome.failed[item.image_id] = f"could not process image: {type(exc).__name__}: {exc}"
+    def read(item: WorkItem) -> bytes:
+        return fetch_bytes(
+            item.uri, max_bytes=settings.max_file_bytes, timeout=settings.fetch_timeout_s
+        )
 
-    predictions = target.model.predict(np.stack([a for _, a, _ in ready])) if ready else []
+    # prepare_batch catches everything per item: an odd file fails its row, never the worker.
+    batch = prepare_batch(claimed, read, spec.preprocess, settings.image_limits)
+    for item, exc in batch.failures.items():
+        if isinstance(exc, PermanentError):
+            outcome.failed[item.image_id] = str(exc)
+        elif isinstance(exc, TransientError):
+            outcome.transient[item.image_id] = str(exc)
+        else:
+            outcome.failed[item.image_id] = failure_reason(exc)
+
+    predictions = target.model.predict(batch.arrays) if batch.keys else []
     results = [
         repository.ImageResult(
             image_id=item.image_id,
@@ -92,7 +84,7 @@ def process_batch(
             info=info,
             prediction=prediction,
         )
-        for (item, _, info), prediction in zip(ready, predictions, strict=True)
+        for item, info, prediction in zip(batch.keys, batch.infos, predictions, strict=True)
     ]
     with engine.begin() as conn:
         if results:

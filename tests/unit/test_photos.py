@@ -5,13 +5,13 @@ from __future__ import annotations
 import csv
 import hashlib
 from pathlib import Path
-from typing import TypedDict
 
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
 from pipeline.datasets import FashionMNIST, load_fashion_mnist
+from pipeline.decode import decode
 from pipeline.photos import (
     MANIFEST_HEADER,
     PALETTE,
@@ -19,18 +19,13 @@ from pipeline.photos import (
     rotate_for_exif,
     write_catalog,
 )
-from pipeline.preprocess import decode, to_model_input
-from pipeline.types import FASHION_MNIST_LABELS, PreprocessSpec
+from pipeline.preprocess import to_model_input
+from pipeline.types import FASHION_MNIST_LABELS, ImageLimits, PreprocessSpec
 
 SLICE = Path(__file__).resolve().parents[1] / "data" / "fashion-mnist-slice"
 
 
-class Limits(TypedDict):
-    max_pixels: int
-    max_bytes: int
-
-
-LIMITS: Limits = {"max_pixels": 40_000_000, "max_bytes": 40_000_000}
+LIMITS = ImageLimits(max_bytes=40_000_000, max_pixels=40_000_000)
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +149,7 @@ def test_write_catalog(data: FashionMNIST, tmp_path: Path) -> None:
                 transparent += 1
                 assert raw.format in ("PNG", "WEBP")
         rotated += orientation != 1
-        img, _ = decode(blob, **LIMITS)
+        img, _ = decode(blob, limits=LIMITS)
         # upright after EXIF: the preprocessed photo looks like the item it was made from
         arr = to_model_input(img, spec)[..., 0]
         assert np.corrcoef(arr.ravel(), data.x_test[index].ravel())[0, 1] > 0.75, row

@@ -1,4 +1,4 @@
-"""pipeline.preprocess: safe decoding and photo -> Fashion-MNIST-style model input."""
+"""pipeline.decode and pipeline.preprocess: safe decoding, photo -> Fashion-MNIST-style input."""
 
 from __future__ import annotations
 
@@ -9,33 +9,21 @@ import time
 import warnings
 import zlib
 from pathlib import Path
-from typing import TypedDict
 
 import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
 from pipeline.datasets import FashionMNIST, load_fashion_mnist
+from pipeline.decode import ACCEPTED_FORMATS, IMAGE_EXTENSIONS, BadImageError, decode
 from pipeline.photos import make_product_photo, rotate_for_exif
-from pipeline.preprocess import (
-    BadImageError,
-    decode,
-    flatten,
-    preprocess_bytes,
-    raw_to_model_input,
-    to_model_input,
-)
-from pipeline.types import PreprocessSpec
+from pipeline.preprocess import flatten, preprocess_bytes, raw_to_model_input, to_model_input
+from pipeline.types import ImageLimits, PreprocessSpec
 
 SLICE = Path(__file__).resolve().parents[1] / "data" / "fashion-mnist-slice"
 
 
-class Limits(TypedDict):
-    max_pixels: int
-    max_bytes: int
-
-
-LIMITS: Limits = {"max_pixels": 40_000_000, "max_bytes": 40_000_000}
+LIMITS = ImageLimits(max_bytes=40_000_000, max_pixels=40_000_000)
 SPEC = PreprocessSpec()
 
 # Measured on the 200-item fidelity set below (seed 2024): MAE mean 0.050, median
@@ -92,17 +80,29 @@ def test_round_trip_real_files(data: FashionMNIST, fmt: str, kwargs: dict[str, o
     photo = white_photo(item, seed=1)
     blob = encode(photo, fmt, **kwargs)
 
-    img, info = decode(blob, **LIMITS)
+    img, info = decode(blob, limits=LIMITS)
     assert info.format == fmt
     assert (info.width, info.height) == photo.size
     assert info.sha256 == hashlib.sha256(blob).hexdigest()
     assert img.mode in ("RGB", "L")
 
-    arr, info2 = preprocess_bytes(blob, SPEC, **LIMITS)
+    arr, info2 = preprocess_bytes(blob, SPEC, limits=LIMITS)
     assert info2 == info
     assert arr.shape == (28, 28, 1) and arr.dtype == np.float32
     assert 0.0 <= arr.min() and arr.max() <= 1.0
     assert corr(arr[..., 0], item) > 0.9
+
+
+def test_image_extensions_are_the_suffixes_of_the_accepted_formats() -> None:
+    registered = Image.registered_extensions()  # suffix -> format, for this Pillow build
+    assert ".avif" in IMAGE_EXTENSIONS
+    for suffix in IMAGE_EXTENSIONS:
+        assert suffix == suffix.lower() and suffix.startswith(".")
+        fallback = "AVIF" if suffix == ".avif" else None  # (builds without libavif)
+        assert registered.get(suffix, fallback) in ACCEPTED_FORMATS, suffix
+    named = {registered[s] for s in IMAGE_EXTENSIONS if s in registered}
+    # every accepted format this build opens has a suffix (MPO files carry JPEG's)
+    assert {f for f in ACCEPTED_FORMATS if f in Image.OPEN} - {"MPO"} <= named
 
 
 def test_large_jpeg_is_decoded_at_reduced_scale_but_reports_original_size(
@@ -110,11 +110,11 @@ def test_large_jpeg_is_decoded_at_reduced_scale_but_reports_original_size(
 ) -> None:
     photo = white_photo(data.x_test[1], seed=2).resize((2400, 1800))
     blob = encode(photo, "JPEG", quality=90)
-    img, info = decode(blob, **LIMITS, draft_size=256, draft_mode="L")
+    img, info = decode(blob, limits=LIMITS, draft_size=256, draft_mode="L")
     assert (info.width, info.height) == (2400, 1800)
     assert img.mode == "L"
     assert img.size == (600, 450)  # libjpeg scaled by 1/4; the shorter side stays >= 256
-    full, _ = decode(blob, **LIMITS, draft_size=None)
+    full, _ = decode(blob, limits=LIMITS, draft_size=None)
     assert full.size == (2400, 1800)
 
 
@@ -128,10 +128,10 @@ def test_exif_rotated_upload_comes_out_upright(
     stored, exif = rotate_for_exif(upright, orientation)
     blob = encode(stored, fmt, exif=exif)
 
-    img, info = decode(blob, **LIMITS)
+    img, info = decode(blob, limits=LIMITS)
     assert (info.width, info.height) == upright.size  # original, oriented dimensions
     assert (img.width > img.height) == (upright.width > upright.height)  # (JPEG: drafted)
-    assert decode(blob, **LIMITS, draft_size=None)[0].size == upright.size
+    assert decode(blob, limits=LIMITS, draft_size=None)[0].size == upright.size
     expected = model_input(upright)
     got = model_input(img)
     assert np.abs(got - expected).mean() < 0.02
@@ -147,7 +147,7 @@ def test_transparent_png_is_composited_on_white(data: FashionMNIST) -> None:
     obj = Image.new("RGBA", (300, 300), (30, 60, 140, 255))
     obj.putalpha(Image.fromarray(item).resize((300, 300), Image.Resampling.BICUBIC))
     rgba.paste(obj, (350, 120))
-    img, _ = decode(encode(rgba, "PNG"), **LIMITS)
+    img, _ = decode(encode(rgba, "PNG"), limits=LIMITS)
     assert img.mode == "RGBA"
     arr = model_input(img)
     assert arr[0, 0, 0] == 0.0 and arr[-1, -1, 0] == 0.0  # background negated to 0
@@ -228,7 +228,7 @@ def test_modes_survive_real_files(data: FashionMNIST, mode: str, fmt: str) -> No
     item = data.x_test[5]
     img = _mode_images(white_photo(item, seed=5, size_range=(300, 400), clean=True))[mode]
     options = {"quality": 95} if fmt == "JPEG" else {}
-    decoded, _ = decode(encode(img, fmt, **options), **LIMITS)
+    decoded, _ = decode(encode(img, fmt, **options), limits=LIMITS)
     arr = model_input(decoded)
     assert 0.0 <= arr.min() and arr.max() <= 1.0
     assert corr(arr[..., 0], item) > (0.6 if mode == "1" else 0.9)
@@ -254,7 +254,7 @@ def test_blank_and_uniform_images_give_zeros(img: Image.Image) -> None:
 def test_jpeg_noise_on_white_is_blank() -> None:
     rng = np.random.default_rng(0)
     noisy = np.clip(255 - np.abs(rng.normal(0, 2, (480, 640))), 0, 255).astype(np.uint8)
-    img, _ = decode(encode(Image.fromarray(noisy), "JPEG", quality=80), **LIMITS)
+    img, _ = decode(encode(Image.fromarray(noisy), "JPEG", quality=80), limits=LIMITS)
     assert not model_input(img).any()
 
 
@@ -291,12 +291,12 @@ def test_fit_fraction_and_size(data: FashionMNIST) -> None:
 
 def test_empty_file() -> None:
     with pytest.raises(BadImageError, match="empty file"):
-        decode(b"", **LIMITS)
+        decode(b"", limits=LIMITS)
 
 
 def test_oversized_file_is_refused_before_decoding() -> None:
     with pytest.raises(BadImageError, match=r"file is 2\.5 MB, over the 1 MB limit"):
-        decode(b"\xff" * 2_500_000, max_pixels=10**9, max_bytes=1_000_000)
+        decode(b"\xff" * 2_500_000, limits=ImageLimits(max_bytes=1_000_000, max_pixels=10**9))
 
 
 @pytest.mark.parametrize(
@@ -311,14 +311,14 @@ def test_oversized_file_is_refused_before_decoding() -> None:
 )
 def test_not_an_image(blob: bytes) -> None:
     with pytest.raises(BadImageError, match="not an image"):
-        decode(blob, **LIMITS)
+        decode(blob, limits=LIMITS)
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
 def test_truncated_file(data: FashionMNIST, fmt: str) -> None:
     blob = encode(white_photo(data.x_test[3], seed=3), fmt)
     with pytest.raises(BadImageError, match="truncated or corrupt") as err:
-        decode(blob[: len(blob) // 2], **LIMITS)
+        decode(blob[: len(blob) // 2], limits=LIMITS)
     assert fmt in str(err.value)
 
 
@@ -354,7 +354,7 @@ def test_decompression_bomb_is_refused_from_the_header(
     filters = list(warnings.filters)
     start = time.perf_counter()
     with pytest.raises(BadImageError, match=message):
-        decode(blob, **LIMITS)
+        decode(blob, limits=LIMITS)
     assert time.perf_counter() - start < 0.5
     assert warnings.filters == filters  # the local "warning -> error" did not leak
 
@@ -362,13 +362,13 @@ def test_decompression_bomb_is_refused_from_the_header(
 def test_pixel_limit_uses_the_header_of_a_real_image(data: FashionMNIST) -> None:
     blob = encode(white_photo(data.x_test[0], seed=0).resize((1000, 800)), "JPEG")
     with pytest.raises(BadImageError, match=r"1000x800 = 0\.8 Mpx, over the 0\.5 Mpx limit"):
-        decode(blob, max_pixels=500_000, max_bytes=10**7)
+        decode(blob, limits=ImageLimits(max_bytes=10**7, max_pixels=500_000))
 
 
 def test_exif_with_portrait_orientation_reports_upright_size(data: FashionMNIST) -> None:
     photo = white_photo(data.x_test[0], seed=0).resize((900, 600))
     stored, exif = rotate_for_exif(photo, 6)
-    _, info = decode(encode(stored, "JPEG", exif=exif), **LIMITS)
+    _, info = decode(encode(stored, "JPEG", exif=exif), limits=LIMITS)
     assert (info.width, info.height) == (900, 600)
 
 
@@ -411,7 +411,7 @@ def fidelity(data: FashionMNIST) -> dict[str, np.ndarray]:
             blob = encode(photo, "PNG", compress_level=1)
         else:
             blob = encode(photo, "JPEG", quality=int(rng.integers(80, 96)))
-        outs.append(preprocess_bytes(blob, SPEC, **LIMITS)[0][..., 0])
+        outs.append(preprocess_bytes(blob, SPEC, limits=LIMITS)[0][..., 0])
     photo_x = np.stack(outs)
     raw_x = raw_to_model_input(data.x_test[index], SPEC)[..., 0]
     return {"index": index, "photo": photo_x, "raw": raw_x}

@@ -1,0 +1,89 @@
+"""Many uploads -> one array for one forward pass, each failure kept with its own key.
+
+The worker, `vitrine eval --images` and `vitrine train --data` all read a list of files,
+preprocess each and stack what worked; what did not work must fail its own row (or be
+reported and skipped), never the caller. That loop lives here once, so all three catch
+the same errors and word them the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Generic, TypeVar
+
+import numpy as np
+
+from pipeline.decode import BadImageError
+from pipeline.preprocess import preprocess_bytes
+from pipeline.types import ImageInfo, ImageLimits, PreprocessSpec
+
+K = TypeVar("K")
+
+#: OSErrors whose meaning a person reads off the exception type: what happened, then the
+#: file's name (its last path component; the caller knows which key it belongs to).
+_OS_REASONS: tuple[tuple[type[OSError], str], ...] = (
+    (FileNotFoundError, "file not found"),
+    (IsADirectoryError, "is a directory, not a file"),
+    (PermissionError, "permission denied"),
+)
+
+
+@dataclass(frozen=True)
+class PreparedBatch(Generic[K]):
+    """The model input for every key that preprocessed, and what went wrong for the rest."""
+
+    keys: list[K]  # input order, only those that preprocessed
+    arrays: np.ndarray  # float32 (len(keys), size, size, channels), zero rows when empty
+    infos: list[ImageInfo]  # one per key
+    failures: dict[K, Exception]  # key -> what went wrong while reading or preprocessing
+
+
+def prepare_batch(
+    keys: Iterable[K],
+    read: Callable[[K], bytes],
+    spec: PreprocessSpec,
+    limits: ImageLimits,
+) -> PreparedBatch[K]:
+    """`read(key)` then `preprocess_bytes` for every key; every `Exception` is recorded.
+
+    Keys are hashable and distinct (image ids, paths, work items). Nothing raised by `read`
+    or by preprocessing escapes: one odd file (or a plugin tripping over hostile data) costs
+    its own entry only. The caller sorts `failures` into messages, e.g. with
+    `failure_reason`, or by its own exception types first (the worker retries network
+    trouble). `arrays` always has the spec's shape, so an all-failed batch needs no special
+    case before `np.concatenate` or a shape check.
+    """
+    kept: list[K] = []
+    arrays: list[np.ndarray] = []
+    infos: list[ImageInfo] = []
+    failures: dict[K, Exception] = {}
+    for key in keys:
+        try:
+            array, info = preprocess_bytes(read(key), spec, limits=limits)
+        except Exception as exc:  # an odd file must fail its own entry, never the caller
+            failures[key] = exc
+            continue
+        kept.append(key)
+        arrays.append(array)
+        infos.append(info)
+    size, channels = int(spec.size), int(spec.channels)
+    stacked = np.stack(arrays) if arrays else np.zeros((0, size, size, channels), np.float32)
+    return PreparedBatch(keys=kept, arrays=stacked, infos=infos, failures=failures)
+
+
+def failure_reason(exc: Exception) -> str:
+    """One readable line for a failure recorded by `prepare_batch`.
+
+    `BadImageError` messages are written for merchants and pass through unchanged; a
+    missing, unreadable or directory path says so with the file's name. Anything else was
+    not expected, so the line keeps the exception type for whoever debugs it.
+    """
+    if isinstance(exc, BadImageError):
+        return str(exc)
+    for kind, reason in _OS_REASONS:
+        if isinstance(exc, kind):
+            name = Path(str(exc.filename)).name if exc.filename is not None else str(exc)
+            return f"{reason}: {name}"
+    return f"could not process image: {type(exc).__name__}: {exc}"

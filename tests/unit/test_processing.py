@@ -1,0 +1,128 @@
+"""worker.processing: how one batch's failures are sorted, with the database and model faked.
+
+The integration tests run the real thing; this pins the sorting that `process_batch` adds
+on top of `pipeline.batch.prepare_batch`, which needs neither PostgreSQL nor TensorFlow.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from pipeline.types import PreprocessSpec
+from worker import processing
+from worker.fetch import PermanentError, TransientError
+from worker.processing import WorkItem, process_batch
+
+
+def _png() -> bytes:
+    img = Image.new("L", (80, 60), 255)
+    ImageDraw.Draw(img).ellipse((10, 10, 50, 50), fill=20)
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+class _Fakes:
+    """Records what process_batch writes and what the model is asked."""
+
+    def __init__(self) -> None:
+        self.saved: list[SimpleNamespace] = []
+        self.failed: dict[int, str] = {}
+        self.predicted: list[np.ndarray] = []
+        self.unclaimable: set[int] = set()
+
+    @contextmanager
+    def begin(self) -> Iterator[object]:
+        yield object()
+
+    def claim_image(self, conn: object, *, image_id: int) -> object | None:
+        return None if image_id in self.unclaimable else object()
+
+    def save_results(self, conn: object, *, results: list[SimpleNamespace]) -> None:
+        self.saved.extend(results)
+
+    def mark_failed(self, conn: object, *, image_id: int, error: str) -> None:
+        self.failed[image_id] = error
+
+    def predict(self, x: np.ndarray) -> list[str]:
+        self.predicted.append(x)
+        return [f"prediction {i}" for i in range(len(x))]
+
+
+BLOBS: dict[str, bytes | Exception] = {
+    "good-1": _png(),
+    "gone": PermanentError("HTTP 404 fetching gone"),
+    "slow": TransientError("HTTP 503 fetching slow"),
+    "text": b"this is not an image",
+    "odd": RuntimeError("plugin exploded"),
+    "good-2": _png(),
+}
+
+
+@pytest.fixture
+def fakes(monkeypatch: pytest.MonkeyPatch) -> _Fakes:
+    fake = _Fakes()
+    target = SimpleNamespace(
+        row=SimpleNamespace(id=7),
+        model=SimpleNamespace(
+            spec=SimpleNamespace(preprocess=PreprocessSpec()), predict=fake.predict
+        ),
+    )
+    monkeypatch.setattr(processing.runtime, "engine", lambda: fake)
+    monkeypatch.setattr(processing.runtime, "active_model", lambda: target)
+    repo = SimpleNamespace(
+        claim_image=fake.claim_image,
+        save_results=fake.save_results,
+        mark_failed=fake.mark_failed,
+        ImageResult=lambda **kw: SimpleNamespace(**kw),
+    )
+    monkeypatch.setattr(processing, "repository", repo)
+
+    def fetch(uri: str, *, max_bytes: int, timeout: float) -> bytes:
+        blob = BLOBS[uri]
+        if isinstance(blob, Exception):
+            raise blob
+        return blob
+
+    monkeypatch.setattr(processing, "fetch_bytes", fetch)
+    return fake
+
+
+def test_each_image_fails_or_succeeds_on_its_own(fakes: _Fakes) -> None:
+    items = [WorkItem(image_id=i, uri=uri) for i, uri in enumerate(BLOBS, start=1)]
+    fakes.unclaimable = {len(items) + 1}
+    items.append(WorkItem(image_id=len(items) + 1, uri="good-1"))  # already done elsewhere
+
+    outcome = process_batch(items)
+
+    assert outcome.done == [1, 6]
+    assert outcome.skipped == [7]
+    assert outcome.transient == {3: "HTTP 503 fetching slow"}
+    assert list(outcome.failed) == [2, 4, 5]
+    assert outcome.failed[2] == "HTTP 404 fetching gone"  # the fetch layer's words, as they are
+    assert outcome.failed[4].startswith("not an image (unrecognised format; accepted: JPEG")
+    assert outcome.failed[5] == "could not process image: RuntimeError: plugin exploded"
+    assert fakes.failed == outcome.failed  # transient rows are left for the retry
+    (x,) = fakes.predicted  # one forward pass for the batch
+    assert x.shape == (2, 28, 28, 1) and x.dtype == np.float32
+    assert [(r.image_id, r.model_id, r.prediction) for r in fakes.saved] == [
+        (1, 7, "prediction 0"),
+        (6, 7, "prediction 1"),
+    ]
+    assert all(
+        r.info.format == "PNG" and (r.info.width, r.info.height) == (80, 60) for r in fakes.saved
+    )
+
+
+def test_a_batch_where_nothing_preprocesses_runs_no_forward_pass(fakes: _Fakes) -> None:
+    outcome = process_batch([WorkItem(1, "gone"), WorkItem(2, "slow")], claim=False)
+    assert outcome.done == [] and fakes.predicted == [] and fakes.saved == []
+    assert outcome.failed == {1: "HTTP 404 fetching gone"}
+    assert outcome.transient == {2: "HTTP 503 fetching slow"}
