@@ -16,6 +16,24 @@ def print_demo(report: DemoReport, json_out: bool) -> None:
                 "accuracy_vs_truth": round(report.correct / max(1, report.images), 4),
                 "labels": dict(report.labels),
                 "neighbours_same_class": f"{hits}/{total}",
+                "neighbours": [
+                    {
+                        "image_id": hood.image_id,
+                        "true_label": hood.true_label,
+                        "sql": hood.sql,
+                        "found": [
+                            {
+                                "image_id": nb.image_id,
+                                "merchant_id": nb.merchant_id,
+                                "label": nb.label,
+                                "true_label": true_label,
+                                "distance": round(nb.distance, 6),
+                            }
+                            for nb, true_label in hood.neighbours
+                        ],
+                    }
+                    for hood in report.neighbourhoods
+                ],
                 "contact_sheet": str(report.sheet),
                 "wall_seconds": report.wall_seconds,
             }

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
 
+import psycopg
+import sqlalchemy.exc
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -74,6 +76,12 @@ def friendly(fn: Callable[P, R]) -> Callable[P, R]:
         except KeyboardInterrupt:
             err_console.print("interrupted; work already queued stays queued")
             raise typer.Exit(130) from None
+        except sqlalchemy.exc.ProgrammingError as exc:
+            if not isinstance(exc.orig, psycopg.errors.InsufficientPrivilege):
+                raise
+            first = str(exc.orig).strip().splitlines()[0]
+            message = f"the database refused: {first}; this command needs a role that may write"
+            raise fail(message, EXIT_USER) from None
         except _server_errors() as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             unreachable = ServerUnreachable(f"lost a server mid-command: {first}")

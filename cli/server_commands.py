@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import typer
@@ -10,11 +9,10 @@ from rich.table import Table
 
 from cli.options import JSON, QUEUES
 from cli.output import emit_json, friendly, out_console, table
-from ops import catalog
+from ops import services as ops_services
 from ops.context import open_context
-from ops.errors import UserError
 from ops.schema import upgrade_context
-from worker.celery_app import worker_argv, worker_env
+from ops.workers import exec_worker
 from worker.settings import get_settings
 
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
@@ -58,7 +56,7 @@ def register(app: typer.Typer) -> None:
     @friendly
     def services_status(json_out: bool = JSON) -> None:
         """Show the servers (nothing is started); psql accepts the psql column as it is."""
-        status = catalog.services(get_settings())
+        status = ops_services.services(get_settings())
         if json_out:
             emit_json(status)
         else:
@@ -68,11 +66,7 @@ def register(app: typer.Typer) -> None:
     @friendly
     def services_stop() -> None:
         """Stop the embedded servers; their data stays in the data directory."""
-        try:
-            from embedded.services import stop_services
-        except ImportError:
-            raise UserError("this installation has no embedded servers to stop") from None
-        stopped = stop_services(get_settings())
+        stopped = ops_services.stop(get_settings())
         out_console.print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
 
     @app.command()
@@ -84,13 +78,6 @@ def register(app: typer.Typer) -> None:
         queues: str = QUEUES,
         loglevel: str = typer.Option("INFO", "--loglevel"),
     ) -> None:
-        """Run a Celery worker in this process's place (servers checked first)."""
-        ctx = open_context()
-        ctx.engine()  # the schema must be this code's before a worker takes tasks
-        argv = worker_argv(
-            concurrency=concurrency or ctx.settings.worker_concurrency,
-            queues=[q.strip() for q in queues.split(",") if q.strip()],
-            loglevel=loglevel,
-        )
-        env = worker_env(database_url=ctx.database_url(), redis_url=ctx.broker_url())
-        os.execvpe(argv[0], argv, env)
+        """Run a Celery worker (replaces this process; servers checked first)."""
+        names = [q.strip() for q in queues.split(",") if q.strip()]
+        exec_worker(open_context(), concurrency=concurrency, queues=names, loglevel=loglevel)

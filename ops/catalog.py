@@ -14,8 +14,7 @@ from db.types import ModelRow, Neighbour
 from ops.context import Context
 from ops.errors import UserError
 from ops.pictures import neighbour_sheet
-from ops.servers import redact
-from worker.settings import Settings
+from ops.services import services
 
 
 @dataclass(frozen=True)
@@ -55,21 +54,3 @@ def status(ctx: Context) -> StatusReport:
         labels = repository.label_counts(conn)
         models = repository.list_models(conn)
     return StatusReport(images, labels, models, services(ctx.settings))
-
-
-def services(settings: Settings) -> dict[str, dict[str, Any]]:
-    """What `services status` shows, passwords hidden; starts nothing."""
-    try:
-        from embedded.services import services_status
-    except ImportError:  # an installation without the embedded servers
-        configured = {"postgres": settings.database_url, "redis": settings.redis_url}
-        return {
-            name: {"embedded": False, "running": None, "url": url}
-            for name, url in configured.items()
-        }
-    status = services_status(settings)
-    for entry in status.values():
-        for key in ("url", "psql_url"):
-            if isinstance(entry.get(key), str):
-                entry[key] = redact(entry[key])
-    return status

@@ -64,6 +64,10 @@ def _read_labels(photos: PhotoSet, labels: tuple[str, ...]) -> list[tuple[Path, 
     return rows
 
 
+def _named(name: str, reason: str) -> str:
+    return reason if name in reason else f"{name}: {reason}"
+
+
 def photo_inputs(
     model: LoadedModel, photos: PhotoSet, limits: ImageLimits
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -72,7 +76,7 @@ def photo_inputs(
     batch = prepare_batch(
         range(len(rows)), lambda i: rows[i][0].read_bytes(), model.spec.preprocess, limits
     )
-    problems = [f"{rows[i][0].name}: {failure_reason(exc)}" for i, exc in batch.failures.items()]
+    problems = [_named(rows[i][0].name, failure_reason(exc)) for i, exc in batch.failures.items()]
     if not batch.keys:
         raise UserError(f"no image in {photos.manifest} could be read: {problems[:3]}")
     return batch.arrays, np.array([rows[i][1] for i in batch.keys]), problems

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 from celery.result import AsyncResult
@@ -103,19 +102,6 @@ def test_database_restart_is_retried_not_failed(
             text("SELECT status, error FROM images WHERE merchant_id = 'm-restart'")
         ).one()
     assert row.status == "done" and row.error is None
-
-
-def test_demo_command_runs_on_the_same_services(pipeline_env, tmp_path: Path) -> None:
-    from tests.integration.conftest import vitrine
-
-    proc = vitrine(pipeline_env, "demo", "--n", "40", "--out", str(tmp_path), "--json", timeout=400)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    import json
-
-    result = json.loads(proc.stdout)
-    assert result["images"] == 40 and result["failed"] == 0
-    assert result["accuracy_vs_truth"] >= 0.8
-    assert (tmp_path / "neighbours.png").stat().st_size > 10_000
 
 
 def test_requeue_finishes_uploads_whose_message_was_lost(

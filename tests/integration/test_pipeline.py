@@ -21,9 +21,11 @@ from worker.names import INGEST_TASK, UPLOADS_QUEUE
 pytestmark = pytest.mark.integration
 
 
-def _submit_wait(env: dict[str, str], *paths: Path, merchant: str) -> list[dict[str, object]]:
+def _submit_wait(
+    env: dict[str, str], *paths: Path, merchant: str, exit_code: int = 0
+) -> list[dict[str, object]]:
     proc = vitrine(env, "submit", *map(str, paths), "--merchant", merchant, "--wait", "--json")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == exit_code, proc.stderr  # 1: some uploads failed
     return json.loads(proc.stdout)["images"]
 
 
@@ -126,8 +128,8 @@ def test_bad_input_fails_its_row_and_never_the_worker(
     Image.new("I;16", (400, 400), 30000).save(odd / "sixteen.png")
     Image.new("LA", (300, 500), (0, 0)).save(odd / "transparent.png")
 
-    rows = _submit_wait(pipeline_env, tmp_path / "bad", odd, merchant="m-bad")
-    by_name = {Path(r["file"]).name: r for r in rows}
+    rows = _submit_wait(pipeline_env, tmp_path / "bad", odd, merchant="m-bad", exit_code=1)
+    by_name = {Path(str(r["uri"])).name: r for r in rows}
     for name, word in expected.items():
         assert by_name[name]["status"] == "failed", by_name[name]
         assert word in (by_name[name]["error"] or "").lower(), by_name[name]

@@ -116,6 +116,7 @@ def test_configured_urls_start_nothing(tmp_path: Path, monkeypatch: pytest.Monke
         "embedded": False,
         "running": False,
         "url": db,
+        "psql_url": "postgresql://u@127.0.0.1:1/x",  # the same server, spelled for psql
         "pid": None,
         "data_dir": str(tmp_path / "data" / "services" / "pg"),
     }
