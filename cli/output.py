@@ -105,7 +105,9 @@ def emit_json(obj: Any) -> None:
 def table(
     columns: Sequence[str], rows: Sequence[Sequence[object]], title: str | None = None
 ) -> Table:
-    grid = Table(*columns, title=title, title_justify="left")
+    grid = Table(title=title, title_justify="left")
+    for column in columns:
+        grid.add_column(column, overflow="fold")  # wrap long URIs, never cut them
     for row in rows:
         grid.add_row(*("" if v is None else str(v) for v in row))
     return grid

@@ -9,7 +9,7 @@ import typer
 
 from cli.options import JSON
 from cli.output import emit_json, friendly, key_values, out_console, table
-from cli.server_commands import services_table
+from cli.server_commands import print_services
 from ops import catalog
 from ops import models as ops_models
 from ops.context import open_context
@@ -77,7 +77,7 @@ def register(app: typer.Typer) -> None:
                 title="models",
             )
         )
-        out_console.print(services_table(report.services))
+        print_services(report.services)
 
     @models_app.command("list")
     @friendly

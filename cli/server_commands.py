@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import typer
-from rich.table import Table
 
 from cli.options import JSON, QUEUES
-from cli.output import emit_json, friendly, out_console, table
+from cli.output import emit_json, friendly, out_console
 from ops import services as ops_services
 from ops.context import open_context
 from ops.schema import upgrade_context
@@ -19,21 +18,15 @@ db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 services_app = typer.Typer(no_args_is_help=True, help="Embedded PostgreSQL and Redis.")
 
 
-def services_table(services: dict[str, dict[str, Any]]) -> Table:
-    return table(
-        ("server", "state", "kind", "url", "psql"),
-        [
-            (
-                name,
-                "running" if info.get("running") else "stopped",
-                "embedded" if info.get("embedded") else "configured",
-                info.get("url"),
-                info.get("psql_url"),
-            )
-            for name, info in services.items()
-        ],
-        title="servers",
-    )
+def print_services(services: dict[str, dict[str, Any]]) -> None:
+    """One block per server; URLs whole, on lines of their own, so they can be copied."""
+    for name, info in services.items():
+        state = "running" if info.get("running") else "stopped"
+        kind = "embedded" if info.get("embedded") else "configured"
+        out_console.print(f"{name}: {state} ({kind})")
+        for key, label in (("url", "url"), ("psql_url", "psql"), ("data_dir", "data")):
+            if info.get(key) and (key != "data_dir" or info.get("embedded")):
+                out_console.print(f"  {label:5s} {info[key]}", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -60,7 +53,7 @@ def register(app: typer.Typer) -> None:
         if json_out:
             emit_json(status)
         else:
-            out_console.print(services_table(status))
+            print_services(status)
 
     @services_app.command("stop")
     @friendly

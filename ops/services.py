@@ -16,14 +16,15 @@ def services(settings: Settings) -> dict[str, dict[str, Any]]:
     except ImportError:  # an installation without the embedded servers
         configured = {"postgres": settings.database_url, "redis": settings.redis_url}
         return {
-            name: {"embedded": False, "running": None, "url": url}
+            name: {"embedded": False, "running": None, "url": redact(url) if url else None}
             for name, url in configured.items()
         }
-    status = services_status(settings)
+    status: dict[str, dict[str, Any]] = services_status(settings)
     for entry in status.values():
         for key in ("url", "psql_url"):
-            if isinstance(entry.get(key), str):
-                entry[key] = redact(entry[key])
+            value = entry.get(key)
+            if isinstance(value, str):
+                entry[key] = redact(value)
     return status
 
 

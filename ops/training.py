@@ -108,8 +108,8 @@ def _train_on_folder(
         return raw
 
     batch = prepare_batch(range(len(paths)), read, spec, limits)
-    for i, exc in batch.failures.items():
-        log(f"skipping {paths[i]}: {failure_reason(exc)}")
+    for i, problem in batch.failures.items():
+        log(f"skipping {paths[i]}: {failure_reason(problem)}")
     if len(batch.keys) < 2:
         raise UserError(f"fewer than two images in {req.data} could be read")
     return train_folder(

@@ -10,12 +10,12 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import Engine
 
 from db import repository
 from db.engine import make_engine
+from db.types import ModelRow
 from pipeline.model import LoadedModel, ModelCache
 from worker.settings import get_settings
 
@@ -26,7 +26,7 @@ _models = ModelCache()
 
 @dataclass(frozen=True)
 class ActiveModel:
-    row: Any  # db.repository.ModelRow
+    row: ModelRow
     model: LoadedModel
 
 
@@ -63,7 +63,7 @@ def configure_threads() -> None:
         pass  # already initialised in this process; keep what it has
 
 
-def model_for(row: Any) -> LoadedModel:
+def model_for(row: ModelRow) -> LoadedModel:
     return _models.get(Path(row.path))
 
 

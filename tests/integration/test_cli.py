@@ -116,6 +116,10 @@ def test_submit_reads_a_folders_manifest_and_http_urls(
     pipeline_env, celery_worker_process, clean_db: Engine, catalog
 ) -> None:  # type: ignore[no-untyped-def]
     directory, truth = catalog
+    queued = json.loads(
+        _ok(vitrine(pipeline_env, "submit", str(directory), "--merchant", "m-q", "--json"))
+    )  # without --wait: exits at once, quietly (no AsyncResult noise at interpreter exit)
+    assert queued["submitted"] == len(truth) == len(set(queued["image_ids"]))
     with (directory / "manifest.csv").open(newline="") as fh:
         skus = {row["file"]: row["sku"] for row in csv.DictReader(fh)}
     _ok(vitrine(pipeline_env, "submit", str(directory), "--merchant", "m-sku", "--wait", "--json"))

@@ -71,3 +71,25 @@ def test_redact_hides_passwords_only() -> None:
     assert redact("postgresql+psycopg://u:pw@db:5432/v") == "postgresql+psycopg://u:***@db:5432/v"
     assert redact("redis://:pw@127.0.0.1:6379/0") == "redis://:***@127.0.0.1:6379/0"
     assert redact("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_without_the_embedded_package_unset_urls_are_a_clear_user_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A production install leaves `embedded/` out: the CLI still imports and explains."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; sys.modules['embedded'] = None\n"  # as if the package were not installed
+        "from cli.app import app\n"
+        "app(['status'], prog_name='vitrine')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env["VITRINE_DATA_DIR"] = str(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "DATABASE_URL is not set" in proc.stderr and "embedded" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not any(tmp_path.iterdir())  # nothing was started or written
