@@ -10,7 +10,6 @@ from cli.options import JSON, QUEUES
 from cli.output import emit_json, friendly, out_console
 from ops import services as ops_services
 from ops.context import open_context
-from ops.schema import upgrade_context
 from ops.workers import exec_worker
 from worker.settings import get_settings
 
@@ -37,7 +36,7 @@ def register(app: typer.Typer) -> None:
     @friendly
     def db_upgrade(json_out: bool = JSON) -> None:
         """Create or migrate the schema (idempotent); register the default model if none is."""
-        report = upgrade_context(open_context())
+        report = open_context().upgrade()
         if json_out:
             emit_json(report)
             return

@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from db.engine import make_engine
 from db.migrate import head_revision
 from ops.errors import ServerUnreachable, UserError
+from ops.schema import UpgradeReport, upgrade_database
 from ops.servers import check_redis, database_revision
 from worker.celery_app import use_broker
 from worker.settings import Settings, get_settings
@@ -59,12 +60,16 @@ class Context:
                         f"the database is at schema revision {self._revision or 'none'}, this "
                         f"vitrine needs {head_revision()}: run `vitrine db upgrade` first"
                     )
-                from ops.schema import upgrade_database
-
                 upgrade_database(url, self.settings.model_dir)
                 self._revision = head_revision()
             self._engine = make_engine(url)
         return self._engine
+
+    def upgrade(self) -> UpgradeReport:
+        """`vitrine db upgrade`: migrate the database to head and seed the model registry."""
+        report = upgrade_database(self.database_url(), self.settings.model_dir)
+        self._revision = report.revision
+        return report
 
     def broker_url(self) -> str:
         """The broker's URL, once it has answered; Celery publishes there from now on."""

@@ -12,7 +12,6 @@ from pathlib import Path
 from db import repository
 from db.engine import make_engine
 from db.migrate import head_revision, upgrade
-from ops.context import Context
 from ops.models import register_model_dir
 
 
@@ -33,7 +32,3 @@ def upgrade_database(url: str, model_dir: Path) -> UpgradeReport:
     finally:
         engine.dispose()
     return UpgradeReport(revision=head_revision(), registered_model=key)
-
-
-def upgrade_context(ctx: Context) -> UpgradeReport:
-    return upgrade_database(ctx.database_url(), ctx.settings.model_dir)

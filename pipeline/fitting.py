@@ -13,27 +13,36 @@ although its training accuracy was 1.0.
 from __future__ import annotations
 
 import platform
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from pipeline.train import TrainConfig
 
+def compile_trainer(
+    keras: Any,
+    model: Any,
+    *,
+    epochs: int,
+    steps_per_epoch: int,
+    learning_rate: float,
+    warmup_epochs: int,
+    weight_decay: float,
+) -> Any:
+    """A single-output view of the model for training: only the classifier has a loss.
 
-def compile_trainer(keras: Any, model: Any, cfg: TrainConfig, steps_per_epoch: int) -> Any:
-    """A single-output view of the model for training: only the classifier has a loss."""
-    total = max(1, cfg.epochs * steps_per_epoch)
-    warmup = min(total // 2, cfg.warmup_epochs * steps_per_epoch)
+    AdamW with a linear warm-up from a tenth of `learning_rate`, then cosine decay.
+    """
+    total = max(1, epochs * steps_per_epoch)
+    warmup = min(total // 2, warmup_epochs * steps_per_epoch)
     schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=cfg.learning_rate / 10 if warmup else cfg.learning_rate,
+        initial_learning_rate=learning_rate / 10 if warmup else learning_rate,
         decay_steps=total - warmup,
-        warmup_target=cfg.learning_rate if warmup else None,
+        warmup_target=learning_rate if warmup else None,
         warmup_steps=warmup,
     )
     trainer = keras.Model(model.input, model.output["probabilities"])
     trainer.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=cfg.weight_decay),
+        optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )

@@ -5,9 +5,8 @@ fingerprint, wall time) is written into `model.json`, so a shipped model can be
 reproduced and two models can be compared on what went into them.
 
 Both recipes run one skeleton, `_train`: seed, limit and split, compile, one `fit` per
-epoch (augmenting the stored arrays first when the recipe does), settle BatchNorm, score
-and save. A recipe only says where its arrays come from, how they become model input and
-which network to build, so a fix to the schedule or the bookkeeping reaches both.
+epoch (augmenting first when the recipe does), settle BatchNorm, score and save. A recipe
+says where its arrays come from, how they become input and which network to build.
 """
 
 from __future__ import annotations
@@ -84,14 +83,12 @@ def _train(
 ) -> ModelSpec:
     """The one training loop: `x`/`y` as stored -> a model directory described by its spec.
 
-    `recipe` opens `training` in model.json ("recipe" and what is particular to it).
-    `build` makes the untrained network after seeding. `to_input` turns stored arrays into
-    model input; with `augmentation`, each epoch trains on `to_input(augment(x_train))`
-    drawn fresh from the seeded rng. `test` is a held-out split scored after training.
-
-    The order of draws from the numpy rng is part of the recipe: train_limit subset, split,
-    then one `augment` per epoch. Keep it, or seeded runs stop reproducing older models.
-    Validation accuracy is measured on the model as saved (after BatchNorm settling).
+    `recipe` opens `training` in model.json; `build` makes the untrained network after
+    seeding; `to_input` turns stored arrays into model input; with `augmentation`, each
+    epoch trains on `to_input(augment(x_train))` drawn fresh from the seeded rng; `test`
+    is a held-out split scored after training. The order of rng draws is part of the
+    recipe (train_limit subset, split, one `augment` per epoch): keep it, or seeded runs
+    stop reproducing older models. Validation accuracy is that of the model as saved.
     """
     import keras
 
@@ -103,7 +100,15 @@ def _train(
     xt, yt, xv, yv = _split(x, y, config.validation_fraction, rng)
     model = build()
     steps = int(np.ceil(len(xt) / config.batch_size))
-    trainer = fitting.compile_trainer(keras, model, config, steps)
+    trainer = fitting.compile_trainer(
+        keras,
+        model,
+        epochs=config.epochs,
+        steps_per_epoch=steps,
+        learning_rate=config.learning_rate,
+        warmup_epochs=config.warmup_epochs,
+        weight_decay=config.weight_decay,
+    )
 
     validation = (to_input(xv), yv) if len(xv) else None
     unchanged = to_input(xt) if augmentation is None else None  # same input every epoch

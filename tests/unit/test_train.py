@@ -245,7 +245,7 @@ class _RecordingTrainer:
 @pytest.fixture
 def recorder(monkeypatch: pytest.MonkeyPatch) -> _RecordingTrainer:
     trainer = _RecordingTrainer()
-    monkeypatch.setattr(pipeline.fitting, "compile_trainer", lambda *args: trainer)
+    monkeypatch.setattr(pipeline.fitting, "compile_trainer", lambda *args, **kwargs: trainer)
     return trainer
 
 
