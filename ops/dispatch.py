@@ -17,7 +17,7 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult, ResultSet
 
 from ops.context import Context
-from ops.errors import ServerUnreachable
+from ops.errors import ServerUnreachable, UserError
 from ops.progress import ProgressFactory, no_progress
 from worker.celery_app import app
 from worker.client import submit_upload
@@ -119,8 +119,13 @@ def process_items(
     ctx.broker_url()
     with ExitStack() as stack:
         if items and workers > 0:
-            from embedded.launcher import running_worker
-
+            try:
+                from embedded.launcher import running_worker
+            except ImportError:
+                raise UserError(
+                    "this installation cannot start local workers (no `embedded` package): "
+                    "give --workers 0 and run `vitrine worker` processes"
+                ) from None
             urls = ctx.urls()
             for _ in range(workers):
                 stack.enter_context(

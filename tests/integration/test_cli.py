@@ -225,3 +225,32 @@ def test_demo_scores_only_its_own_items(
     assert {n["merchant_id"] for n in found} == {"demo-shop"}
     assert "?" not in {n["true_label"] for n in found}
     assert (tmp_path / "neighbours.png").stat().st_size > 10_000
+
+
+def test_a_configured_database_changes_only_in_db_upgrade(pipeline_env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Commands refuse a database at an older schema instead of migrating it; `db
+    upgrade` migrates it and registers the configured model, once."""
+    from tests.integration._pg import create_database, drop_database
+
+    url = create_database(pipeline_env["DATABASE_URL"])
+    name = make_url(url).database
+    env = {**pipeline_env, "DATABASE_URL": url}
+    try:
+        refused = vitrine(env, "status")
+        assert refused.returncode == 2, refused.stderr
+        assert "schema revision none" in refused.stderr and "vitrine db upgrade" in refused.stderr
+
+        first = json.loads(_ok(vitrine(env, "db", "upgrade", "--json")))
+        assert first["registered_model"] == "fashion-cnn@1"
+        other = shutil.copytree(
+            Path(__file__).resolve().parents[2] / "models" / "fashion-cnn", tmp_path / "other"
+        )
+        again = json.loads(
+            _ok(vitrine({**env, "VITRINE_MODEL_DIR": str(other)}, "db", "upgrade", "--json"))
+        )
+        assert again == {"revision": first["revision"], "registered_model": None}
+        listed = json.loads(_ok(vitrine(env, "models", "list", "--json")))
+        assert [(m["key"], m["active"]) for m in listed] == [("fashion-cnn@1", True)]
+        assert Path(listed[0]["path"]).name == "fashion-cnn"  # not re-pointed at the copy
+    finally:
+        drop_database(pipeline_env["DATABASE_URL"], str(name))
