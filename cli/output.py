@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
 
 import psycopg
+import pydantic
 import sqlalchemy.exc
 import typer
 from rich.console import Console
@@ -71,6 +72,11 @@ def friendly(fn: Callable[P, R]) -> Callable[P, R]:
             return fn(*args, **kwargs)
         except OpsError as exc:
             raise fail(str(exc), exc.exit_code) from None
+        except pydantic.ValidationError as exc:
+            error = exc.errors()[0]
+            name = "VITRINE_" + str(error["loc"][0]).upper() if error["loc"] else "a setting"
+            message = error["msg"].removeprefix("Value error, ")
+            raise fail(f"{name}: {message}", EXIT_USER) from None
         except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
             raise fail(str(exc), EXIT_USER) from None
         except KeyboardInterrupt:

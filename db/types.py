@@ -38,7 +38,8 @@ class ClaimedImage:
     uri: str
     merchant_id: str
     sku: str | None
-    attempts: int
+    attempts: int  # this claim included
+    last_error: str | None = None  # what the previous attempt left in `images.error`
 
 
 @dataclass(frozen=True)

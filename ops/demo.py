@@ -18,6 +18,7 @@ from db import repository
 from db.types import Neighbour
 from ops.context import Context
 from ops.dispatch import Summary, process_items
+from ops.ingest import staged
 from ops.pictures import neighbour_sheet
 from ops.progress import ProgressFactory, no_progress
 from ops.uploads import file_uri, register_uploads
@@ -100,7 +101,8 @@ def run_demo(
     demo_dir = out or ctx.settings.data_dir / "demo"
     catalog = demo_dir / "catalog"
     rows = _catalog(catalog, n, seed, progress)
-    uploads = [Upload(file_uri(catalog / r["file"]), MERCHANT, r["sku"]) for r in rows]
+    photos = [Upload(file_uri(catalog / r["file"]), MERCHANT, r["sku"]) for r in rows]
+    uploads = staged(ctx, photos)
     truth = {u.uri: r["label"] for u, r in zip(uploads, rows, strict=True)}
     engine = ctx.engine()
     ids = register_uploads(engine, uploads)

@@ -11,7 +11,7 @@ from ops.context import Context
 from ops.dispatch import Summary, process_items, publish_uploads, wait_for_events
 from ops.models import find_model
 from ops.progress import ProgressFactory, no_progress
-from ops.uploads import register_uploads
+from ops.uploads import register_uploads, stage_local_files
 from pipeline.types import Upload
 from worker.celery_app import app
 from worker.processing import WorkItem
@@ -35,6 +35,12 @@ class RunReport:
         return {"images": self.images, **self.summary.as_dict(), **extra}
 
 
+def staged(ctx: Context, uploads: Sequence[Upload]) -> list[Upload]:
+    """The user's local files where workers may read them (see `stage_local_files`)."""
+    settings = ctx.settings
+    return stage_local_files(uploads, settings.source_policy, settings.uploads / "staged")
+
+
 def workers_online(ctx: Context) -> bool:
     """Whether any worker answers a ping within two seconds."""
     ctx.broker_url()
@@ -52,6 +58,7 @@ def submit(
     """Register uploads and publish one event each; with `wait`, until each is done/failed."""
     engine = ctx.engine()
     ctx.broker_url()
+    uploads = staged(ctx, uploads)
     ids = register_uploads(engine, uploads)
     items = [WorkItem(image_id=i, uri=u.uri) for i, u in zip(ids, uploads, strict=True)]
     results = publish_uploads(items, [u.merchant_id for u in uploads])
@@ -72,6 +79,7 @@ def ingest(
     progress: ProgressFactory = no_progress,
 ) -> RunReport:
     """Bulk load: register every upload, process them in batches, one forward pass each."""
+    uploads = staged(ctx, uploads)
     ids = register_uploads(ctx.engine(), uploads)
     items = [WorkItem(image_id=i, uri=u.uri) for i, u in zip(ids, uploads, strict=True)]
     summary = process_items(

@@ -20,7 +20,7 @@ _MISSING = (200, 200, 200)
 def _load(uri: str) -> Image.Image:
     settings = get_settings()
     try:
-        data = fetch_bytes(uri, max_bytes=settings.max_file_bytes, timeout=settings.fetch_timeout_s)
+        data = fetch_bytes(uri, settings.source_policy)
         img = Image.open(io.BytesIO(data))
         img.draft("RGB", (256, 256))
         img.load()

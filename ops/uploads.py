@@ -3,12 +3,16 @@
 Files named directly are taken as they are (a bad one becomes a `failed` row with its
 reason); folders contribute their image files, recursively, in a stable order, or the
 rows of their `manifest.csv` when they have one; `http(s)://` URLs pass through to the
-workers, which fetch them.
+workers, which fetch them. Workers read local files only under their file roots, so the
+files a user names are staged into the upload directory first (`stage_local_files`).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -19,6 +23,7 @@ from db import repository
 from ops.errors import UserError
 from pipeline.decode import IMAGE_EXTENSIONS
 from pipeline.types import Upload
+from worker.sources import SourcePolicy
 
 MANIFEST_NAME = "manifest.csv"
 _URL_SCHEMES = ("http", "https")
@@ -129,3 +134,46 @@ def register_uploads(engine: Engine, uploads: Sequence[Upload], chunk: int = 100
                 repository.upsert_pending_images(conn, uploads=uploads[start : start + chunk])
             )
     return ids
+
+
+def stage_local_files(
+    uploads: Sequence[Upload], policy: SourcePolicy, staging: Path
+) -> list[Upload]:
+    """Local files outside the workers' file roots, hard-linked (copied across file
+    systems) into `staging`, which is under the default root, so that workers may read them.
+
+    The staged name is fixed by the source path (`<hash of the path>/<file name>`), so
+    submitting the same file again is the same upload; files already under a root, and
+    URLs, pass unchanged.
+    """
+    staged: list[Upload] = []
+    for upload in uploads:
+        if not upload.uri.startswith("file:"):
+            staged.append(upload)
+            continue
+        source = Path(unquote(urlsplit(upload.uri).path))
+        if policy.file_roots and policy.within_roots(os.path.realpath(source)):
+            staged.append(upload)
+            continue
+        key = hashlib.sha256(str(source).encode()).hexdigest()[:16]
+        target = staging / key / source.name
+        _link_or_copy(source, target)
+        staged.append(Upload(uri=file_uri(target), merchant_id=upload.merchant_id, sku=upload.sku))
+    return staged
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        if target.exists() and os.path.samefile(source, target):
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}")
+        try:
+            os.link(source, tmp, follow_symlinks=True)
+        except OSError:  # another file system, or links not allowed: a copy then
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    except FileNotFoundError:
+        raise UserError(f"no such file: {source} (nothing was submitted)") from None
+    except OSError as exc:
+        raise UserError(f"cannot stage {source} for the workers: {exc.strerror}") from None

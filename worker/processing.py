@@ -54,17 +54,20 @@ def process_batch(
         with engine.begin() as conn:
             claimed = []
             for item in items:
-                if repository.claim_image(conn, image_id=item.image_id) is None:
+                got = repository.claim_image(conn, image_id=item.image_id)
+                if got is None:
                     outcome.skipped.append(item.image_id)
+                elif got.attempts > settings.max_attempts:  # poison: killed its worker each time
+                    outcome.failed[item.image_id] = _gave_up(got.attempts - 1, got.last_error)
                 else:
                     claimed.append(item)
     else:
         claimed = list(items)
 
+    policy = settings.source_policy
+
     def read(item: WorkItem) -> bytes:
-        return fetch_bytes(
-            item.uri, max_bytes=settings.max_file_bytes, timeout=settings.fetch_timeout_s
-        )
+        return fetch_bytes(item.uri, policy)
 
     # prepare_batch catches everything per item: an odd file fails its row, never the worker.
     batch = prepare_batch(claimed, read, spec.preprocess, settings.image_limits)
@@ -93,6 +96,11 @@ def process_batch(
             repository.mark_failed(conn, image_id=image_id, error=error)
     outcome.done = [r.image_id for r in results]
     return outcome
+
+
+def _gave_up(attempts: int, last_error: str | None) -> str:
+    why = last_error or "each attempt ended without a result (worker stopped or timed out)"
+    return f"gave up after {attempts} attempts: {why}"
 
 
 def fail_images(image_ids: Sequence[int], error: str) -> None:

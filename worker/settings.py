@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from pipeline.types import ImageLimits
+from pipeline.types import DEFAULT_MAX_DECODE_SECONDS, ImageLimits
+from worker.sources import SourcePolicy, parse_networks
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "fashion-cnn"
@@ -45,21 +47,74 @@ class Settings(BaseSettings):
     worker_concurrency: int = 2
     task_soft_time_limit: int = 60
     task_time_limit: int = 90
-    max_retries: int = 5
     batch_size: int = 64
+
+    # Recovery: Celery's exponential backoff with full jitter for transient errors
+    # (`retry_backoff_s` * 2^n seconds, drawn from [0, that], at most `retry_backoff_max_s`);
+    # an upload whose work was started `max_attempts` times ends failed.
+    max_retries: int = 5
+    retry_backoff_s: int = 2
+    retry_backoff_max_s: int = 300
+    max_attempts: int = 5
+    #: Every this many seconds one worker re-sends uploads stuck longer than
+    #: `stale_after_s` (0 turns the reaper off). Must exceed the task time limit.
+    reaper_interval_s: float = 60.0
+    stale_after_s: float = 600.0
 
     # Input limits: bad input must fail the row, never the worker.
     max_file_bytes: int = 40 * 1024 * 1024
     max_image_pixels: int = 40_000_000
+    #: Seconds decoding one image may take (pipeline.decode); past it the upload fails.
+    max_decode_seconds: float = DEFAULT_MAX_DECODE_SECONDS
     fetch_timeout_s: float = 10.0
+    fetch_max_redirects: int = 5
+
+    # Where uploads may come from (worker.sources): comma-separated lists.
+    #: Networks http(s) fetches may reach although they are not public (an internal store).
+    fetch_allow_networks: Annotated[list[str], NoDecode] = []
+    #: Directories local files are read from; default: the upload directory alone.
+    file_roots: Annotated[list[Path], NoDecode] = []
+    #: Where the CLI stages local files it submits, and where uploaded files land.
+    upload_dir: Path | None = None
+
+    @field_validator("fetch_allow_networks", "file_roots", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("fetch_allow_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        parse_networks(value)  # a typo fails at start-up, not on the first fetch
+        return value
 
     @property
     def embedded_dir(self) -> Path:
         return self.data_dir / "services"
 
     @property
+    def uploads(self) -> Path:
+        return self.upload_dir or self.data_dir / "uploads"
+
+    @property
+    def source_policy(self) -> SourcePolicy:
+        return SourcePolicy(
+            allowed_networks=parse_networks(self.fetch_allow_networks),
+            file_roots=tuple(self.file_roots) or (self.uploads,),
+            max_bytes=self.max_file_bytes,
+            timeout=self.fetch_timeout_s,
+            max_redirects=self.fetch_max_redirects,
+        )
+
+    @property
     def image_limits(self) -> ImageLimits:
-        return ImageLimits(max_bytes=self.max_file_bytes, max_pixels=self.max_image_pixels)
+        return ImageLimits(
+            max_bytes=self.max_file_bytes,
+            max_pixels=self.max_image_pixels,
+            max_decode_seconds=self.max_decode_seconds,
+        )
 
 
 @lru_cache(maxsize=1)

@@ -3,6 +3,11 @@
 Message contract (for producers in any language) is documented in docs/producers.md:
 task `vitrine.ingest`, kwargs `{"uri": ..., "merchant_id": ..., "sku": ...}`, queue
 `uploads`, JSON body.
+
+Retries are Celery's own: a database error (down, restarting, a deadlock victim) retries
+the whole task through `autoretry_for` with exponential backoff and full jitter; images
+whose source had a transient problem (timeout, 5xx) are retried alone, with the same
+backoff formula, and end `failed` with the last reason once `max_retries` is spent.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.utils.time import get_exponential_backoff_interval
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from db import repository
@@ -21,11 +27,23 @@ from pipeline.types import Upload
 from worker import runtime
 from worker.celery_app import app
 from worker.fetch import TransientError
-from worker.names import EMBED_BATCH_TASK, INGEST_BATCH_TASK, INGEST_TASK
+from worker.names import EMBED_BATCH_TASK, INGEST_BATCH_TASK, INGEST_TASK, READY_FD_ENV
 from worker.processing import WorkItem, fail_images, process_batch
+from worker.reaper import Reaper
 from worker.settings import get_settings
 
 log = logging.getLogger(__name__)
+_settings = get_settings()
+_reaper: Reaper | None = None
+
+RETRYING: dict[str, Any] = {
+    "bind": True,
+    "autoretry_for": (OperationalError, DBAPIError),
+    "max_retries": _settings.max_retries,
+    "retry_backoff": _settings.retry_backoff_s,
+    "retry_backoff_max": _settings.retry_backoff_max_s,
+    "retry_jitter": True,
+}
 
 
 @worker_process_init.connect
@@ -41,45 +59,60 @@ def _load_model_in_child(**_: Any) -> None:
 
 
 @worker_ready.connect
-def _announce_ready(**_: Any) -> None:
-    """Tell a launching process (see embedded.launcher) that this worker consumes now."""
-    fd = os.environ.pop("VITRINE_READY_FD", None)
+def _on_ready(**_: Any) -> None:
+    """In the main process once it consumes: start the reaper, tell a launcher (whose
+    pipe READY_FD_ENV names) that this worker is ready."""
+    global _reaper
+    if _settings.reaper_interval_s > 0:
+        _reaper = Reaper(app, _settings)
+        _reaper.start()
+    fd = os.environ.pop(READY_FD_ENV, None)
     if fd:
         os.write(int(fd), b"1")
         os.close(int(fd))
 
 
-def _backoff(retries: int) -> float:
-    return float(min(300, 2 ** (retries + 1)))
+@worker_shutdown.connect
+def _on_shutdown(**_: Any) -> None:
+    if _reaper is not None:
+        _reaper.stop()
+
+
+def _countdown(task: Task) -> int:
+    """Celery's own backoff formula (what `autoretry_for` uses), for per-image retries."""
+    return int(
+        get_exponential_backoff_interval(
+            factor=task.retry_backoff,
+            retries=task.request.retries,
+            maximum=task.retry_backoff_max,
+            full_jitter=task.retry_jitter,
+        )
+    )
 
 
 def _run(task: Task, items: list[WorkItem], model_key: str | None, claim: bool) -> dict[str, Any]:
-    ids = [i.image_id for i in items]
     try:
         outcome = process_batch(items, model_key=model_key, claim=claim)
     except SoftTimeLimitExceeded:
-        fail_images(ids, f"processing took longer than {get_settings().task_soft_time_limit}s")
+        limit = _settings.task_soft_time_limit
+        fail_images([i.image_id for i in items], f"processing took longer than {limit}s")
         raise
-    except (OperationalError, DBAPIError) as exc:
-        # Database down or restarting: nothing was saved, everything can be retried.
-        raise task.retry(exc=exc, countdown=_backoff(task.request.retries)) from exc
     if outcome.transient:
-        pending = [i for i in items if i.image_id in outcome.transient]
         if task.request.retries >= task.max_retries:
             for image_id, error in outcome.transient.items():
                 fail_images([image_id], f"gave up after {task.request.retries + 1} tries: {error}")
         else:
             retry_kwargs = dict(task.request.kwargs or {})
-            retry_kwargs["items"] = [i.__dict__ for i in pending]
+            retry_kwargs["items"] = [i.__dict__ for i in items if i.image_id in outcome.transient]
             raise task.retry(
                 kwargs=retry_kwargs,
                 exc=TransientError("; ".join(outcome.transient.values())),
-                countdown=_backoff(task.request.retries),
+                countdown=_countdown(task),
             )
     return outcome.as_dict()
 
 
-@app.task(name=INGEST_TASK, bind=True, max_retries=get_settings().max_retries)
+@app.task(name=INGEST_TASK, **RETRYING)
 def ingest(
     self: Task,
     uri: str,
@@ -90,24 +123,21 @@ def ingest(
 ) -> dict[str, Any]:
     """One upload event. `image_id` is set by vitrine's own producers; others omit it."""
     if image_id is None:
-        try:
-            with runtime.engine().begin() as conn:
-                (image_id,) = repository.upsert_pending_images(
-                    conn, uploads=[Upload(uri=uri, merchant_id=merchant_id, sku=sku)]
-                )
-        except (OperationalError, DBAPIError) as exc:
-            raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+        with runtime.engine().begin() as conn:
+            (image_id,) = repository.upsert_pending_images(
+                conn, uploads=[Upload(uri=uri, merchant_id=merchant_id, sku=sku)]
+            )
     work = [WorkItem(**d) for d in items] if items else [WorkItem(image_id=image_id, uri=uri)]
     return _run(self, work, None, claim=True)
 
 
-@app.task(name=INGEST_BATCH_TASK, bind=True, max_retries=get_settings().max_retries)
+@app.task(name=INGEST_BATCH_TASK, **RETRYING)
 def ingest_batch(self: Task, items: list[dict[str, Any]]) -> dict[str, Any]:
     """A chunk of already-registered uploads (bulk ingest): one forward pass for all."""
     return _run(self, [WorkItem(**d) for d in items], None, claim=True)
 
 
-@app.task(name=EMBED_BATCH_TASK, bind=True, max_retries=get_settings().max_retries)
+@app.task(name=EMBED_BATCH_TASK, **RETRYING)
 def embed_batch(self: Task, items: list[dict[str, Any]], model_key: str) -> dict[str, Any]:
     """Backfill: (re-)compute predictions and embeddings of done images with `model_key`."""
     return _run(self, [WorkItem(**d) for d in items], model_key, claim=False)

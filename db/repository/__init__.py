@@ -29,6 +29,7 @@ from db.repository.backfill import (
     copy_embeddings,
     images_missing_embeddings,
     iter_images_missing_embeddings,
+    requeue_stale,
     stale_images,
 )
 from db.repository.images import (
@@ -100,6 +101,7 @@ __all__ = [
     "similar_raw_sql",
     "similar_sql",
     "similar_to_vector",
+    "requeue_stale",
     "stale_images",
     "status_counts",
     "statuses",

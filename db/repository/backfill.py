@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import psycopg
 from pgvector import Vector
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, select, update
 from sqlalchemy.exc import DBAPIError
 
 from db.engine import register_vector_types
@@ -162,3 +162,37 @@ def stale_images(conn: Connection, *, older_than_s: float, limit: int) -> list[t
         .limit(limit)
     )
     return [(int(i), uri) for i, uri in conn.execute(stmt)]
+
+
+def requeue_stale(
+    conn: Connection,
+    *,
+    older_than_s: float,
+    limit: int,
+    statuses: Sequence[str] = ("pending", "processing"),
+) -> list[tuple[int, str]]:
+    """Take up to `limit` images left in `statuses` longer than `older_than_s`, oldest
+    first, and mark them as just touched; return their `(id, uri)` to be sent again.
+
+    Touching `updated_at` is what keeps the next sweep from sending them once more before
+    they could be processed; `FOR UPDATE SKIP LOCKED` lets two reapers (or a reaper and
+    `vitrine requeue`) run at once without taking the same rows.
+    """
+    candidates = (
+        select(images.c.id)
+        .where(
+            images.c.status.in_(list(statuses)),
+            images.c.updated_at < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, older_than_s),
+        )
+        .order_by(images.c.updated_at, images.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    stmt = (
+        update(images)
+        .where(images.c.id.in_(candidates))
+        .values(updated_at=func.now())
+        .returning(images.c.id, images.c.uri)
+    )
+    return sorted((int(i), uri) for i, uri in conn.execute(stmt))

@@ -73,7 +73,14 @@ def claim_image(conn: Connection, *, image_id: int) -> ClaimedImage | None:
         update(images)
         .where(images.c.id == image_id, images.c.status.in_(("pending", "processing")))
         .values(status="processing", attempts=images.c.attempts + 1, updated_at=func.now())
-        .returning(images.c.id, images.c.uri, images.c.merchant_id, images.c.sku, images.c.attempts)
+        .returning(
+            images.c.id,
+            images.c.uri,
+            images.c.merchant_id,
+            images.c.sku,
+            images.c.attempts,
+            images.c.error,
+        )
     )
     row = conn.execute(stmt).first()
     if row is None:
@@ -84,6 +91,7 @@ def claim_image(conn: Connection, *, image_id: int) -> ClaimedImage | None:
         merchant_id=row.merchant_id,
         sku=row.sku,
         attempts=int(row.attempts),
+        last_error=row.error,
     )
 
 

@@ -17,19 +17,33 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from sqlalchemy import Engine, text
 
 from pipeline.datasets import load_fashion_mnist
 from worker.settings import SAMPLE_FASHION_DIR, get_settings
 
+#: The one loopback address the session's workers may fetch from: test HTTP servers that
+#: should be reachable listen there; 127.0.0.1 stays refused, as any internal service.
+ALLOWED_HTTP_HOST = "127.0.0.2"
+#: Size of the small-photo catalog the fault and load runs use.
+N_SMALL = 2000
+
 
 @pytest.fixture(scope="session")
-def pipeline_env() -> Iterator[dict[str, str]]:
-    """Environment for this process and every `vitrine` subprocess of the session."""
+def pipeline_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Environment for this process and every `vitrine` subprocess of the session.
+
+    Workers read local files under the session's temporary directory (where the tests
+    write their photos) and the upload directory, and may fetch from ALLOWED_HTTP_HOST.
+    """
     data_dir = Path(tempfile.mkdtemp(prefix="vitrine-it-"))
     data_dir.chmod(0o755)  # the embedded PostgreSQL runs as an unprivileged user under root
     saved = dict(os.environ)
     os.environ["VITRINE_DATA_DIR"] = str(data_dir)
+    roots = (tmp_path_factory.getbasetemp(), data_dir / "uploads")
+    os.environ["VITRINE_FILE_ROOTS"] = ",".join(str(r) for r in roots)
+    os.environ["VITRINE_FETCH_ALLOW_NETWORKS"] = f"{ALLOWED_HTTP_HOST}/32"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     get_settings.cache_clear()
     from ops.context import open_context
@@ -102,6 +116,23 @@ def catalog(fashion_slice, tmp_path_factory) -> tuple[Path, dict[str, str]]:  # 
     with manifest.open(newline="") as fh:
         truth = {row["file"]: row["label"] for row in csv.DictReader(fh)}
     return out, truth
+
+
+@pytest.fixture(scope="session")
+def small_catalog(tmp_path_factory: pytest.TempPathFactory, fashion_slice) -> list[Path]:  # type: ignore[no-untyped-def]
+    """2,000 small product photos (JPEG and PNG, 96-160 px): the faults are about
+    delivery, so decoding should not dominate the run."""
+    out = tmp_path_factory.mktemp("fault-catalog")
+    rng = np.random.default_rng(5)
+    paths = []
+    for i in range(N_SMALL):
+        item = fashion_slice.x_test[i % len(fashion_slice.x_test)]
+        side = int(rng.integers(96, 161))
+        img = Image.fromarray(255 - item).resize((side, side)).convert("RGB")
+        path = out / f"{i:05d}.{'jpg' if i % 2 else 'png'}"
+        img.save(path)
+        paths.append(path)
+    return paths
 
 
 def vitrine(

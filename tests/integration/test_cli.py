@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
-from tests.integration.conftest import vitrine
+from tests.integration.conftest import ALLOWED_HTTP_HOST, vitrine
 
 pytestmark = pytest.mark.integration
 
@@ -136,13 +136,13 @@ def test_submit_reads_a_folders_manifest_and_http_urls(
             requests.append(self.path)
 
     server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Handler, directory=str(directory))
+        (ALLOWED_HTTP_HOST, 0), functools.partial(Handler, directory=str(directory))
     )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         name = sorted(truth)[0]
-        url = f"http://127.0.0.1:{server.server_address[1]}/{name}"
+        url = f"http://{ALLOWED_HTTP_HOST}:{server.server_address[1]}/{name}"
         out = _ok(
             vitrine(
                 pipeline_env,

@@ -142,25 +142,6 @@ def test_bad_input_fails_its_row_and_never_the_worker(
     assert all(a == 1 for a in attempts.values()), attempts  # permanent errors are not retried
 
 
-def test_missing_file_is_a_permanent_failure(
-    pipeline_env, celery_worker_process, clean_db: Engine, tmp_path: Path
-) -> None:
-    photo = tmp_path / "gone.png"
-    Image.new("RGB", (64, 64), "white").save(photo)
-    with clean_db.begin() as conn:
-        conn.execute(text("SELECT 1"))
-    from worker.client import submit_upload
-
-    result = submit_upload("/nonexistent/dir/photo.jpg", merchant_id="m-missing", sku="S1")
-    outcome = result.get(timeout=120)
-    assert len(outcome["failed"]) == 1
-    with clean_db.connect() as conn:
-        row = conn.execute(
-            text("SELECT status, error, sku FROM images WHERE merchant_id = 'm-missing'")
-        ).one()
-    assert row.status == "failed" and "file not found" in row.error and row.sku == "S1"
-
-
 def test_resubmitting_is_idempotent(
     pipeline_env, celery_worker_process, clean_db: Engine, catalog
 ) -> None:

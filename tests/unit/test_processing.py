@@ -85,7 +85,7 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> _Fakes:
     )
     monkeypatch.setattr(processing, "repository", repo)
 
-    def fetch(uri: str, *, max_bytes: int, timeout: float) -> bytes:
+    def fetch(uri: str, policy: object) -> bytes:
         blob = BLOBS[uri]
         if isinstance(blob, Exception):
             raise blob

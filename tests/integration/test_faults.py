@@ -1,0 +1,221 @@
+"""Faults during an ingest of 2,000 uploads, with real processes, and what must hold after
+each: every upload `done` (or `failed` with a reason) exactly once, one prediction and one
+embedding per done image, nothing left `pending` or `processing`.
+
+Each test registers its own 2,000 uploads, publishes them as batch tasks on a queue of its
+own to a worker of its own (fast reaper: stuck work is re-sent after a few seconds), hurts
+something mid-ingest, then waits for the database to say the ingest settled.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from ops.uploads import file_uri, register_uploads
+from pipeline.types import Upload
+from tests.integration.conftest import N_SMALL as N_UPLOADS
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+FAULT_QUEUE = "faults"
+#: The fault workers' reaper: a sweep a second, work stuck for 8 s is sent again.
+FAST_REAPER = {"VITRINE_REAPER_INTERVAL_S": "1", "VITRINE_STALE_AFTER_S": "8"}
+
+
+@dataclass
+class Ingest:
+    merchant: str
+    ids: list[int]
+    engine: Engine
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT status, count(*) FROM images WHERE merchant_id = :m GROUP BY status"),
+                {"m": self.merchant},
+            ).all()
+        return {status: int(n) for status, n in rows}
+
+    def wait(self, predicate: Callable[[dict[str, int]], bool], timeout: float, what: str) -> None:
+        """Poll the rows (there is no event to subscribe to) until `predicate` holds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate(self.counts()):
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what}: {self.counts()}")
+
+    def wait_settled(self, timeout: float = 300) -> None:
+        self.wait(lambda c: not c.get("pending") and not c.get("processing"), timeout, "settle")
+
+    def assert_exactly_once(self) -> dict[str, int]:
+        """The promise: every upload ended once, nothing lost, nothing duplicated."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                text(
+                    "SELECT count(*) AS images,"
+                    " count(*) FILTER (WHERE status = 'done') AS done,"
+                    " count(*) FILTER (WHERE status = 'failed') AS failed,"
+                    " count(*) FILTER (WHERE status = 'failed' AND coalesce(error, '') = '')"
+                    "   AS failed_without_reason,"
+                    " (SELECT count(*) FROM predictions p JOIN images i ON i.id = p.image_id"
+                    "   WHERE i.merchant_id = :m) AS predictions,"
+                    " (SELECT count(*) FROM embeddings e JOIN images i ON i.id = e.image_id"
+                    "   WHERE i.merchant_id = :m) AS embeddings,"
+                    " (SELECT count(*) FROM (SELECT image_id FROM predictions p"
+                    "   JOIN images i ON i.id = p.image_id WHERE i.merchant_id = :m"
+                    "   GROUP BY image_id, model_id HAVING count(*) > 1) d) AS duplicated"
+                    " FROM images WHERE merchant_id = :m"
+                ),
+                {"m": self.merchant},
+            ).one()
+        result = dict(row._mapping)
+        assert result["images"] == N_UPLOADS, result  # nothing lost, nothing added
+        assert result["done"] + result["failed"] == N_UPLOADS, result  # none left in flight
+        assert result["failed_without_reason"] == 0, result
+        assert result["predictions"] == result["embeddings"] == result["done"], result
+        assert result["duplicated"] == 0, result
+        assert result["done"] == N_UPLOADS, result  # these photos are all good ones
+        return result
+
+
+@pytest.fixture
+def ingest(request, engine: Engine, small_catalog: list[Path]) -> Ingest:  # type: ignore[no-untyped-def]
+    merchant = f"m-fault-{request.node.name.removeprefix('test_')[:40]}"
+    uploads = [Upload(uri=file_uri(p), merchant_id=merchant) for p in small_catalog]
+    return Ingest(merchant, register_uploads(engine, uploads), engine)
+
+
+def publish(ingest: Ingest, small_catalog: list[Path], batch: int = 64) -> None:
+    from worker.celery_app import app
+    from worker.names import INGEST_BATCH_TASK
+
+    items = [
+        {"image_id": i, "uri": file_uri(p)} for i, p in zip(ingest.ids, small_catalog, strict=True)
+    ]
+    for start in range(0, len(items), batch):
+        app.send_task(
+            INGEST_BATCH_TASK, kwargs={"items": items[start : start + batch]}, queue=FAULT_QUEUE
+        )
+
+
+@contextmanager
+def fault_worker(ctx, name: str) -> Iterator[subprocess.Popen[bytes]]:  # type: ignore[no-untyped-def]
+    from embedded.launcher import running_worker
+    from worker.names import UPLOADS_QUEUE
+
+    log = ctx.settings.data_dir / "logs" / f"fault-{name}.log"
+    with running_worker(
+        ctx.urls(),
+        concurrency=2,
+        log_path=log,
+        queues=[FAULT_QUEUE, UPLOADS_QUEUE],
+        extra_env=FAST_REAPER,
+    ) as proc:
+        yield proc
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
+    return [int(p) for p in out.stdout.split()]
+
+
+def started(ingest: Ingest, n: int = 300) -> Callable[[dict[str, int]], bool]:
+    return lambda c: c.get("done", 0) >= n
+
+
+# --------------------------------------------------------------------------- the faults
+
+
+def test_a_worker_child_killed_mid_batch(ctx, ingest: Ingest, small_catalog) -> None:  # type: ignore[no-untyped-def]
+    with fault_worker(ctx, "child") as proc:
+        publish(ingest, small_catalog)
+        ingest.wait(started(ingest), 120, "the ingest to be under way")
+        os.kill(_children(proc.pid)[0], signal.SIGKILL)  # mid-batch: claimed, not saved
+        ingest.wait_settled()
+        assert proc.poll() is None  # the pool replaced its child
+    result = ingest.assert_exactly_once()
+    with ingest.engine.connect() as conn:
+        retried = conn.execute(
+            text("SELECT count(*) FROM images WHERE merchant_id = :m AND attempts > 1"),
+            {"m": ingest.merchant},
+        ).scalar_one()
+    assert retried >= 1, result  # the killed batch was done again, not lost
+
+
+def test_the_whole_worker_killed_then_started_again(ctx, ingest: Ingest, small_catalog) -> None:  # type: ignore[no-untyped-def]
+    with fault_worker(ctx, "whole-1") as proc:
+        publish(ingest, small_catalog)
+        ingest.wait(started(ingest), 120, "the ingest to be under way")
+        os.killpg(proc.pid, signal.SIGKILL)  # main process and children, no warm shutdown
+        proc.wait()
+    assert ingest.counts().get("done", 0) < N_UPLOADS
+    with fault_worker(ctx, "whole-2"):
+        ingest.wait_settled()
+    ingest.assert_exactly_once()
+
+
+def _restart_redis(ctx, *, keep_data: bool) -> None:  # type: ignore[no-untyped-def]
+    from embedded.services import ensure_service, stop_service
+
+    settings = ctx.settings.model_copy(update={"database_url": None, "redis_url": None})
+    assert stop_service(settings, "redis")
+    if not keep_data:  # a broker that kept nothing: its queues and unacked messages are gone
+        for leftover in (settings.embedded_dir / "redis").glob("appendonly*"):
+            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+    assert ensure_service(settings, "redis") == ctx.broker_url()  # same port again
+
+
+@pytest.mark.parametrize("keep_data", [True, False], ids=["append-only-file", "kept-nothing"])
+def test_redis_restarted(ctx, ingest: Ingest, small_catalog, keep_data: bool) -> None:  # type: ignore[no-untyped-def]
+    if os.environ.get("VITRINE_EXTERNAL_SERVICES"):
+        pytest.fail("needs the embedded Redis, which the test stops and starts")
+    with fault_worker(ctx, f"redis-{keep_data}") as proc:
+        publish(ingest, small_catalog)
+        ingest.wait(started(ingest), 120, "the ingest to be under way")
+        _restart_redis(ctx, keep_data=keep_data)
+        ingest.wait_settled()
+        assert proc.poll() is None  # the worker reconnected by itself
+    ingest.assert_exactly_once()
+
+
+def _stop_postgres(ctx) -> None:  # type: ignore[no-untyped-def]
+    from embedded.services import stop_service
+
+    settings = ctx.settings.model_copy(update={"database_url": None, "redis_url": None})
+    assert stop_service(settings, "postgres")
+
+
+def _start_postgres(ctx) -> None:  # type: ignore[no-untyped-def]
+    from embedded.services import ensure_service
+
+    settings = ctx.settings.model_copy(update={"database_url": None, "redis_url": None})
+    assert ensure_service(settings, "postgres") == ctx.database_url()
+
+
+@pytest.mark.parametrize("outage_s", [0, 60], ids=["restart", "down-60s"])
+def test_postgres_restarted_or_down(ctx, ingest: Ingest, small_catalog, outage_s: int) -> None:  # type: ignore[no-untyped-def]
+    with fault_worker(ctx, f"pg-{outage_s}") as proc:
+        publish(ingest, small_catalog)
+        ingest.wait(started(ingest), 120, "the ingest to be under way")
+        _stop_postgres(ctx)
+        try:
+            time.sleep(outage_s)  # the outage itself is the fault: nothing to wait for
+        finally:
+            _start_postgres(ctx)
+        ingest.engine.dispose()  # the test's own pooled connections died with the server
+        ingest.wait_settled(timeout=400)
+        assert proc.poll() is None
+    ingest.assert_exactly_once()

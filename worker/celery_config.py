@@ -1,0 +1,61 @@
+"""Celery's settings, as Celery reads them: the lower-case names of this module.
+
+Imported by Celery itself on the app's first use (`config_from_object`), so the
+environment is read then, in the process that uses the app, not when modules import it.
+
+Delivery settings encode the failure promise: a task is acknowledged only after it
+finished (`acks_late`), a worker process that dies mid-task hands its message back
+(`task_reject_on_worker_lost`), and each process holds one message at a time
+(prefetch 1), so a crash can lose at most the work in hand, and that is redelivered.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kombu import Queue
+
+from worker.names import (
+    ALL_QUEUES,
+    BACKFILL_QUEUE,
+    EMBED_BATCH_TASK,
+    INGEST_BATCH_TASK,
+    INGEST_TASK,
+    UPLOADS_QUEUE,
+)
+from worker.settings import Settings, get_settings
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings for vitrine; the result backend shares the broker (`submit --wait`)."""
+    return {
+        "broker_url": settings.redis_url,
+        "result_backend": settings.redis_url,
+        "result_expires": 3600,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure": True,
+        "task_acks_on_timeout": True,
+        "worker_prefetch_multiplier": 1,
+        "task_soft_time_limit": settings.task_soft_time_limit,
+        "task_time_limit": settings.task_time_limit,
+        "task_queues": tuple(Queue(name) for name in ALL_QUEUES),
+        "task_default_queue": UPLOADS_QUEUE,
+        "task_routes": {
+            INGEST_TASK: {"queue": UPLOADS_QUEUE},
+            INGEST_BATCH_TASK: {"queue": UPLOADS_QUEUE},
+            EMBED_BATCH_TASK: {"queue": BACKFILL_QUEUE},
+        },
+        # Unacked messages come back after this long if a whole worker host vanishes;
+        # must exceed the task time limit or long tasks would run twice.
+        "broker_transport_options": {"visibility_timeout": max(300, 3 * settings.task_time_limit)},
+        "broker_connection_retry_on_startup": True,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+    }
+
+
+globals().update(celery_config(get_settings()))
