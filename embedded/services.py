@@ -7,6 +7,10 @@ through `services.json`, which records their ports. They listen on free ports on
 127.0.0.1, never on the user's own 5432/6379. A `flock` on `services.lock` serialises
 concurrent starts; a recorded server only counts as running when it answers *and*
 reports our data directory, so stale pid files, reused pids and reused ports are harmless.
+
+Both servers demand the data directory's password (`embedded.credentials`), and the URLs
+handed out carry it, since workers and commands connect through nothing else. Only
+`credentials.json`, `pgpass` and `redis/redis.conf` (all 0600) hold it on disk.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from embedded import pg_server, redis_server
+from embedded import credentials, pg_auth, pg_server, redis_server
 from embedded.common import ServiceError
 from worker.settings import Settings
 
@@ -59,7 +63,7 @@ def ensure_service(settings: Settings, name: str) -> str:
     root = _root(settings)
     with _locked(root):
         state = _read_state(root)
-        url = _ensure(state, name, root)
+        url = _ensure(state, name, root, _password(root))
         _write_state(root, state)
     return url
 
@@ -74,24 +78,32 @@ def services_status(settings: Settings) -> dict[str, dict[str, object]]:
     "redis": {...}} without starting anything.
 
     `url` is set while an embedded server runs (always for a configured one); `psql_url`
-    is the same address spelled for libpq (`psql "$URL"`); `data_dir` is where the
-    embedded server keeps, or would keep, its data. Configured servers get a 2-second
-    connection probe for `running`.
+    is the same address spelled for libpq (`psql "$URL"`), for the embedded server with
+    the password left in the libpq password file it names, so the URL can be shown;
+    `data_dir` is where the embedded server keeps, or would keep, its data. Configured
+    servers get a 2-second connection probe for `running`.
     """
     root = _root(settings)
     state = _read_state(root)
+    password = _stored(root)
     external = {"postgres": settings.database_url, "redis": settings.redis_url}
     status: dict[str, dict[str, object]] = {}
     for name, ext_url in external.items():
         data_dir = str(root / _DIRS[name])
         if ext_url:
             running = _probe_external(name, ext_url)
-            status[name] = _entry(False, running, ext_url, None, data_dir)
+            psql = (
+                _configured_psql_url(root, ext_url, state, password) if name == "postgres" else None
+            )
+            status[name] = _entry(False, running, ext_url, psql, None, data_dir)
             continue
         port = state.get(name, {}).get("port")
-        pid = _probe(name, port, root) if port else None
-        url = _url(name, port) if pid is not None and port else None
-        status[name] = _entry(True, pid is not None, url, pid, data_dir)
+        pid = _probe(name, port, root, password) if port else None
+        url = _url(name, port, password) if pid is not None and port else None
+        psql = None
+        if url and port and name == "postgres":  # no password: a trust cluster of old
+            psql = _psql_url(root, port, password) if password else sqlalchemy_to_libpq(url)
+        status[name] = _entry(True, pid is not None, url, psql, pid, data_dir)
     return status
 
 
@@ -105,11 +117,10 @@ def stop_services(settings: Settings) -> list[str]:
     errors: list[str] = []
     with _locked(root):
         state = _read_state(root)
+        redis_port = state.get("redis", {}).get("port")
         stoppers: dict[str, Callable[[], bool]] = {
             "postgres": partial(pg_server.stop, root / _DIRS["postgres"]),
-            "redis": partial(
-                redis_server.stop, root / _DIRS["redis"], state.get("redis", {}).get("port")
-            ),
+            "redis": partial(redis_server.stop, root / _DIRS["redis"], redis_port, _stored(root)),
         }
         for name, stop in stoppers.items():
             try:  # one failing must not leave the other running
@@ -139,37 +150,87 @@ def _root(settings: Settings) -> Path:
 
 
 def _entry(
-    embedded: bool, running: bool, url: str | None, pid: int | None, data_dir: str
+    embedded: bool,
+    running: bool,
+    url: str | None,
+    psql_url: str | None,
+    pid: int | None,
+    data_dir: str,
 ) -> dict[str, object]:
     entry: dict[str, object] = {"embedded": embedded, "running": running, "url": url}
-    if url and url.startswith("postgres"):
-        entry["psql_url"] = sqlalchemy_to_libpq(url)
+    if psql_url:
+        entry["psql_url"] = psql_url
     return {**entry, "pid": pid, "data_dir": data_dir}
 
 
-def _url(name: str, port: int) -> str:
-    return pg_server.url(port) if name == "postgres" else redis_server.url(port)
+def _url(name: str, port: int, password: str | None) -> str:
+    return pg_auth.url(port, password) if name == "postgres" else redis_server.url(port, password)
 
 
-def _probe(name: str, port: int, root: Path) -> int | None:
+def _probe(name: str, port: int, root: Path, password: str | None) -> int | None:
     if name == "postgres":
-        return pg_server.probe(port, root / _DIRS[name])
-    return redis_server.probe(port, root / _DIRS[name])
+        return pg_server.probe(port, root / _DIRS[name], password)
+    return redis_server.probe(port, root / _DIRS[name], password)
 
 
-def _ensure(state: dict[str, dict[str, Any]], name: str, root: Path) -> str:
-    """Reuse the recorded server when it answers, else start it (on the old port if free)."""
+def _password(root: Path) -> str:
+    """The data directory's password, made on first use. Never remade for a database that
+    already has one: it would be locked out for good, so that is a one-line error."""
+    password = credentials.load(root)
+    if password is not None:
+        return password
+    data = pg_server.PgPaths(root / _DIRS["postgres"]).data
+    if pg_auth.has_password(data):
+        raise ServiceError(
+            f"{root / credentials.CREDENTIALS} is missing and the database in {data} opens "
+            f"only with the password it held: restore that file from a backup, or move "
+            f"{root / _DIRS['postgres']} away to start with an empty database"
+        )
+    return credentials.create(root)
+
+
+def _stored(root: Path) -> str | None:
+    """The password if there is a usable one; stopping must work even without it."""
+    try:
+        return credentials.load(root)
+    except ServiceError:
+        return None
+
+
+def _configured_psql_url(
+    root: Path, url: str, state: dict[str, dict[str, Any]], password: str | None
+) -> str:
+    """`url` spelled for libpq; when it is our embedded server's own URL (handed to workers
+    and test sessions through DATABASE_URL), the password-file form, which can be shown."""
+    port = state.get("postgres", {}).get("port")
+    if password and port and url == pg_auth.url(port, password):
+        return _psql_url(root, port, password)
+    return sqlalchemy_to_libpq(url)
+
+
+def _psql_url(root: Path, port: int, password: str) -> str:
+    credentials.write_pgpass(root, port, pg_auth.PG_USER, password)
+    return credentials.psql_url(root, port, pg_auth.PG_USER, pg_auth.PG_DATABASE)
+
+
+def _ensure(state: dict[str, dict[str, Any]], name: str, root: Path, password: str) -> str:
+    """Reuse the recorded server when it answers, else start it (on the old port if free).
+    A cluster of older vitrine that still trusts everyone is converted before use."""
     record = state.get(name, {})
     recorded: int | None = record.get("port")
-    pid = _probe(name, recorded, root) if recorded else None
+    pid = _probe(name, recorded, root, password) if recorded else None
     if recorded and pid is not None:
         port = recorded
     else:
         server = pg_server if name == "postgres" else redis_server
-        port, pid = server.start(root / _DIRS[name], recorded)
+        port, pid = server.start(root / _DIRS[name], recorded, password)
         record = {"started_at": time.time()}
-    state[name] = {**record, "port": port, "pid": pid, "url": _url(name, port)}
-    return _url(name, port)
+    if name == "postgres":
+        pg_auth.secure(pg_server.PgPaths(root / _DIRS[name]).data, port, password)
+        _psql_url(root, port, password)  # keeps the libpq password file on this port
+    record.pop("url", None)  # older vitrine kept URLs here; ours carry the password
+    state[name] = {**record, "port": port, "pid": pid}
+    return _url(name, port, password)
 
 
 def _probe_external(name: str, url: str) -> bool:

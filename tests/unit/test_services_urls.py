@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from embedded import pg_server, redis_server
+from embedded import credentials, pg_auth, redis_server
 from embedded.common import (
     RESERVED_PORTS,
     ServiceError,
@@ -36,9 +37,73 @@ def test_service_error_is_a_runtime_error() -> None:
     assert issubclass(ServiceError, RuntimeError)
 
 
-def test_embedded_urls() -> None:
-    assert pg_server.url(54321) == "postgresql+psycopg://vitrine@127.0.0.1:54321/vitrine"
-    assert redis_server.url(16379) == "redis://127.0.0.1:16379/0"
+def test_embedded_urls_carry_the_password() -> None:
+    assert pg_auth.url(54321, "pw") == "postgresql+psycopg://vitrine:pw@127.0.0.1:54321/vitrine"
+    assert redis_server.url(16379, "pw") == "redis://:pw@127.0.0.1:16379/0"
+    # A trust cluster of older vitrine, before its conversion: no password to give.
+    assert pg_auth.url(54321, None) == "postgresql+psycopg://vitrine@127.0.0.1:54321/vitrine"
+
+
+def test_credentials_are_made_once_private_and_url_safe(tmp_path: Path) -> None:
+    assert credentials.load(tmp_path) is None
+    password = credentials.create(tmp_path)
+    path = tmp_path / "credentials.json"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert credentials.load(tmp_path) == password
+    assert len(password) >= 32 and re.fullmatch(r"[A-Za-z0-9_-]+", password)
+    assert [p.name for p in tmp_path.iterdir()] == ["credentials.json"]  # no temp left
+
+
+@pytest.mark.parametrize("text", ["{not json", '{"password": 3}', '{"password": "a b:c"}', "[]"])
+def test_unusable_credentials_are_an_error_not_a_new_password(tmp_path: Path, text: str) -> None:
+    (tmp_path / "credentials.json").write_text(text)
+    with pytest.raises(ServiceError, match="credentials.json"):
+        credentials.load(tmp_path)
+
+
+def test_pgpass_follows_the_port_and_psql_url_names_it(tmp_path: Path) -> None:
+    path = credentials.write_pgpass(tmp_path, 5555, "vitrine", "s3cret")
+    assert path.read_text() == "127.0.0.1:5555:*:vitrine:s3cret\n"
+    assert path.stat().st_mode & 0o777 == 0o600
+    credentials.write_pgpass(tmp_path, 6666, "vitrine", "s3cret")
+    assert path.read_text() == "127.0.0.1:6666:*:vitrine:s3cret\n"
+    url = credentials.psql_url(tmp_path / "a dir", 6666, "vitrine", "vitrine")
+    assert url == (
+        f"postgresql://vitrine@127.0.0.1:6666/vitrine?passfile={tmp_path}/a%20dir/pgpass"
+    )
+
+
+def test_trust_rules_become_scram_and_comments_stay() -> None:
+    hba = (
+        "# a comment that mentions trust\n"
+        "local   all   all                  trust\n"
+        "host    all   all   127.0.0.1/32   trust  \n"
+        "host    all   all   ::1/128        scram-sha-256\n"
+        "#local  all   all                  trust\n"
+    )
+    assert pg_auth.without_trust(hba) == (
+        "# a comment that mentions trust\n"
+        "local   all   all                  scram-sha-256\n"
+        "host    all   all   127.0.0.1/32   scram-sha-256  \n"
+        "host    all   all   ::1/128        scram-sha-256\n"
+        "#local  all   all                  trust\n"
+    )
+
+
+def test_redis_conf_holds_the_password_and_quotes_paths(tmp_path: Path) -> None:
+    paths = redis_server.RedisPaths(tmp_path / 'my "data" dir')
+    conf = redis_server._config(paths, 16379, "pw-_0")
+    lines = conf.splitlines()
+    assert 'requirepass "pw-_0"' in lines and 'bind "127.0.0.1"' in lines
+    assert 'appendonly "yes"' in lines and 'save ""' in lines
+    assert f'dir "{tmp_path}/my \\"data\\" dir"' in lines
+
+
+def test_server_binary_is_valkey() -> None:
+    binary = redis_server.server_binary()
+    assert binary.name == "valkey-server"
+    version = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True)
+    assert int(re.search(r"v=(\d+)\.", version.stdout)[1]) >= 9  # type: ignore[index]
 
 
 @pytest.mark.parametrize(
