@@ -138,6 +138,18 @@ embeddings = Table(
     ),
 )
 
+# Created by migration 0002 with the group roles; see docs/roles.md. Row-level security
+# reads it through vitrine_merchant_scope(): a login listed here sees only its merchants,
+# whatever it sets vitrine.merchant_id to.
+merchant_logins = Table(
+    "merchant_logins",
+    metadata,
+    Column("login", Text, nullable=False),
+    Column("merchant_id", Text, nullable=False),
+    PrimaryKeyConstraint("login", "merchant_id"),
+    comment="Binds a merchant login (session_user) to the merchants it may see.",
+)
+
 
 def positive_int(value: int, what: str) -> int:
     """Return `value` if it is a plain int >= 1, else raise `ValueError` naming `what`.

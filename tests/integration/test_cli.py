@@ -49,6 +49,8 @@ def read_only_env(pipeline_env, clean_db: Engine) -> Iterator[dict[str, str]]:  
         conn.execute(text(f"CREATE ROLE {RO_ROLE} LOGIN PASSWORD 'ro-secret'"))
         conn.execute(text(f"GRANT USAGE ON SCHEMA public TO {RO_ROLE}"))
         conn.execute(text(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {RO_ROLE}"))
+        # Row-level security (docs/roles.md) shows rows only to roles with a policy.
+        conn.execute(text(f"GRANT vitrine_analyst TO {RO_ROLE}"))
     url = make_url(pipeline_env["DATABASE_URL"]).set(username=RO_ROLE, password="ro-secret")
     yield {**pipeline_env, "DATABASE_URL": url.render_as_string(hide_password=False)}
     with clean_db.begin() as conn:

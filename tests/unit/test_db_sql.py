@@ -83,7 +83,8 @@ def test_make_engine_uses_psycopg3_and_pre_ping_without_connecting() -> None:
 
 
 def test_tables_and_keys() -> None:
-    assert set(metadata.tables) == {"models", "images", "predictions", "embeddings"}
+    tables = {"models", "images", "predictions", "embeddings", "merchant_logins"}
+    assert set(metadata.tables) == tables
     assert [c.name for c in predictions.primary_key.columns] == ["image_id", "model_id"]
     assert [c.name for c in embeddings.primary_key.columns] == ["image_id", "model_id"]
     uniques = {
@@ -191,7 +192,7 @@ def test_repository_package_keeps_every_name() -> None:
     }  # fmt: skip
     added = {
         "ImageSummary", "LabelInfo", "find_model", "image_summaries",
-        "iter_images_missing_embeddings", "labels_for", "model_count",
+        "iter_images_missing_embeddings", "labels_for", "model_count", "requeue_stale",
     }  # fmt: skip
     assert set(package.__all__) == before_split | added
     assert len(package.__all__) == len(set(package.__all__))
@@ -239,7 +240,7 @@ def test_db_imports_only_pipeline_types_from_the_project() -> None:
 def test_single_head_and_ini_inside_migrations() -> None:
     assert ALEMBIC_INI.parent == MIGRATIONS_DIR == DB_DIR / "migrations"
     script = ScriptDirectory.from_config(alembic_config())
-    assert script.get_heads() == ["0001"] == [head_revision()]
+    assert script.get_heads() == ["0002"] == [head_revision()]
 
 
 def test_offline_sql_from_another_directory(
@@ -262,4 +263,10 @@ def test_offline_sql_from_another_directory(
     assert sql.count("SET hnsw.iterative_scan = 'strict_order'") == 2
     # format() placeholders survive SQLAlchemy's %-escaping
     assert "e.embedding::vector(%1$s) <=> $1" in sql
+    # 0002: group roles and row-level security, all plain SQL, so offline scripts work too
+    assert "format('CREATE ROLE %I NOLOGIN', v_role)" in sql
+    assert "CREATE TABLE merchant_logins" in sql
+    assert "ALTER TABLE images ENABLE ROW LEVEL SECURITY" in sql
+    assert "CREATE POLICY images_merchant ON images FOR SELECT TO vitrine_merchant" in sql
+    assert "EXECUTE 'ALTER VIEW image_labels SET (security_invoker = true)';" in sql
     assert os.getcwd() == str(tmp_path)

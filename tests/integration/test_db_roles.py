@@ -1,0 +1,215 @@
+"""Migration 0002's group roles: the privileges each holds, the worker and the analyst.
+
+Each test logs in as login roles granted the group roles, on a private PostgreSQL 18 +
+pgvector server, and runs the real statements. Merchant row-level security is in
+test_db_roles_merchant.py, the migration as a step (create, downgrade, no CREATEROLE) in
+test_db_roles_migration.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import text
+
+from db import repository as repo
+from db.migrate import head_revision, schema_revision
+from pipeline.types import Upload
+from tests.integration._roles import (
+    GROUPS,
+    MERCHANT_VIEWS,
+    RoleDb,
+    gallery,
+    grants,
+    group_roles,
+    invoker_views,
+    refused,
+    register,
+    result,
+    role_db,
+    run,
+    throwaway_server,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def pg_server() -> Iterator[str]:
+    with throwaway_server() as url:
+        yield url
+
+
+@pytest.fixture()
+def db(pg_server: str) -> Iterator[RoleDb]:
+    with role_db(pg_server) as d:
+        yield d
+
+
+def _cols(obj: str, privilege: str, columns: str) -> set[str]:
+    return {f"{obj}:{privilege}({c})" for c in columns.split()}
+
+
+READ_ALL = {f"{r}:SELECT" for r in ("models", "images", "predictions", "embeddings")} | {
+    f"{r}:SELECT" for r in ("alembic_version", "active_model", "image_labels")
+}
+EXPECTED = {
+    "vitrine_worker": READ_ALL
+    | {"duplicate_candidates:SELECT", "predictions:INSERT", "embeddings:INSERT"}
+    | {"images_id_seq:USAGE", "similar_images:EXECUTE", "similar_to_vector:EXECUTE"}
+    | {"schema:USAGE"}
+    | _cols("images", "INSERT", "merchant_id uri sku")
+    | _cols("images", "UPDATE", "sku status error attempts sha256 width height format")
+    | _cols("images", "UPDATE", "updated_at processed_at")
+    | _cols("predictions", "UPDATE", "label label_index confidence top_k created_at")
+    | _cols("embeddings", "UPDATE", "embedding created_at"),
+    "vitrine_analyst": READ_ALL
+    | {"duplicate_candidates:SELECT", "merchant_logins:SELECT", "schema:USAGE"}
+    | {f"{f}:EXECUTE" for f in ("similar_images", "similar_to_vector", "vitrine_merchant_scope")},
+    "vitrine_merchant": (READ_ALL - {"alembic_version:SELECT"})
+    | {"duplicate_candidates:SELECT", "merchant_logins:SELECT", "schema:USAGE"}
+    | {f"{f}:EXECUTE" for f in ("similar_images", "similar_to_vector", "vitrine_merchant_scope")},
+}
+
+
+def test_each_group_holds_exactly_its_privileges(db: RoleDb) -> None:
+    assert group_roles(db) == dict.fromkeys(GROUPS, False)  # NOLOGIN
+    for role, expected in EXPECTED.items():
+        if role == "vitrine_merchant" and not invoker_views(db.admin):  # PostgreSQL 14
+            expected = expected - {f"{v}:SELECT" for v in MERCHANT_VIEWS}
+        assert grants(db, role) == expected, role
+
+
+def test_every_object_is_covered_and_invoker_rights(db: RoleDb) -> None:
+    """Guards for later migrations: new objects need grants, RLS, invoker rights."""
+    ours = "relnamespace = current_schema()::regnamespace"
+    unreadable = run(
+        db.admin,
+        f"SELECT relname FROM pg_class WHERE {ours} AND relkind IN ('r', 'v', 'm', 'p') "
+        "AND NOT has_table_privilege('vitrine_analyst', oid, 'SELECT')",
+    )
+    assert unreadable == []
+    definer = run(
+        db.admin,
+        "SELECT p.proname FROM pg_proc p WHERE p.pronamespace = current_schema()::regnamespace "
+        "AND (p.prosecdef OR NOT has_function_privilege('vitrine_analyst', p.oid, 'EXECUTE')) "
+        "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')",
+    )
+    assert definer == []  # SECURITY DEFINER would run as the owner and bypass RLS
+    views = run(
+        db.admin, f"SELECT relname, reloptions FROM pg_class WHERE {ours} AND relkind = 'v'"
+    )
+    invoker = ["security_invoker=true"] if invoker_views(db.admin) else None
+    assert views and all(opts == invoker for _, opts in views), views
+    unprotected = run(
+        db.admin,
+        f"SELECT DISTINCT c.relname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid "
+        f"WHERE c.{ours} AND c.relkind = 'r' AND a.attname IN ('merchant_id', 'image_id') "
+        "AND NOT (c.relrowsecurity AND NOT c.relforcerowsecurity)",
+    )
+    assert unprotected == []
+
+
+def test_worker_runs_the_pipeline_and_nothing_else(db: RoleDb) -> None:
+    with db.admin.begin() as conn:
+        model_id = register(conn)  # models are the owner's: `vitrine db upgrade`, `models add`
+    worker = db.login("t_worker", "vitrine_worker")
+    ups = [Upload(f"s3://m-1/{n}.png", "m-1", f"sku{n}") for n in range(3)]
+    ups.append(Upload("s3://m-2/0.png", "m-2"))
+    ids = run(worker, lambda c: repo.upsert_pending_images(c, uploads=ups))
+    assert run(worker, lambda c: repo.upsert_pending_images(c, uploads=ups[:1])) == ids[:1]
+    stuck = run(worker, lambda c: repo.requeue_stale(c, older_than_s=0, limit=10))  # reaper
+    assert [i for i, _ in stuck] == ids
+    claimed = run(worker, lambda c: [repo.claim_image(c, image_id=i) for i in ids])
+    assert [c.merchant_id for c in claimed] == ["m-1", "m-1", "m-1", "m-2"]
+    vectors: list[list[float]] = [[1, 0, 0, 0], [0.9, 0.1, 0, 0], [0, 1, 0, 0]]
+    done = [result(i, model_id, v) for i, v in zip(ids, vectors, strict=False)]
+    run(worker, lambda c: repo.save_results(c, results=done))
+    run(worker, lambda c: repo.save_results(c, results=done[:1]))  # redelivery: DO UPDATE
+    run(worker, lambda c: repo.mark_pending(c, image_id=ids[3], error="timeout"))
+    run(worker, lambda c: repo.mark_failed(c, image_id=ids[3], error="not an image"))
+
+    counts = run(worker, lambda c: repo.status_counts(c))
+    assert counts == {"pending": 0, "processing": 0, "done": 3, "failed": 1}
+    assert set(run(worker, lambda c: repo.labels_for(c, image_ids=ids))) == set(ids[:3])
+    near = run(worker, lambda c: repo.similar(c, image_id=ids[0], k=5))
+    assert [n.image_id for n in near] == [ids[1], ids[2]]
+    within = run(worker, lambda c: repo.similar(c, image_id=ids[0], merchant_id="m-1"))
+    assert [n.image_id for n in within] == [ids[1], ids[2]]
+    assert len(run(worker, lambda c: repo.similar_to_vector(c, embedding=[1, 0, 0, 0]))) == 3
+    assert run(worker, lambda c: repo.active_model(c)).id == model_id
+    assert run(worker, schema_revision) == head_revision()
+
+    for statement in (
+        "DELETE FROM images",
+        "DELETE FROM predictions",
+        "TRUNCATE images",
+        "DROP TABLE embeddings",
+        "CREATE TABLE scratch (x int)",
+        "ALTER TABLE images ADD COLUMN x int",
+        "CREATE INDEX ON images (sku)",
+        "UPDATE models SET is_active = false",
+        f"UPDATE images SET merchant_id = 'm-2' WHERE id = {ids[0]}",
+        f"UPDATE images SET uri = 'elsewhere' WHERE id = {ids[0]}",
+        f"UPDATE predictions SET model_id = 99 WHERE image_id = {ids[0]}",
+        "SELECT * FROM merchant_logins",
+        "SELECT nextval('models_id_seq')",
+    ):
+        refused(worker, statement)
+    refused(worker, lambda c: register(c, "2"))
+    refused(worker, lambda c: repo.activate_model(c, key="fashion-cnn@1"))
+    refused(worker, lambda c: repo.drop_hnsw_index(c, model_id=model_id))
+
+
+def test_analyst_reads_everything_and_writes_nothing(db: RoleDb) -> None:
+    with db.admin.begin() as conn:
+        model_id = register(conn)
+        first = gallery(conn, model_id, "m-1", [[1, 0, 0, 0], [0, 1, 0, 0]])[0]
+        gallery(conn, model_id, "m-2", [[1, 0.1, 0, 0]])
+        conn.execute(text("INSERT INTO merchant_logins VALUES ('shop_a', 'm-1')"))
+    analyst = db.login("t_analyst", "vitrine_analyst")
+    relations = run(
+        db.admin,
+        "SELECT relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace "
+        "AND relkind IN ('r', 'v') ORDER BY relname",
+    )
+    assert len(relations) == 9
+    for (name,) in relations:  # every row of every table and view, as the owner sees them
+        count = f"SELECT count(*) FROM {name}"
+        assert run(analyst, count) == run(db.admin, count), name
+    assert run(analyst, "SELECT count(*) FROM images") == [(3,)]
+    assert len(run(analyst, f"SELECT * FROM similar_images({first}, 5)")) == 2
+    assert len(run(analyst, "SELECT * FROM similar_to_vector('[1,0,0,0]', 5)")) == 3
+    assert run(analyst, "SELECT vitrine_merchant_scope()") == [([],)]
+    assert len(run(analyst, lambda c: repo.list_models(c))) == 1
+    assert run(analyst, lambda c: repo.status_counts(c))["done"] == 3
+    assert run(analyst, schema_revision) == head_revision()
+
+    for statement in (
+        "INSERT INTO images (merchant_id, uri) VALUES ('m-1', 'new')",
+        "UPDATE images SET sku = 'x'",
+        "DELETE FROM images",
+        "TRUNCATE predictions",
+        "INSERT INTO merchant_logins VALUES ('me', 'm-2')",
+        "UPDATE models SET is_active = true",
+        "CREATE TABLE scratch (x int)",
+        "CREATE VIEW scratch AS SELECT 1",
+        "DROP VIEW image_labels",
+        "SELECT nextval('images_id_seq')",
+    ):
+        refused(analyst, statement)
+    refused(analyst, lambda c: repo.upsert_pending_images(c, uploads=[Upload("u", "m-1")]))
+    refused(analyst, lambda c: repo.mark_failed(c, image_id=first, error="x"))
+
+
+def test_analyst_default_privileges_cover_later_objects(db: RoleDb) -> None:
+    """What a later migration run by the same owner creates, analysts can read."""
+    run(db.admin, ("CREATE TABLE later_table (x int)", "INSERT INTO later_table VALUES (1)"))
+    run(db.admin, "CREATE FUNCTION later_fn() RETURNS int LANGUAGE sql RETURN 1")
+    analyst = db.login("t_analyst", "vitrine_analyst")
+    worker = db.login("t_worker", "vitrine_worker")
+    merchant = db.login("t_merchant", "vitrine_merchant")
+    assert run(analyst, "SELECT x, later_fn() FROM later_table") == [(1, 1)]
+    refused(worker, "SELECT * FROM later_table")  # writers and merchants: grants per migration
+    refused(merchant, "SELECT * FROM later_table", merchant="m-1")
