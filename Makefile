@@ -4,11 +4,11 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint unit integration bench-smoke clean
+.PHONY: install demo test lint unit integration bench-smoke audit clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --upgrade pip setuptools
 	$(PY) -m pip install --quiet -e '.[dev,embedded]'
 	touch $(STAMP)
 
@@ -35,6 +35,14 @@ bench-smoke: install
 	$(VENV)/bin/vitrine bench --size 64 --json
 
 test: lint unit integration bench-smoke
+
+# Known vulnerabilities in what .venv has installed (pip-audit, tools/audit.py). Needs the
+# advisory services on the network, so it is not part of `test`; services are tried in
+# order until one has data, and "unreachable" is one line and exit status 3.
+AUDIT_SERVICES ?= pypi osv
+
+audit: install
+	$(PY) tools/audit.py $(AUDIT_SERVICES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
