@@ -20,7 +20,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -107,9 +107,9 @@ def services_status(settings: Settings) -> dict[str, dict[str, object]]:
     return status
 
 
-def stop_services(settings: Settings) -> list[str]:
-    """Stop the embedded servers (pg_ctl stop -m fast; redis SHUTDOWN), return names
-    stopped. Stops ours even when a URL is now set: they are still ours to stop."""
+def stop_services(settings: Settings, names: Sequence[str] = ("postgres", "redis")) -> list[str]:
+    """Stop the embedded servers `names` (pg_ctl stop -m fast; redis SHUTDOWN), return the
+    names stopped. Stops ours even when a URL is now set: they are still ours to stop."""
     root = _root(settings)
     if not root.exists():
         return []
@@ -123,6 +123,8 @@ def stop_services(settings: Settings) -> list[str]:
             "redis": partial(redis_server.stop, root / _DIRS["redis"], redis_port, _stored(root)),
         }
         for name, stop in stoppers.items():
+            if name not in names:
+                continue
             try:  # one failing must not leave the other running
                 if stop():
                     stopped.append(name)

@@ -34,11 +34,16 @@ def _default_data_dir() -> Path:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VITRINE_", extra="ignore")
 
+    # repr=False: URLs carry passwords, and settings end up in tracebacks and test output.
     database_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("DATABASE_URL", "VITRINE_DATABASE_URL")
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "VITRINE_DATABASE_URL"),
+        repr=False,
     )
     redis_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("REDIS_URL", "VITRINE_REDIS_URL")
+        default=None,
+        validation_alias=AliasChoices("REDIS_URL", "VITRINE_REDIS_URL"),
+        repr=False,
     )
     data_dir: Path = Field(default_factory=_default_data_dir)
     model_dir: Path = DEFAULT_MODEL_DIR

@@ -60,7 +60,10 @@ def test_the_reaper_recovers_lost_messages_without_a_person(ctx, clean_db: Engin
     fast = {"VITRINE_REAPER_INTERVAL_S": "0.5", "VITRINE_STALE_AFTER_S": "30"}
     log = ctx.settings.data_dir / "logs" / "reaper-worker.log"
     with running_worker(ctx.urls(), concurrency=1, log_path=log, extra_env=fast):
-        _wait_until(lambda: _statuses(clean_db) == {"done"}, 120, "the reaper to send them again")
+        try:
+            _wait_until(lambda: _statuses(clean_db) == {"done"}, 120, "the reaper")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; worker log:\n{log.read_text()[-3000:]}") from None
     with clean_db.connect() as conn:
         attempts = conn.execute(text("SELECT attempts FROM images")).scalars().all()
     assert sorted(attempts) == [1] * len(ids)  # sent once each, not once per sweep

@@ -168,10 +168,10 @@ def test_the_whole_worker_killed_then_started_again(ctx, ingest: Ingest, small_c
 
 
 def _restart_redis(ctx, *, keep_data: bool) -> None:  # type: ignore[no-untyped-def]
-    from embedded.services import ensure_service, stop_service
+    from embedded.services import ensure_service, stop_services
 
     settings = ctx.settings.model_copy(update={"database_url": None, "redis_url": None})
-    assert stop_service(settings, "redis")
+    assert stop_services(settings, ["redis"]) == ["redis"]
     if not keep_data:  # a broker that kept nothing: its queues and unacked messages are gone
         for leftover in (settings.embedded_dir / "redis").glob("appendonly*"):
             shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
@@ -192,10 +192,10 @@ def test_redis_restarted(ctx, ingest: Ingest, small_catalog, keep_data: bool) ->
 
 
 def _stop_postgres(ctx) -> None:  # type: ignore[no-untyped-def]
-    from embedded.services import stop_service
+    from embedded.services import stop_services
 
     settings = ctx.settings.model_copy(update={"database_url": None, "redis_url": None})
-    assert stop_service(settings, "postgres")
+    assert stop_services(settings, ["postgres"]) == ["postgres"]
 
 
 def _start_postgres(ctx) -> None:  # type: ignore[no-untyped-def]

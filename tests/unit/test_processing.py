@@ -37,13 +37,19 @@ class _Fakes:
         self.failed: dict[int, str] = {}
         self.predicted: list[np.ndarray] = []
         self.unclaimable: set[int] = set()
+        self.attempts: dict[int, int] = {}  # claims so far, this one included
 
     @contextmanager
     def begin(self) -> Iterator[object]:
         yield object()
 
     def claim_image(self, conn: object, *, image_id: int) -> object | None:
-        return None if image_id in self.unclaimable else object()
+        if image_id in self.unclaimable:
+            return None
+        attempts = self.attempts.get(image_id, 1)
+        return SimpleNamespace(
+            attempts=attempts, last_error="worker killed" if attempts > 1 else None
+        )
 
     def save_results(self, conn: object, *, results: list[SimpleNamespace]) -> None:
         self.saved.extend(results)
@@ -126,3 +132,17 @@ def test_a_batch_where_nothing_preprocesses_runs_no_forward_pass(fakes: _Fakes) 
     assert outcome.done == [] and fakes.predicted == [] and fakes.saved == []
     assert outcome.failed == {1: "HTTP 404 fetching gone"}
     assert outcome.transient == {2: "HTTP 503 fetching slow"}
+
+
+def test_an_upload_that_keeps_killing_its_worker_ends_failed(fakes: _Fakes) -> None:
+    """Claimed max_attempts times without a result: the next claim fails it, unprocessed."""
+    from worker.settings import get_settings
+
+    limit = get_settings().max_attempts
+    fakes.attempts = {1: limit, 2: limit + 1}
+    outcome = process_batch([WorkItem(1, "good-1"), WorkItem(2, "good-1")])
+    assert outcome.done == [1]
+    assert outcome.failed == {2: f"gave up after {limit} attempts: worker killed"}
+    assert fakes.failed == outcome.failed
+    (x,) = fakes.predicted
+    assert len(x) == 1  # the poison upload never reached the decoder or the model
