@@ -20,9 +20,9 @@ demo: install
 PACKAGES := pipeline db worker embedded ops cli
 
 lint: install
-	$(VENV)/bin/ruff check $(PACKAGES) tests
-	$(VENV)/bin/ruff format --check $(PACKAGES) tests
-	$(VENV)/bin/mypy $(PACKAGES)
+	$(VENV)/bin/ruff check $(PACKAGES) tools tests
+	$(VENV)/bin/ruff format --check $(PACKAGES) tools tests
+	$(VENV)/bin/mypy $(PACKAGES) tools
 
 unit: install
 	$(PY) -m pytest -q tests/unit

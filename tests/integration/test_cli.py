@@ -256,3 +256,25 @@ def test_a_configured_database_changes_only_in_db_upgrade(pipeline_env, tmp_path
         assert Path(listed[0]["path"]).name == "fashion-cnn"  # not re-pointed at the copy
     finally:
         drop_database(pipeline_env["DATABASE_URL"], str(name))
+
+
+def test_credentials_never_appear_in_output_or_logs(pipeline_env, done_images) -> None:  # type: ignore[no-untyped-def]
+    """The servers' passwords are in the URLs the processes use, and nowhere people read."""
+    secrets = {
+        make_url(pipeline_env["DATABASE_URL"]).password,
+        make_url(pipeline_env["REDIS_URL"].replace("redis://", "postgresql://", 1)).password,
+    }
+    assert all(secrets) and all(len(s) >= 16 for s in secrets)  # the servers do have them
+    shown = [
+        _ok(vitrine(pipeline_env, "status")),
+        _ok(vitrine(pipeline_env, "status", "--json")),
+        _ok(vitrine(pipeline_env, "services", "status")),
+        _ok(vitrine(pipeline_env, "services", "status", "--json")),
+        _ok(vitrine(pipeline_env, "models", "list", "--json")),
+    ]
+    logs = Path(pipeline_env["VITRINE_DATA_DIR"]) / "logs"
+    written = [p.read_text(errors="replace") for p in logs.glob("*.log")]
+    assert written, "the session's workers wrote their logs here"
+    for text_ in shown + written:
+        for secret in secrets:
+            assert secret not in text_
