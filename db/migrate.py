@@ -57,6 +57,7 @@ def upgrade(database_url: str, revision: str = "head") -> None:
         with engine.connect() as conn:
             conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             conn.commit()
+            _load_pgvector(conn)
             try:
                 config.attributes["connection"] = conn
                 command.upgrade(config, revision)
@@ -69,6 +70,19 @@ def upgrade(database_url: str, revision: str = "head") -> None:
                 conn.commit()
     finally:
         engine.dispose()
+
+
+def _load_pgvector(conn: Connection) -> None:
+    """Load pgvector's library into this session when the extension exists.
+
+    Migrations create functions with `SET hnsw.iterative_scan`; PostgreSQL lets a role
+    that is not a superuser name an extension's setting only once the extension's library
+    is loaded in its session, and using the `vector` type is what loads it.
+    """
+    exists = conn.execute(text("SELECT to_regtype('vector') IS NOT NULL")).scalar()
+    if exists:
+        conn.execute(text("SELECT '[1]'::vector"))
+    conn.commit()
 
 
 def schema_revision(conn: Connection) -> str | None:

@@ -117,6 +117,7 @@ def fault_worker(ctx, name: str) -> Iterator[subprocess.Popen[bytes]]:  # type: 
     from worker.names import UPLOADS_QUEUE
 
     log = ctx.settings.data_dir / "logs" / f"fault-{name}.log"
+    log.unlink(missing_ok=True)
     with running_worker(
         ctx.urls(),
         concurrency=2,
@@ -125,6 +126,21 @@ def fault_worker(ctx, name: str) -> Iterator[subprocess.Popen[bytes]]:  # type: 
         extra_env=FAST_REAPER,
     ) as proc:
         yield proc
+
+
+def worker_log(ctx, name: str) -> str:  # type: ignore[no-untyped-def]
+    return (ctx.settings.data_dir / "logs" / f"fault-{name}.log").read_text(errors="replace")
+
+
+def reclaimed(ingest: Ingest) -> int:
+    """Uploads whose work was started more than once: the evidence a fault hit mid-work."""
+    with ingest.engine.connect() as conn:
+        return int(
+            conn.execute(
+                text("SELECT count(*) FROM images WHERE merchant_id = :m AND attempts > 1"),
+                {"m": ingest.merchant},
+            ).scalar_one()
+        )
 
 
 def _children(pid: int) -> list[int]:
@@ -147,12 +163,7 @@ def test_a_worker_child_killed_mid_batch(ctx, ingest: Ingest, small_catalog) -> 
         ingest.wait_settled()
         assert proc.poll() is None  # the pool replaced its child
     result = ingest.assert_exactly_once()
-    with ingest.engine.connect() as conn:
-        retried = conn.execute(
-            text("SELECT count(*) FROM images WHERE merchant_id = :m AND attempts > 1"),
-            {"m": ingest.merchant},
-        ).scalar_one()
-    assert retried >= 1, result  # the killed batch was done again, not lost
+    assert reclaimed(ingest) >= 1, result  # the killed batch was done again, not lost
 
 
 def test_the_whole_worker_killed_then_started_again(ctx, ingest: Ingest, small_catalog) -> None:  # type: ignore[no-untyped-def]
@@ -164,7 +175,9 @@ def test_the_whole_worker_killed_then_started_again(ctx, ingest: Ingest, small_c
     assert ingest.counts().get("done", 0) < N_UPLOADS
     with fault_worker(ctx, "whole-2"):
         ingest.wait_settled()
-    ingest.assert_exactly_once()
+    result = ingest.assert_exactly_once()
+    assert reclaimed(ingest) >= 1, result  # claimed by the dead worker, finished by the new
+    assert "reaper sent" in worker_log(ctx, "whole-2")  # its claims were sent again
 
 
 def _restart_redis(ctx, *, keep_data: bool) -> None:  # type: ignore[no-untyped-def]
@@ -189,6 +202,10 @@ def test_redis_restarted(ctx, ingest: Ingest, small_catalog, keep_data: bool) ->
         ingest.wait_settled()
         assert proc.poll() is None  # the worker reconnected by itself
     ingest.assert_exactly_once()
+    log = worker_log(ctx, f"redis-{keep_data}")
+    assert "Connection to broker lost" in log or "Cannot connect to redis" in log  # it was hit
+    if not keep_data:  # nothing was left in the broker: the reaper recovered the uploads
+        assert "reaper sent" in log
 
 
 def _stop_postgres(ctx) -> None:  # type: ignore[no-untyped-def]
@@ -219,3 +236,4 @@ def test_postgres_restarted_or_down(ctx, ingest: Ingest, small_catalog, outage_s
         ingest.wait_settled(timeout=400)
         assert proc.poll() is None
     ingest.assert_exactly_once()
+    assert "Retry in" in worker_log(ctx, f"pg-{outage_s}")  # tasks met the dead database
