@@ -11,7 +11,13 @@ from importlib.metadata import PackageNotFoundError, version
 
 import typer
 
-from cli import model_commands, query_commands, server_commands, upload_commands
+from cli import (
+    bench_commands,
+    model_commands,
+    query_commands,
+    server_commands,
+    upload_commands,
+)
 
 
 def _version() -> str:
@@ -46,7 +52,13 @@ def _root(
     """vitrine: product images -> labels and vectors in PostgreSQL/pgvector."""
 
 
-for commands in (upload_commands, query_commands, model_commands, server_commands):
+for commands in (
+    upload_commands,
+    query_commands,
+    model_commands,
+    bench_commands,
+    server_commands,
+):
     commands.register(app)
 
 

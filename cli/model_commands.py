@@ -156,26 +156,6 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     @friendly
-    def bench(
-        size: int = typer.Option(512, "--size", min=1, help="Images per measurement."),
-        batch: int = typer.Option(64, "--batch", min=1, help="Forward batch size."),
-        model: Path = typer.Option(None, "--model", help="Model directory (default: shipped)."),
-        json_out: bool = JSON,
-    ) -> None:
-        """Forward pass, preprocessing and decode throughput on this machine."""
-        from ops.bench import run_bench
-        from ops.models import check_model_dir
-
-        if model is not None:
-            check_model_dir(model)
-        results = run_bench(get_settings(), size=size, batch=batch, model=model)
-        if json_out:
-            emit_json(results)
-        else:
-            out_console.print(key_values(results, title="bench"))
-
-    @app.command()
-    @friendly
     def demo(
         n: int = typer.Option(300, "--n", min=1, help="How many sample product photos."),
         workers: int = typer.Option(1, "--workers", min=0, help="Worker processes to start."),

@@ -45,6 +45,7 @@ def running_worker(
     queues: Sequence[str] = ALL_QUEUES,
     ready_timeout: float = 180.0,
     extra_env: dict[str, str] | None = None,
+    include: Sequence[str] = (),
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A real worker process for the duration of the block, stopped warmly afterwards."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,7 +54,7 @@ def running_worker(
     env.update({READY_FD_ENV: str(write_fd), **(extra_env or {})})
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            worker_argv(concurrency=concurrency, queues=queues),
+            worker_argv(concurrency=concurrency, queues=queues, include=include),
             env=env,
             pass_fds=(write_fd,),
             stdout=log,

@@ -31,9 +31,15 @@ def broker_configured() -> bool:
 
 
 def worker_argv(
-    *, concurrency: int, queues: Sequence[str] = ALL_QUEUES, loglevel: str = "INFO"
+    *,
+    concurrency: int,
+    queues: Sequence[str] = ALL_QUEUES,
+    loglevel: str = "INFO",
+    include: Sequence[str] = (),
 ) -> list[str]:
-    """The command line of a `celery worker` process that serves vitrine's tasks."""
+    """The command line of a `celery worker` process that serves vitrine's tasks
+    (and those of the modules in `include`, e.g. a benchmark's)."""
+    extra = ["--include", ",".join(include)] if include else []
     return [
         sys.executable,
         "-m",
@@ -51,6 +57,7 @@ def worker_argv(
         f"vitrine-{uuid.uuid4().hex[:8]}@%h",
         "--without-gossip",
         "--without-mingle",
+        *extra,
     ]
 
 

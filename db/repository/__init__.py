@@ -59,6 +59,7 @@ from db.repository.models import (
     register_model,
 )
 from db.repository.search import similar, similar_raw_sql, similar_sql, similar_to_vector
+from db.repository.timings import commit_times, database_clock, delete_merchants, settled_counts
 from db.types import (
     ClaimedImage,
     EmbeddingRow,
@@ -82,6 +83,9 @@ __all__ = [
     "activate_model",
     "active_model",
     "claim_image",
+    "commit_times",
+    "database_clock",
+    "delete_merchants",
     "copy_embeddings",
     "drop_hnsw_index",
     "ensure_hnsw_index",
@@ -97,6 +101,7 @@ __all__ = [
     "model_count",
     "register_model",
     "save_results",
+    "settled_counts",
     "similar",
     "similar_raw_sql",
     "similar_sql",

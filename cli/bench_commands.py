@@ -1,0 +1,77 @@
+"""`vitrine bench`: throughput figures as one JSON object; `bench ingest` for every path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cli.options import JSON
+from cli.output import emit_json, friendly, key_values, out_console, progress_bar
+from ops.context import open_context
+from worker.settings import get_settings
+
+bench_app = typer.Typer(
+    invoke_without_command=True,
+    help="Throughput on this machine; `bench ingest` times every upload path.",
+)
+
+
+def _show(results: dict[str, object], json_out: bool, title: str) -> None:
+    if json_out:
+        emit_json(results)
+    else:
+        flat = {k: v for k, v in results.items() if not isinstance(v, dict)}
+        out_console.print(key_values(flat, title=title))
+        for name, value in results.items():
+            if isinstance(value, dict):
+                out_console.print(key_values(value, title=name))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(bench_app, name="bench")
+
+    @bench_app.callback()
+    @friendly
+    def bench(
+        ctx: typer.Context,
+        size: int = typer.Option(512, "--size", min=1, help="Images per measurement."),
+        batch: int = typer.Option(64, "--batch", min=1, help="Forward batch size."),
+        model: Path = typer.Option(None, "--model", help="Model directory (default: shipped)."),
+        json_out: bool = JSON,
+    ) -> None:
+        """Forward pass, preprocessing and decode throughput on this machine."""
+        if ctx.invoked_subcommand is not None:
+            return
+        from ops.bench import run_bench
+        from ops.models import check_model_dir
+
+        if model is not None:
+            check_model_dir(model)
+        _show(run_bench(get_settings(), size=size, batch=batch, model=model), json_out, "bench")
+
+    @bench_app.command("ingest")
+    @friendly
+    def bench_ingest(
+        images: int = typer.Option(1000, "--images", min=1, help="Photos per path (N)."),
+        seed: int = typer.Option(2026, "--seed"),
+        concurrency: int = typer.Option(
+            None, "--concurrency", min=1, help="Worker processes (default: usable CPUs)."
+        ),
+        naive_images: int = typer.Option(
+            None, "--naive-images", min=1, help="Photos for the naive path (min(N, 200))."
+        ),
+        latency_uploads: int = typer.Option(100, "--latency-uploads", min=1),
+        latency_rate: float = typer.Option(10.0, "--latency-rate", min=0.1, help="Uploads/s."),
+        keep_rows: bool = typer.Option(False, "--keep-rows", help="Keep the bench's rows."),
+        json_out: bool = JSON,
+    ) -> None:
+        """Bound, bulk, live, naive and latency figures, measured in one run."""
+        from ops.bench_ingest import IngestBench, run_ingest_bench
+
+        request = IngestBench(
+            images=images, seed=seed, concurrency=concurrency, naive_images=naive_images,
+            latency_uploads=latency_uploads, latency_rate=latency_rate, keep_rows=keep_rows,
+        )  # fmt: skip
+        results = run_ingest_bench(open_context(), request, progress=progress_bar)
+        _show(results, json_out, "bench ingest")
