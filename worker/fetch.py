@@ -8,6 +8,12 @@ HTTP is spoken through `http.client` on a socket this module opens to the addres
 policy checked, so a second DNS answer can never redirect the request; TLS still
 verifies the certificate against the URL's host name (SNI included). Proxies from the
 environment are not used: a proxy would make the check meaningless.
+
+One fetch has one deadline (`policy.timeout`, VITRINE_FETCH_TIMEOUT_S) for everything:
+every hop, connect, TLS handshake, headers and body. A socket timeout alone bounds each
+read, so a server that trickles a byte a second would never trip it and would hold the
+worker as long as it liked; here every receive waits only for what is left of the
+deadline, and a fetch past it is a TransientError (the image is retried later).
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ import os
 import socket
 import ssl
 import stat
+import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
 from worker.sources import PermanentError, RefusedSource, SourcePolicy, TransientError
@@ -28,11 +36,17 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _USER_AGENT = "vitrine/0.1 (image fetcher)"
 
 
-def fetch_bytes(uri: str, policy: SourcePolicy) -> bytes:
+def fetch_bytes(uri: str, policy: SourcePolicy, *, deadline_s: float | None = None) -> bytes:
+    """The upload's bytes, or PermanentError / RefusedSource / TransientError.
+
+    An http(s) fetch takes at most `deadline_s` seconds in all (default `policy.timeout`).
+    """
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
     if scheme in ("http", "https"):
-        return _fetch_http(uri, policy)
+        return _fetch_http(
+            uri, policy, _Deadline(policy.timeout if deadline_s is None else deadline_s)
+        )
     if scheme in ("", "file"):
         return _read_file(Path(unquote(parts.path) if scheme == "file" else uri), policy)
     raise PermanentError(
@@ -80,40 +94,107 @@ def _read_file(path: Path, policy: SourcePolicy) -> bytes:
     return data
 
 
+class _Deadline:
+    """The moment one fetch must be over by; `remaining()` is what a wait may still take."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("deadline passed")
+        return left
+
+    def passed(self) -> bool:
+        return time.monotonic() >= self.end
+
+
+class _DeadlineIO:
+    """Mixed into a socket class: each receive or send may wait only for what is left of
+    the fetch's deadline. `http.client` reads headers and body through `makefile()`, whose
+    reads all land in `recv_into`, so a trickling server runs out of time like a silent one.
+    """
+
+    deadline: _Deadline | None = None
+
+    def recv_into(self, *args: Any, **kwargs: Any) -> int:
+        self._bound()
+        return super().recv_into(*args, **kwargs)  # type: ignore[misc, no-any-return]
+
+    def sendall(self, *args: Any, **kwargs: Any) -> None:
+        self._bound()
+        super().sendall(*args, **kwargs)  # type: ignore[misc]
+
+    def _bound(self) -> None:
+        if self.deadline is not None:
+            self.settimeout(self.deadline.remaining())  # type: ignore[attr-defined]
+
+
+class _DeadlineSocket(_DeadlineIO, socket.socket):
+    pass
+
+
+class _DeadlineSSLSocket(_DeadlineIO, ssl.SSLSocket):
+    pass
+
+
+def _connect(address: str, port: int, deadline: _Deadline) -> _DeadlineSocket:
+    """A TCP connection to `address` (an IP literal: no lookup) within the deadline."""
+    plain = socket.create_connection((address, port), deadline.remaining())
+    sock = _DeadlineSocket(fileno=plain.detach())
+    sock.deadline = deadline
+    sock.settimeout(deadline.remaining())  # a socket made from a descriptor starts blocking
+    return sock
+
+
 class _PinnedHTTPConnection(http.client.HTTPConnection):
     """HTTP to `address`, with `host` in the Host header."""
 
-    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout)
+    def __init__(self, host: str, port: int, address: str, deadline: _Deadline) -> None:
+        super().__init__(host, port, timeout=deadline.seconds)
         self._address = address
+        self._deadline = deadline
 
     def connect(self) -> None:
-        self.sock = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = _connect(self._address, self.port, self._deadline)
 
 
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
-    """HTTPS to `address`; the certificate is verified for `host`."""
+    """HTTPS to `address`; the certificate is verified for `host`. The handshake is bounded
+    by the socket timeout, which `ssl` applies to the whole handshake, not per read."""
 
-    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+    def __init__(self, host: str, port: int, address: str, deadline: _Deadline) -> None:
+        context = ssl.create_default_context()
+        context.sslsocket_class = _DeadlineSSLSocket
+        super().__init__(host, port, timeout=deadline.seconds, context=context)
         self._address = address
+        self._deadline = deadline
 
     def connect(self) -> None:
-        sock = socket.create_connection((self._address, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
+        sock = _connect(self._address, self.port, self._deadline)
+        tls = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
+        tls.deadline = self._deadline
+        self.sock = tls
 
 
-def _fetch_http(uri: str, policy: SourcePolicy) -> bytes:
+def _fetch_http(uri: str, policy: SourcePolicy, deadline: _Deadline) -> bytes:
     current = uri
     for _hop in range(policy.max_redirects + 1):
         parts = urlsplit(current)
         scheme = parts.scheme.lower()
+        try:
+            port = parts.port or (443 if scheme == "https" else 80)
+        except ValueError:
+            raise PermanentError(f"cannot fetch {current}: the port is not a number") from None
         if scheme not in ("http", "https") or not parts.hostname:
             raise PermanentError(f"cannot fetch {current}: not an http(s) URL with a host")
-        port = parts.port or (443 if scheme == "https" else 80)
         address = policy.checked_address(parts.hostname, port)
+        if deadline.passed():  # the lookup itself is not bounded by a socket timeout
+            raise _too_slow(current, deadline)
         kind = _PinnedHTTPSConnection if scheme == "https" else _PinnedHTTPConnection
-        conn = kind(parts.hostname, port, address, policy.timeout)
+        conn = kind(parts.hostname, port, address, deadline)
         try:
             target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             conn.request("GET", target, headers={"User-Agent": _USER_AGENT, "Accept": "image/*"})
@@ -128,10 +209,18 @@ def _fetch_http(uri: str, policy: SourcePolicy) -> bytes:
         except ssl.SSLCertVerificationError as exc:
             raise PermanentError(f"TLS certificate of {parts.hostname} rejected: {exc}") from None
         except (OSError, http.client.HTTPException) as exc:
+            if deadline.passed():
+                raise _too_slow(current, deadline) from None
             raise TransientError(f"could not fetch {current}: {exc}") from None
         finally:
             conn.close()
     raise PermanentError(f"more than {policy.max_redirects} redirects fetching {uri}")
+
+
+def _too_slow(uri: str, deadline: _Deadline) -> TransientError:
+    return TransientError(
+        f"gave up fetching {uri}: not done within {deadline.seconds:g} s (VITRINE_FETCH_TIMEOUT_S)"
+    )
 
 
 def _body(response: http.client.HTTPResponse, uri: str, max_bytes: int) -> bytes:

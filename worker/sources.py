@@ -67,6 +67,7 @@ class SourcePolicy:
     allowed_networks: tuple[IPNetwork, ...] = ()
     file_roots: tuple[Path, ...] = ()
     max_bytes: int = 40 * 1024 * 1024
+    #: Seconds one fetch may take in all, every hop and read included (worker.fetch).
     timeout: float = 10.0
     max_redirects: int = 5
     resolver: Resolver = field(default=system_resolver, compare=False)

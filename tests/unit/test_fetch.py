@@ -8,10 +8,16 @@ internal service an attacker aims at, and must see no request at all.
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import ssl
+import subprocess
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,19 +26,27 @@ from worker.sources import SourcePolicy, parse_networks
 
 PNG = b"\x89PNG\r\n\x1a\n fake image bytes"
 
+#: A route that answers by itself: the slow and stalling servers of the deadline tests.
+Answer = Callable[[BaseHTTPRequestHandler], None]
+
 
 class Server:
-    """A loopback HTTP server whose routes are (status, headers, body)."""
+    """A loopback HTTP server whose routes are (status, headers, body) or an `Answer`."""
 
-    def __init__(self, host: str, port: int = 0) -> None:
-        self.routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
+    def __init__(self, host: str, port: int = 0, tls: ssl.SSLContext | None = None) -> None:
+        self.routes: dict[str, tuple[int, dict[str, str], bytes] | Answer] = {}
         self.requests: list[tuple[str, str]] = []  # (path, Host header)
+        self.released = threading.Event()  # set on close: stalled answers stop waiting
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 server.requests.append((self.path, self.headers.get("Host", "")))
-                status, headers, body = server.routes.get(self.path, (404, {}, b"missing"))
+                route = server.routes.get(self.path, (404, {}, b"missing"))
+                if callable(route):
+                    route(self)
+                    return
+                status, headers, body = route
                 self.send_response(status)
                 for key, value in {"Content-Length": str(len(body)), **headers}.items():
                     self.send_header(key, value)
@@ -43,34 +57,53 @@ class Server:
                 pass
 
         self.httpd = ThreadingHTTPServer((host, port), Handler)
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
         self.port = int(self.httpd.server_address[1])
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def close(self) -> None:
+        self.released.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
 
-@pytest.fixture
-def allowed() -> Iterator[Server]:
-    server = Server("127.0.0.2")
-    yield server
-    server.close()
+def server_pair() -> tuple[Server, Server]:
+    """Servers on 127.0.0.2 and 127.0.0.1 with one port number, tried again on another if
+    the number is taken on 127.0.0.1 (by a client socket's source port, say)."""
+    for _ in range(50):
+        outside = Server("127.0.0.2")
+        try:
+            return outside, Server("127.0.0.1", outside.port)
+        except OSError:
+            outside.close()
+    raise RuntimeError("no port number free on both 127.0.0.1 and 127.0.0.2")
 
 
 @pytest.fixture
-def internal(allowed: Server) -> Iterator[Server]:
+def pair() -> Iterator[tuple[Server, Server]]:
+    servers = server_pair()
+    yield servers
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def allowed(pair: tuple[Server, Server]) -> Server:
+    return pair[0]
+
+
+@pytest.fixture
+def internal(pair: tuple[Server, Server]) -> Server:
     """The service to protect, on 127.0.0.1 and on the same port number as `allowed`."""
-    server = Server("127.0.0.1", allowed.port)
-    yield server
-    server.close()
+    return pair[1]
 
 
-def policy(resolver: object = None, **kwargs: object) -> SourcePolicy:
-    extra = {"resolver": resolver} if resolver else {}
+def policy(resolver: object = None, **kwargs: Any) -> SourcePolicy:
+    extra: dict[str, Any] = {"resolver": resolver} if resolver else {}
     return SourcePolicy(
         allowed_networks=parse_networks(["127.0.0.2"]), timeout=5, **extra, **kwargs
-    )  # type: ignore[arg-type]
+    )
 
 
 def test_fetches_an_allowed_address(allowed: Server) -> None:
@@ -178,3 +211,89 @@ def test_file_reads(tmp_path: Path) -> None:
         fetch_bytes("file:///etc/shadow", files)
     with pytest.raises(PermanentError, match="over the"):
         fetch_bytes(str(root / "p.png"), SourcePolicy(file_roots=(root,), max_bytes=4))
+
+
+# ------------------------------------------------------------------------- deadlines
+#
+# The policy's socket timeout is 5 s; each fetch gets a 1 s deadline. A trickling server
+# sends well within 5 s between bytes, so only the deadline over the whole fetch stops it.
+
+DEADLINE = 1.0
+MARGIN = 1.5  # scheduling slack on a shared, busy machine
+
+
+def trickle(headers_too: bool) -> Answer:
+    """A byte every 0.1 s, for 1000 s if nobody hangs up: headers first, or body only."""
+    head = b"HTTP/1.0 200 OK\r\nContent-Length: 10000\r\n\r\n"
+
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        if not headers_too:
+            handler.wfile.write(head)
+        try:
+            for byte in head if headers_too else b"x" * 10_000:
+                handler.wfile.write(bytes([byte]))  # unbuffered: each byte goes at once
+                time.sleep(0.1)  # the fault under test: a server that trickles
+        except OSError:  # the client hung up: what the deadline is for
+            pass
+
+    return answer
+
+
+def timed_fetch(uri: str, pol: SourcePolicy) -> float:
+    start = time.monotonic()
+    with pytest.raises(TransientError, match="not done within 1 s"):
+        fetch_bytes(uri, pol, deadline_s=DEADLINE)
+    return time.monotonic() - start
+
+
+@pytest.mark.parametrize("headers_too", [True, False], ids=["headers", "body"])
+def test_a_trickling_server_runs_out_of_time(allowed: Server, headers_too: bool) -> None:
+    allowed.routes["/slow.png"] = trickle(headers_too)
+    took = timed_fetch(f"http://127.0.0.2:{allowed.port}/slow.png", policy())
+    assert DEADLINE <= took < DEADLINE + MARGIN
+
+
+def test_the_deadline_spans_every_redirect(allowed: Server) -> None:
+    """Three hops of 0.4 s each: every hop is quick, the fetch as a whole is not."""
+
+    def hop(to: str) -> Answer:
+        def answer(handler: BaseHTTPRequestHandler) -> None:
+            allowed.released.wait(0.4)  # the fault: a slow hop
+            handler.send_response(302)
+            handler.send_header("Location", to)
+            handler.end_headers()
+
+        return answer
+
+    allowed.routes |= {f"/{i}": hop(f"/{i + 1}") for i in range(3)} | {"/3": (200, {}, PNG)}
+    assert timed_fetch(f"http://127.0.0.2:{allowed.port}/0", policy()) < DEADLINE + MARGIN
+    assert [path for path, _ in allowed.requests] == ["/0", "/1", "/2"]  # never "/3"
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a cert")
+def test_tls_handshakes_and_reads_run_out_of_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A listener that never answers the handshake, then a server that trickles through
+    TLS (its test certificate trusted via SSL_CERT_FILE)."""
+    with socket.socket() as silent:  # listens, never accepts: the handshake hangs
+        silent.bind(("127.0.0.2", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        assert timed_fetch(f"https://127.0.0.2:{port}/p.png", policy()) < DEADLINE + MARGIN
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    make = "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=vitrine-test"
+    make += " -addext subjectAltName=IP:127.0.0.2 -keyout KEY -out CERT"
+    args = [{"KEY": str(key), "CERT": str(cert)}.get(arg, arg) for arg in make.split()]
+    subprocess.run(args, check=True, capture_output=True)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    server = Server("127.0.0.2", tls=tls)
+    try:
+        server.routes |= {"/p.png": (200, {}, PNG), "/slow.png": trickle(headers_too=False)}
+        base = f"https://127.0.0.2:{server.port}"
+        assert fetch_bytes(f"{base}/p.png", policy()) == PNG  # the cert is trusted
+        assert DEADLINE <= timed_fetch(f"{base}/slow.png", policy()) < DEADLINE + MARGIN
+    finally:
+        server.close()
