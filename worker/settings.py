@@ -71,8 +71,17 @@ class Settings(BaseSettings):
     max_image_pixels: int = 40_000_000
     #: Seconds decoding one image may take (pipeline.decode); past it the upload fails.
     max_decode_seconds: float = DEFAULT_MAX_DECODE_SECONDS
+    #: Seconds one image's fetch may take in all (every redirect, connect, headers, body):
+    #: a server that stalls or trickles fails that image alone, as a retryable error.
     fetch_timeout_s: float = 10.0
     fetch_max_redirects: int = 5
+    #: Fetches one batch runs at once (threads: the work is waiting on the network) ...
+    fetch_concurrency: int = Field(default=8, ge=1)
+    #: ... and at most this many to one host:port, so one slow merchant cannot take them all.
+    fetch_per_host: int = Field(default=4, ge=1)
+    #: Seconds a batch may spend fetching in all; what has not started by then is retried
+    #: later. Keep it well under `task_soft_time_limit`: decoding and the model come after.
+    fetch_batch_deadline_s: float = Field(default=30.0, gt=0)
 
     # Where uploads may come from (worker.sources): comma-separated lists.
     #: Networks http(s) fetches may reach although they are not public (an internal store).
