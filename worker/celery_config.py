@@ -4,9 +4,10 @@ Imported by Celery itself on the app's first use (`config_from_object`), so the
 environment is read then, in the process that uses the app, not when modules import it.
 
 Delivery settings encode the failure promise: a task is acknowledged only after it
-finished (`acks_late`), a worker process that dies mid-task hands its message back
-(`task_reject_on_worker_lost`), and each process holds one message at a time
-(prefetch 1), so a crash can lose at most the work in hand, and that is redelivered.
+finished (`acks_late`) and a worker process that dies mid-task hands its message back
+(`task_reject_on_worker_lost`; `worker.live` does the same for micro-batches), so a crash
+loses nothing: what a worker held unacknowledged goes back to the queue. Prefetch is one
+micro-batch per pool process, which a live batch needs to fill.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure": True,
         "task_acks_on_timeout": True,
-        "worker_prefetch_multiplier": 1,
+        # Each pool process may hold one micro-batch of live events (worker.live) beyond the
+        # one it runs; with plain tasks only, 1 would be the right value.
+        "worker_prefetch_multiplier": settings.live_batch_size,
         "task_soft_time_limit": settings.task_soft_time_limit,
         "task_time_limit": settings.task_time_limit,
         "task_queues": tuple(Queue(name) for name in ALL_QUEUES),

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from db import repository
 from pipeline.batch import failure_reason, prepare_batch
 from worker import runtime
-from worker.fetch import PermanentError, TransientError, fetch_bytes
+from worker.fetch import PermanentError, TransientError
+from worker.fetch_many import fetch_all
 from worker.settings import get_settings
 
 
@@ -64,10 +65,21 @@ def process_batch(
     else:
         claimed = list(items)
 
-    policy = settings.source_policy
+    # All sources at once: a slow URL costs its own image, never the batch (fetch_many).
+    fetched = fetch_all(
+        [item.uri for item in claimed],
+        settings.source_policy,
+        max_workers=settings.fetch_concurrency,
+        per_host=settings.fetch_per_host,
+        deadline_s=settings.fetch_timeout_s,
+        batch_deadline_s=settings.fetch_batch_deadline_s,
+    )
 
     def read(item: WorkItem) -> bytes:
-        return fetch_bytes(item.uri, policy)
+        got = fetched[item.uri]
+        if isinstance(got, Exception):
+            raise got
+        return got
 
     # prepare_batch catches everything per item: an odd file fails its row, never the worker.
     batch = prepare_batch(claimed, read, spec.preprocess, settings.image_limits)

@@ -53,13 +53,17 @@ class Settings(BaseSettings):
     task_soft_time_limit: int = 60
     task_time_limit: int = 90
     batch_size: int = 64
+    #: Live upload events are gathered into one forward pass and one transaction: up to
+    #: this many, or what arrived within this many ms of the first (worker.live).
+    live_batch_size: int = 32
+    live_batch_wait_ms: float = 25.0
 
     # Recovery: Celery's exponential backoff with full jitter for transient errors
     # (`retry_backoff_s` * 2^n seconds, drawn from [0, that], at most `retry_backoff_max_s`);
     # an upload whose work was started `max_attempts` times ends failed.
     max_retries: int = 5
     retry_backoff_s: int = 2
-    retry_backoff_max_s: int = 300
+    retry_backoff_max_s: int = 120  # below the broker's visibility timeout (300 s)
     max_attempts: int = 5
     #: Every this many seconds one worker re-sends uploads stuck longer than
     #: `stale_after_s` (0 turns the reaper off). Must exceed the task time limit.

@@ -1,4 +1,5 @@
-"""Celery tasks: thin wrappers that parse the message and call `worker.processing`.
+"""Celery tasks: thin wrappers that parse the message and call `worker.processing`
+(`worker.live` for the micro-batched upload events).
 
 Message contract (for producers in any language) is documented in docs/producers.md:
 task `vitrine.ingest`, kwargs `{"uri": ..., "merchant_id": ..., "sku": ...}`, queue
@@ -20,13 +21,13 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 from celery.utils.time import get_exponential_backoff_interval
+from celery_batches import SimpleRequest
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from db import repository
-from pipeline.types import Upload
 from worker import runtime
 from worker.celery_app import app
 from worker.fetch import TransientError
+from worker.live import LiveBatches, handle_events
 from worker.names import EMBED_BATCH_TASK, INGEST_BATCH_TASK, INGEST_TASK, READY_FD_ENV
 from worker.processing import WorkItem, fail_images, process_batch
 from worker.reaper import Reaper
@@ -112,23 +113,17 @@ def _run(task: Task, items: list[WorkItem], model_key: str | None, claim: bool) 
     return outcome.as_dict()
 
 
-@app.task(name=INGEST_TASK, **RETRYING)
-def ingest(
-    self: Task,
-    uri: str,
-    merchant_id: str,
-    sku: str | None = None,
-    image_id: int | None = None,
-    items: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """One upload event. `image_id` is set by vitrine's own producers; others omit it."""
-    if image_id is None:
-        with runtime.engine().begin() as conn:
-            (image_id,) = repository.upsert_pending_images(
-                conn, uploads=[Upload(uri=uri, merchant_id=merchant_id, sku=sku)]
-            )
-    work = [WorkItem(**d) for d in items] if items else [WorkItem(image_id=image_id, uri=uri)]
-    return _run(self, work, None, claim=True)
+@app.task(
+    name=INGEST_TASK,
+    base=LiveBatches,
+    flush_every=_settings.live_batch_size,
+    flush_interval=_settings.live_batch_wait_ms / 1000,
+    acks_late=True,
+)
+def ingest(requests: list[SimpleRequest]) -> dict[str, int]:
+    """Upload events (kwargs `uri`, `merchant_id`, `sku`, and `image_id` from vitrine's own
+    producers), gathered into micro-batches: see `worker.live`."""
+    return handle_events(app, requests)
 
 
 @app.task(name=INGEST_BATCH_TASK, **RETRYING)

@@ -91,13 +91,10 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> _Fakes:
     )
     monkeypatch.setattr(processing, "repository", repo)
 
-    def fetch(uri: str, policy: object) -> bytes:
-        blob = BLOBS[uri]
-        if isinstance(blob, Exception):
-            raise blob
-        return blob
+    def fetch_all(uris: list[str], policy: object, **limits: object) -> dict[str, object]:
+        return {uri: BLOBS[uri] for uri in uris}  # bytes, or the exception fetching raised
 
-    monkeypatch.setattr(processing, "fetch_bytes", fetch)
+    monkeypatch.setattr(processing, "fetch_all", fetch_all)
     return fake
 
 
