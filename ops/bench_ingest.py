@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from db import repository
+from ops.bench_db import database_write_rate
 from ops.bench_measure import (
     RssSampler,
     bench_photos,
@@ -137,6 +138,10 @@ def run_ingest_bench(
                             queues=[NAIVE_QUEUE], include=["ops.bench_naive"]):  # fmt: skip
             _naive(run, photos[: 2 * concurrency], "naive-warm-up")
             result.update(_naive(run, photos))
+        result.update(
+            database_write_rate(run.engine, merchant=run.merchant("db"), images=4 * req.images,
+                                batch=ctx.settings.live_batch_size, writers=2 * cpus)
+        )  # fmt: skip
     finally:
         if not req.keep_rows:
             with run.engine.begin() as conn:
@@ -244,12 +249,12 @@ def _warm_up(run: _Run, photos: list[Path], concurrency: int) -> None:
     run.wait_settled(uploads[0].merchant_id, len(uploads), "warm-up")
 
 
-def _naive(run: _Run, photos: list[Path], path: str = "naive") -> dict[str, Any]:
+def _naive(run: _Run, photos: list[Path], name: str = "naive") -> dict[str, Any]:
     n = min(len(photos), run.req.naive_images or min(run.req.images, 200))
-    merchant = run.merchant(path)
+    merchant = run.merchant(name)
     start = run.clock()
-    for path in photos[:n]:
-        app.send_task(NAIVE_TASK, kwargs={"path": str(path), "merchant_id": merchant},
+    for photo in photos[:n]:
+        app.send_task(NAIVE_TASK, kwargs={"path": str(photo), "merchant_id": merchant},
                       queue=NAIVE_QUEUE, ignore_result=True)  # fmt: skip
     end = run.wait_settled(merchant, n, "naive")
     return {"naive_images_per_s": round(n / (end - start), 1), "naive_images": n}

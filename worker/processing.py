@@ -53,15 +53,18 @@ def process_batch(
 
     if claim:
         with engine.begin() as conn:
-            claimed = []
-            for item in items:
-                got = repository.claim_image(conn, image_id=item.image_id)
-                if got is None:
-                    outcome.skipped.append(item.image_id)
-                elif got.attempts > settings.max_attempts:  # poison: killed its worker each time
-                    outcome.failed[item.image_id] = _gave_up(got.attempts - 1, got.last_error)
-                else:
-                    claimed.append(item)
+            got = repository.claim_images(conn, image_ids=[item.image_id for item in items])
+        claimed = []
+        for item in items:
+            claim_row = got.get(item.image_id)
+            if claim_row is None:
+                outcome.skipped.append(item.image_id)
+            elif claim_row.attempts > settings.max_attempts:  # poison: killed its worker each time
+                outcome.failed[item.image_id] = _gave_up(
+                    claim_row.attempts - 1, claim_row.last_error
+                )
+            else:
+                claimed.append(item)
     else:
         claimed = list(items)
 

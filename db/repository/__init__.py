@@ -35,6 +35,7 @@ from db.repository.backfill import (
 from db.repository.images import (
     MAX_ERROR_CHARS,
     claim_image,
+    claim_images,
     mark_failed,
     mark_pending,
     save_results,
@@ -83,6 +84,7 @@ __all__ = [
     "activate_model",
     "active_model",
     "claim_image",
+    "claim_images",
     "commit_times",
     "database_clock",
     "delete_merchants",

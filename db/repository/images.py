@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, case, func, literal, text, update
+from sqlalchemy import Connection, case, func, literal, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from db.schema import embeddings, images, predictions
@@ -93,6 +93,49 @@ def claim_image(conn: Connection, *, image_id: int) -> ClaimedImage | None:
         attempts=int(row.attempts),
         last_error=row.error,
     )
+
+
+def claim_images(conn: Connection, *, image_ids: Sequence[int]) -> dict[int, ClaimedImage]:
+    """`claim_image` for many images in one statement; ids not claimable are absent.
+
+    Rows are locked in id order, so concurrent batches claiming overlapping ids cannot
+    deadlock each other.
+    """
+    if not image_ids:
+        return {}
+    locked = (
+        select(images.c.id)
+        .where(
+            images.c.id.in_(sorted(set(image_ids))), images.c.status.in_(("pending", "processing"))
+        )
+        .order_by(images.c.id)
+        .with_for_update()
+        .scalar_subquery()
+    )
+    stmt = (
+        update(images)
+        .where(images.c.id.in_(locked))
+        .values(status="processing", attempts=images.c.attempts + 1, updated_at=func.now())
+        .returning(
+            images.c.id,
+            images.c.uri,
+            images.c.merchant_id,
+            images.c.sku,
+            images.c.attempts,
+            images.c.error,
+        )  # fmt: skip
+    )
+    return {
+        int(row.id): ClaimedImage(
+            id=int(row.id),
+            uri=row.uri,
+            merchant_id=row.merchant_id,
+            sku=row.sku,
+            attempts=int(row.attempts),
+            last_error=row.error,
+        )  # fmt: skip
+        for row in conn.execute(stmt)
+    }
 
 
 _pred_insert = pg_insert(predictions)

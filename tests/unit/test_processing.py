@@ -43,13 +43,15 @@ class _Fakes:
     def begin(self) -> Iterator[object]:
         yield object()
 
-    def claim_image(self, conn: object, *, image_id: int) -> object | None:
-        if image_id in self.unclaimable:
-            return None
-        attempts = self.attempts.get(image_id, 1)
-        return SimpleNamespace(
-            attempts=attempts, last_error="worker killed" if attempts > 1 else None
-        )
+    def claim_images(self, conn: object, *, image_ids: list[int]) -> dict[int, object]:
+        claimed = {}
+        for image_id in image_ids:
+            if image_id in self.unclaimable:
+                continue
+            attempts = self.attempts.get(image_id, 1)
+            last_error = "worker killed" if attempts > 1 else None
+            claimed[image_id] = SimpleNamespace(attempts=attempts, last_error=last_error)
+        return claimed
 
     def save_results(self, conn: object, *, results: list[SimpleNamespace]) -> None:
         self.saved.extend(results)
@@ -84,7 +86,7 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> _Fakes:
     monkeypatch.setattr(processing.runtime, "engine", lambda: fake)
     monkeypatch.setattr(processing.runtime, "active_model", lambda: target)
     repo = SimpleNamespace(
-        claim_image=fake.claim_image,
+        claim_images=fake.claim_images,
         save_results=fake.save_results,
         mark_failed=fake.mark_failed,
         ImageResult=lambda **kw: SimpleNamespace(**kw),
