@@ -411,6 +411,29 @@ def test_claim_lifecycle(engine: Engine) -> None:
         assert status == "failed" and error == "x" * repo.MAX_ERROR_CHARS
 
 
+def test_claim_images_claims_a_batch_in_one_statement(engine: Engine) -> None:
+    with engine.begin() as conn:
+        model = repo.register_model(conn, spec=spec("1", 4), path="/m/1")
+        a, b, c, d = repo.upsert_pending_images(conn, uploads=uploads(4))
+        repo.claim_image(conn, image_id=b)  # b: processing already (a redelivery)
+        repo.mark_pending(conn, image_id=c, error="timeout fetching")
+        repo.claim_image(conn, image_id=d)
+        repo.save_results(conn, results=[result(d, model, [1, 0, 0, 0])])  # d: done
+    with engine.begin() as conn:
+        got = repo.claim_images(conn, image_ids=[d, c, b, a, a, 999_999])
+    assert set(got) == {a, b, c}  # done and unknown ids are not claimed, duplicates once
+    assert {i: g.attempts for i, g in got.items()} == {a: 1, b: 2, c: 1}
+    assert got[c].last_error == "timeout fetching" and got[a].last_error is None
+    with engine.connect() as conn:
+        assert {i: s for i, (s, _) in repo.statuses(conn, image_ids=[a, b, c, d]).items()} == {
+            a: "processing",
+            b: "processing",
+            c: "processing",
+            d: "done",
+        }
+        assert repo.claim_images(conn, image_ids=[]) == {}
+
+
 def test_failed_rows_carry_their_error(engine: Engine) -> None:
     with engine.begin() as conn:
         ids = repo.upsert_pending_images(conn, uploads=uploads(3))
