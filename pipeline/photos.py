@@ -50,6 +50,8 @@ PALETTE: tuple[tuple[str, tuple[int, int, int]], ...] = (
 TRANSPARENT_FRACTION = 0.25
 SHADOW_FRACTION = 0.3
 NOISE_FRACTION = 0.4
+#: Longest side of a generated photo, in pixels (both ends included).
+DEFAULT_SIZE_RANGE = (600, 1400)
 MANIFEST_HEADER = ("file", "label", "sku", "merchant_id", "index")
 
 # EXIF orientation tag -> the transpose that makes stored pixels upright (what
@@ -71,7 +73,7 @@ def make_product_photo(
     item: np.ndarray,
     *,
     rng: np.random.Generator,
-    size_range: tuple[int, int] = (600, 1400),
+    size_range: tuple[int, int] = DEFAULT_SIZE_RANGE,
 ) -> tuple[Image.Image, dict[str, Any]]:
     """One 28x28 uint8 item (bright on black) -> a merchant-style photo and its metadata.
 
@@ -177,9 +179,10 @@ def _encode_one(
     seed: int,
     formats: Sequence[str],
     exif_rotate_fraction: float,
+    size_range: tuple[int, int],
 ) -> tuple[str, str, str, str, int]:
     rng = np.random.default_rng([seed, position])  # per photo: order/threads don't matter
-    photo, meta = make_product_photo(x[index], rng=rng)
+    photo, meta = make_product_photo(x[index], rng=rng, size_range=size_range)
     fmt = formats[int(rng.integers(len(formats)))]
     if meta["background"] == "transparent" and fmt == "jpeg":
         keeps_alpha = [f for f in formats if f != "jpeg"]
@@ -214,6 +217,7 @@ def write_catalog(
     exif_rotate_fraction: float = 0.2,
     progress: Callable[[int], None] | None = None,
     workers: int | None = None,
+    size_range: tuple[int, int] = DEFAULT_SIZE_RANGE,
 ) -> Path:
     """Write `n` merchant-style photos of items from `x` (labels `y`) plus `manifest.csv`.
 
@@ -223,6 +227,8 @@ def write_catalog(
     `ImageOps.exif_transpose` undoes. The output is identical for the same inputs and seed,
     whatever `workers` (threads, default: CPU count up to 8; Pillow releases the GIL while
     resampling and encoding).
+    `size_range` is the range of each photo's longest side in pixels (`tools/bound.py`
+    uses 500-2,000, the spread of merchant uploads).
     `progress(k)` is called with the number of photos written so far.
     Returns the path of `manifest.csv` (columns file,label,sku,merchant_id,index).
     """
@@ -248,6 +254,7 @@ def write_catalog(
             seed=seed,
             formats=formats,
             exif_rotate_fraction=exif_rotate_fraction,
+            size_range=size_range,
         )
 
     if workers is None:

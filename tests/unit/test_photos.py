@@ -13,6 +13,7 @@ from PIL import Image, ImageOps
 from pipeline.datasets import FashionMNIST, load_fashion_mnist
 from pipeline.decode import decode
 from pipeline.photos import (
+    DEFAULT_SIZE_RANGE,
     MANIFEST_HEADER,
     PALETTE,
     make_product_photo,
@@ -164,6 +165,24 @@ def test_write_catalog_is_deterministic(data: FashionMNIST, tmp_path: Path) -> N
         return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir()}
 
     assert digest(tmp_path / "a", 1) == digest(tmp_path / "b", 2)
+
+
+def test_write_catalog_size_range(data: FashionMNIST, tmp_path: Path) -> None:
+    """The longest side follows `size_range`; the default is `make_product_photo`'s."""
+    manifest = write_catalog(
+        data.x_test, data.y_test, tmp_path / "big", n=12, seed=3, size_range=(1800, 2000)
+    )
+    for row in read_manifest(manifest):
+        with Image.open(tmp_path / "big" / row["file"]) as img:
+            assert 1800 <= max(img.size) <= 2000, row
+    default = write_catalog(data.x_test, data.y_test, tmp_path / "a", n=4, seed=3)
+    explicit = write_catalog(
+        data.x_test, data.y_test, tmp_path / "b", n=4, seed=3, size_range=DEFAULT_SIZE_RANGE
+    )
+    assert DEFAULT_SIZE_RANGE == (600, 1400)
+    for a, b in zip(read_manifest(default), read_manifest(explicit), strict=True):
+        blob_a = (tmp_path / "a" / a["file"]).read_bytes()
+        assert blob_a == (tmp_path / "b" / b["file"]).read_bytes()
 
 
 def test_write_catalog_jpeg_only_flattens_transparency(data: FashionMNIST, tmp_path: Path) -> None:

@@ -1,0 +1,134 @@
+"""The upload path's throughput bound: decode + preprocess N merchant-like photos in P
+processes, then one batched forward pass of all of them.
+
+    .venv/bin/python tools/bound.py --n 1000                # 5 repeats, median and spread
+    .venv/bin/python tools/bound.py --n 1000 --save out.npz  # also keep inputs and outputs
+
+Photos come from `pipeline.photos.write_catalog` (Fashion-MNIST test items of the slice
+shipped in tests/data, JPEG/PNG/WebP mix, 20% EXIF-rotated, longest side 500-2,000 px),
+written once into a cache folder and reused. Each pool process reads its files itself,
+as a worker does after a fetch; the pool is started and warmed before any timing. The
+forward pass runs in the main process with TensorFlow's default threads, after one
+warm-up call. bound = N / (preprocess seconds + forward seconds), per repeat; the report
+gives the median and the min-max of the repeats, because the machine is shared, and the
+CPU time per image (summed over the pool's tasks; the forward pass's over all its
+threads), which another job on the machine disturbs far less than wall time.
+
+Only APIs that predate the performance work are used (`preprocess_bytes`,
+`load_model_dir`, `LoadedModel.forward`), so the same script measures older commits:
+`git worktree add /tmp/old REV && PYTHONPATH=/tmp/old .venv/bin/python tools/bound.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import multiprocessing
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SLICE = ROOT / "tests" / "data" / "fashion-mnist-slice"
+MODEL = ROOT / "models" / "fashion-cnn"
+SIZE_RANGE = (500, 2000)
+
+
+def _catalog(folder: Path, n: int, seed: int) -> list[Path]:
+    """The photos' paths, writing them first unless `folder` already holds this catalog."""
+    from pipeline.datasets import load_fashion_mnist
+    from pipeline.photos import write_catalog
+
+    manifest = folder / "manifest.csv"
+    if not manifest.is_file():
+        data = load_fashion_mnist(SLICE)
+        write_catalog(data.x_test, data.y_test, folder, n=n, seed=seed, size_range=SIZE_RANGE)
+    with manifest.open(newline="", encoding="utf-8") as fh:
+        return [folder / row["file"] for row in csv.DictReader(fh)]
+
+
+def _preprocess_file(path: Path) -> tuple[np.ndarray, float]:
+    """Model input of one photo file, and the CPU seconds this process spent on it."""
+    from pipeline.preprocess import preprocess_bytes
+    from pipeline.types import ImageLimits, PreprocessSpec
+
+    limits = ImageLimits(max_bytes=40_000_000, max_pixels=40_000_000)
+    t0 = time.process_time()
+    array = preprocess_bytes(path.read_bytes(), PreprocessSpec(), limits=limits)[0]
+    return array, time.process_time() - t0
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {
+        "median": round(statistics.median(values), 3),
+        "min": round(min(values), 3),
+        "max": round(max(values), 3),
+    }
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    folder = args.photos or Path(f"/tmp/vitrine-bound/n{args.n}-seed{args.seed}")
+    paths = _catalog(folder, args.n, args.seed)
+    context = multiprocessing.get_context("spawn")  # no TensorFlow state crosses a fork
+    with context.Pool(args.processes) as pool:
+        pool.map(_preprocess_file, paths[: 4 * args.processes], chunksize=1)  # warm-up
+        chunk = max(1, len(paths) // (8 * args.processes))
+        pre_s, pre_cpu, arrays = [], [], np.zeros(0)
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            done = pool.map(_preprocess_file, paths, chunksize=chunk)
+            pre_s.append(time.perf_counter() - t0)
+            arrays = np.stack([array for array, _ in done])
+            pre_cpu.append(sum(cpu for _, cpu in done))
+
+    from pipeline.model import load_model_dir
+
+    model = load_model_dir(MODEL)
+    model.forward(arrays)  # warm-up: tracing and thread pools are not throughput
+    fwd_s, fwd_cpu, probs, embs = [], [], np.zeros(0), np.zeros(0)
+    for _ in range(args.repeat):
+        t0, c0 = time.perf_counter(), time.process_time()
+        probs, embs = model.forward(arrays)
+        fwd_s.append(time.perf_counter() - t0)
+        fwd_cpu.append(time.process_time() - c0)
+    if args.save:
+        names = np.array([p.name for p in paths])
+        np.savez_compressed(args.save, files=names, inputs=arrays, probs=probs, embs=embs)
+    n = len(paths)
+    bounds = [n / (p + f) for p, f in zip(pre_s, fwd_s, strict=True)]
+    return {
+        "n": n,
+        "processes": args.processes,
+        "repeat": args.repeat,
+        "photos": str(folder),
+        "preprocess_s": _spread(pre_s),
+        "preprocess_images_per_s": _spread([n / s for s in pre_s]),
+        "preprocess_cpu_ms_per_image": _spread([1000 * c / n for c in pre_cpu]),
+        "forward_s": _spread(fwd_s),
+        "forward_cpu_ms_per_image": _spread([1000 * c / n for c in fwd_cpu]),
+        "forward_images_per_s": _spread([n / s for s in fwd_s]),
+        "bound_images_per_s": _spread(bounds),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1000, help="photos (default 1000)")
+    parser.add_argument("--processes", type=int, default=2, help="preprocessing processes")
+    parser.add_argument("--repeat", type=int, default=5, help="timed repeats (default 5)")
+    parser.add_argument("--seed", type=int, default=7, help="catalog seed (default 7)")
+    parser.add_argument("--photos", type=Path, help="cache folder for the generated photos")
+    parser.add_argument("--save", type=Path, help="write inputs, probs, embs to this .npz")
+    result = measure(parser.parse_args(argv))
+    json.dump(result, sys.stdout, indent=2)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
