@@ -33,6 +33,7 @@ integration: install
 # Small smoke size of every benchmark: checks they run and emit JSON, not speed.
 bench-smoke: install
 	$(VENV)/bin/vitrine bench --size 64 --json
+	$(VENV)/bin/vitrine bench ingest --images 40 --naive-images 8 --latency-uploads 10 --json
 
 test: lint unit integration bench-smoke
 

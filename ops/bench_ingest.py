@@ -60,6 +60,7 @@ class _Run:
         self.engine = ctx.engine()
         self.tag = f"bench-{uuid.uuid4().hex[:8]}"
         self.merchants: list[str] = []
+        self.landed: dict[str, str] = {}  # path -> "done/total"
 
     def merchant(self, path: str) -> str:
         self.merchants.append(f"{self.tag}-{path}")
@@ -80,7 +81,11 @@ class _Run:
                 tick(finished - seen)
                 seen = finished
         with self.engine.connect() as conn:
-            return max(repository.commit_times(conn, merchant_id=merchant).values())
+            committed = repository.commit_times(conn, merchant_id=merchant)
+        self.landed[merchant.removeprefix(f"{self.tag}-")] = f"{len(committed)}/{total}"
+        if len(committed) < total:
+            raise RuntimeError(f"{total - len(committed)} bench upload(s) of {merchant} failed")
+        return max(committed.values())
 
     def publish_events(self, uploads: list[Upload], pace: float = 0.0) -> list[float]:
         """One `vitrine.ingest` event per upload, `pace` seconds apart; local send times."""
@@ -146,6 +151,7 @@ def run_ingest_bench(
         if not req.keep_rows:
             with run.engine.begin() as conn:
                 repository.delete_merchants(conn, merchant_ids=run.merchants)
+    result["landed"] = run.landed
     bound = result["bound_images_per_s"]
     result["ratios"] = {
         "live_vs_bound": round(result["live_images_per_s"] / bound, 3),

@@ -278,3 +278,26 @@ def test_credentials_never_appear_in_output_or_logs(pipeline_env, done_images) -
     for text_ in shown + written:
         for secret in secrets:
             assert secret not in text_
+
+
+def test_bench_ingest_smoke(pipeline_env) -> None:  # type: ignore[no-untyped-def]
+    """The benchmark's shape and that every image of every path landed (no speed asserted)."""
+    out = _ok(
+        vitrine(pipeline_env, "bench", "ingest", "--images", "16", "--naive-images", "4",
+                "--latency-uploads", "6", "--latency-rate", "20", "--json", timeout=600)
+    )  # fmt: skip
+    result = json.loads(out)
+    for key in (
+        "bound_images_per_s", "bulk_images_per_s", "live_images_per_s", "naive_images_per_s",
+        "p50_latency_ms", "p95_latency_ms", "worker_peak_rss_mb", "db_images_per_s",
+        "p95_latency_during_backfill_ms",
+    ):  # fmt: skip
+        assert isinstance(result[key], int | float) and result[key] > 0, key
+    assert result["images"] == 16 and result["cpus"] >= 1
+    landed = result["landed"]
+    assert set(landed) == {
+        "warm-up", "bulk", "live", "latency", "latency-during-backfill", "naive-warm-up", "naive"
+    }  # fmt: skip
+    assert all(n == total for n, total in (v.split("/") for v in landed.values())), landed
+    assert landed["bulk"] == landed["live"] == "16/16" and landed["naive"] == "4/4"
+    assert set(result["ratios"]) == {"live_vs_bound", "bulk_vs_bound", "live_vs_naive"}
