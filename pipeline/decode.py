@@ -7,46 +7,21 @@ raises turned into `BadImageError` with a message fit for a merchant. Large JPEG
 decoded at 1/2..1/8 scale (`Image.draft`), which is where almost all the time would
 otherwise go.
 
-Decoding time is bounded too (`ImageLimits.max_decode_seconds`): the pixel limit caps
-memory, not CPU, and a crafted file can spin a plugin's Python loop or make libjpeg
-entropy-decode a progressive scan after scan. Two mechanisms share one deadline:
-
-* In the main thread (a Celery prefork child runs its tasks there, as do the CLI and the
-  tests) a one-shot `ITIMER_REAL` raises inside whatever Python code is running when the
-  time is up: Pillow's chunk loop in `ImageFile.load`, a plugin's header or EXIF loop.
-  A timer someone else armed is kept: ours is nested inside it and theirs re-armed with
-  what is left of it; when theirs would fire first, we leave SIGALRM to it.
-* In every thread, the file object Pillow reads from checks the deadline on each read,
-  i.e. between the <= 64 KiB chunks `ImageFile.load` feeds the decoder, and `decode`
-  checks it between stages (open, load, EXIF, transpose).
-
-Measured (tests/unit/test_decode_time_limit.py): a 3000x3000 progressive JPEG of noise
-that takes 0.24-0.27 s to decode stops after 0.020-0.026 s under a 0.02 s limit, in the
-main thread and in another. Neither mechanism can stop a single C call: one WebP or AVIF
-frame, a compressed TIFF (handed to libtiff whole), or libjpeg's final output pass runs to
-its end (at 40 Mpx, the most the pixel limit allows, about 1 s: see
-`DEFAULT_MAX_DECODE_SECONDS`) and the upload fails right after it returns.
-Off the main thread, a pure-Python loop that reads nothing (EXIF parsing) is not
-interrupted either, only refused once it returns. The Celery hard time limit, which kills
-the process, remains the backstop for both. Whatever path noticed it, the result is the
-same `BadImageError`: "decoding took longer than the N s limit".
+Decoding time is bounded too (`ImageLimits.max_decode_seconds`); how, and where it cannot
+be, is `pipeline.deadline`'s docstring.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import re
-import signal
-import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from types import FrameType
+from collections.abc import Sequence
 
 from PIL import Image, ImageOps
 
+from pipeline.deadline import Deadline, DecodeTimeout, TimedBytes, alarm
 from pipeline.types import ImageInfo, ImageLimits
 
 #: Formats `decode` accepts (only those this Pillow build can open are used). Deliberately
@@ -66,77 +41,6 @@ DEFAULT_DRAFT_SIZE = 256
 
 class BadImageError(ValueError):
     """The upload cannot be used; the message says why, in words fit for a merchant."""
-
-
-class _Timeout(BaseException):
-    """Decoding ran out of time. A BaseException, so that no plugin's `except Exception`
-    swallows it on the way out; `decode` turns it into `BadImageError`."""
-
-
-class _Deadline:
-    def __init__(self, seconds: float) -> None:
-        if not seconds > 0:
-            raise ValueError(f"max_decode_seconds must be > 0, got {seconds}")
-        self.seconds = seconds
-        self.start = time.monotonic()
-        self.end = self.start + seconds
-
-    def check(self) -> None:
-        if time.monotonic() > self.end:
-            raise _Timeout
-
-
-class _TimedBytes(io.BytesIO):
-    """The upload as Pillow reads it: every read first checks the deadline (any thread)."""
-
-    def __init__(self, data: bytes, deadline: _Deadline) -> None:
-        super().__init__(data)
-        self._deadline = deadline
-
-    def read(self, size: int | None = -1, /) -> bytes:
-        self._deadline.check()
-        return super().read(size)
-
-    def readline(self, size: int | None = -1, /) -> bytes:
-        self._deadline.check()
-        return super().readline(size)
-
-
-def _on_alarm(signum: int, frame: FrameType | None) -> None:
-    raise _Timeout
-
-
-@contextmanager
-def _alarm(deadline: _Deadline) -> Iterator[None]:
-    """Raise `_Timeout` in the main thread when `deadline` passes, whatever Python runs.
-
-    Does nothing off the main thread (only it receives signals), without SIGALRM
-    (Windows), or when a timer armed by someone else fires first or SIGALRM has a handler
-    Python cannot restore. A timer that fires later is re-armed with what is left of it.
-    """
-    if (
-        not hasattr(signal, "setitimer")
-        or threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGALRM) is None  # set outside Python: not ours to take
-    ):
-        yield
-        return
-    outer_delay, outer_interval = signal.getitimer(signal.ITIMER_REAL)
-    if outer_delay and outer_delay <= deadline.seconds:
-        yield
-        return
-    previous = signal.signal(signal.SIGALRM, _on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, max(deadline.end - time.monotonic(), 1e-6))
-    try:
-        yield
-    finally:
-        try:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-        finally:
-            signal.signal(signal.SIGALRM, previous)
-            if outer_delay:
-                left = outer_delay - (time.monotonic() - deadline.start)
-                signal.setitimer(signal.ITIMER_REAL, max(left, 1e-6), outer_interval)
 
 
 def _millions(n: float) -> str:
@@ -220,14 +124,14 @@ def decode(
         )
     Image.init()
     usable = [f for f in (s.upper() for s in formats) if f in Image.OPEN]
-    deadline = _Deadline(limits.max_decode_seconds)
+    deadline = Deadline(limits.max_decode_seconds)
     try:
-        with _alarm(deadline):
+        with alarm(deadline):
             upright, fmt, width, height = _decode(
                 data, deadline, usable, limits.max_pixels, draft_size, draft_mode
             )
             deadline.check()  # (a C call that outlasted the deadline returns here)
-    except _Timeout:
+    except DecodeTimeout:
         raise BadImageError(
             f"decoding took longer than the {deadline.seconds:g} s limit (stopped after "
             f"{time.monotonic() - deadline.start:.2f} s)"
@@ -240,7 +144,7 @@ def decode(
 
 def _decode(
     data: bytes,
-    deadline: _Deadline,
+    deadline: Deadline,
     usable: list[str],
     max_pixels: int,
     draft_size: int | None,
@@ -253,7 +157,7 @@ def _decode(
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         warnings.simplefilter("ignore", UserWarning)  # "Corrupt EXIF data" etc.: log noise
         try:
-            img = Image.open(_TimedBytes(data, deadline), formats=usable)
+            img = Image.open(TimedBytes(data, deadline), formats=usable)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise _bomb_error(exc, max_pixels) from exc
         except Exception as exc:  # unidentified, or a plugin choked (WebP decodes here)
