@@ -108,7 +108,7 @@ def run_ingest_bench(
     run = _Run(ctx, req, progress)
     cpus = usable_cpus()
     concurrency = req.concurrency or cpus
-    bench_dir = ctx.settings.uploads / "bench" / f"photos-{req.images}-{req.seed}"
+    bench_dir = ctx.settings.uploads / "bench" / f"photos-{req.images}-{req.seed}-500-2000"
     photos = bench_photos(bench_dir, n=req.images, seed=req.seed)
     result: dict[str, Any] = {
         "images": req.images, "seed": req.seed, "cpus": cpus, "concurrency": concurrency,

@@ -19,7 +19,8 @@ from worker.settings import SAMPLE_FASHION_DIR
 
 
 def bench_photos(directory: Path, *, n: int, seed: int) -> list[Path]:
-    """N merchant-like photos (the `vitrine photos` generator), made once and reused."""
+    """N merchant-like photos (the `vitrine photos` generator, 500-2,000 px on the longest
+    side, JPEG/PNG/WebP), made once and reused."""
     from pipeline.photos import write_catalog
 
     manifest = directory / "manifest.csv"
@@ -28,7 +29,7 @@ def bench_photos(directory: Path, *, n: int, seed: int) -> list[Path]:
         if len(files) == n:
             return files
     data = load_fashion_mnist(SAMPLE_FASHION_DIR)
-    write_catalog(data.x_test, data.y_test, directory, n=n, seed=seed)
+    write_catalog(data.x_test, data.y_test, directory, n=n, seed=seed, size_range=(500, 2000))
     return sorted(p for p in directory.iterdir() if p.name != "manifest.csv")
 
 
