@@ -69,7 +69,12 @@ def register(app: typer.Typer) -> None:
         ),
         queues: str = QUEUES,
         loglevel: str = typer.Option("INFO", "--loglevel"),
+        nice: int = typer.Option(
+            None, "--nice", min=0, max=19, help="CPU priority, 19 lowest (backfill workers: 10)."
+        ),
     ) -> None:
         """Run a Celery worker (replaces this process; servers checked first)."""
         names = [q.strip() for q in queues.split(",") if q.strip()]
-        exec_worker(open_context(), concurrency=concurrency, queues=names, loglevel=loglevel)
+        exec_worker(
+            open_context(), concurrency=concurrency, queues=names, loglevel=loglevel, nice=nice
+        )

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     #: this many, or what arrived within this many ms of the first (worker.live).
     live_batch_size: int = 32
     live_batch_wait_ms: float = 25.0
+    #: CPU priority of a worker's processes (0 normal, up to 19 lowest): a backfill worker
+    #: at 10 leaves the cores to live uploads when both run on one host.
+    worker_nice: int = Field(default=0, ge=0, le=19)
 
     # Recovery: Celery's exponential backoff with full jitter for transient errors
     # (`retry_backoff_s` * 2^n seconds, drawn from [0, that], at most `retry_backoff_max_s`);

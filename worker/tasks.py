@@ -50,6 +50,8 @@ RETRYING: dict[str, Any] = {
 @worker_process_init.connect
 def _load_model_in_child(**_: Any) -> None:
     """Runs in each pool process after the fork: the only place the model gets loaded."""
+    if _settings.worker_nice:
+        os.nice(_settings.worker_nice)  # the pool does the work: it yields the CPU
     runtime.reset_after_fork()
     runtime.configure_threads()
     try:
