@@ -3,6 +3,7 @@ processes, then one batched forward pass of all of them.
 
     .venv/bin/python tools/bound.py --n 1000                # 5 repeats, median and spread
     .venv/bin/python tools/bound.py --n 1000 --save out.npz  # also keep inputs and outputs
+    .venv/bin/python tools/bound.py --n 1000 --threads       # 2 threads instead of processes
 
 Photos come from `pipeline.photos.write_catalog` (Fashion-MNIST test items of the slice
 shipped in tests/data, JPEG/PNG/WebP mix, 20% EXIF-rotated, longest side 500-2,000 px),
@@ -28,6 +29,7 @@ import multiprocessing
 import statistics
 import sys
 import time
+from multiprocessing.pool import ThreadPool
 from pathlib import Path
 from typing import Any
 
@@ -75,16 +77,19 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     folder = args.photos or Path(f"/tmp/vitrine-bound/n{args.n}-seed{args.seed}")
     paths = _catalog(folder, args.n, args.seed)
     context = multiprocessing.get_context("spawn")  # no TensorFlow state crosses a fork
-    with context.Pool(args.processes) as pool:
+    pool_type = ThreadPool if args.threads else context.Pool
+    with pool_type(args.processes) as pool:
         pool.map(_preprocess_file, paths[: 4 * args.processes], chunksize=1)  # warm-up
         chunk = max(1, len(paths) // (8 * args.processes))
         pre_s, pre_cpu, arrays = [], [], np.zeros(0)
         for _ in range(args.repeat):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             done = pool.map(_preprocess_file, paths, chunksize=chunk)
             pre_s.append(time.perf_counter() - t0)
             arrays = np.stack([array for array, _ in done])
-            pre_cpu.append(sum(cpu for _, cpu in done))
+            # (threads: this process's CPU time is theirs; processes: each task's own)
+            threads_cpu = time.process_time() - c0
+            pre_cpu.append(threads_cpu if args.threads else sum(cpu for _, cpu in done))
 
     from pipeline.model import load_model_dir
 
@@ -99,13 +104,17 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     if args.save:
         names = np.array([p.name for p in paths])
         np.savez_compressed(args.save, files=names, inputs=arrays, probs=probs, embs=embs)
+    import pipeline
+
     n = len(paths)
     bounds = [n / (p + f) for p, f in zip(pre_s, fwd_s, strict=True)]
     return {
         "n": n,
         "processes": args.processes,
+        "threads_instead_of_processes": args.threads,
         "repeat": args.repeat,
         "photos": str(folder),
+        "pipeline": str(Path(pipeline.__file__).resolve().parent),
         "preprocess_s": _spread(pre_s),
         "preprocess_images_per_s": _spread([n / s for s in pre_s]),
         "preprocess_cpu_ms_per_image": _spread([1000 * c / n for c in pre_cpu]),
@@ -121,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=1000, help="photos (default 1000)")
     parser.add_argument("--processes", type=int, default=2, help="preprocessing processes")
     parser.add_argument("--repeat", type=int, default=5, help="timed repeats (default 5)")
+    parser.add_argument(
+        "--threads", action="store_true", help="preprocess in threads of this process instead"
+    )
     parser.add_argument("--seed", type=int, default=7, help="catalog seed (default 7)")
     parser.add_argument("--photos", type=Path, help="cache folder for the generated photos")
     parser.add_argument("--save", type=Path, help="write inputs, probs, embs to this .npz")

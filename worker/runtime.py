@@ -50,10 +50,84 @@ def reset_after_fork() -> None:
         _engine = None
 
 
+def _cgroup_cpu_limit(root: Path) -> float | None:
+    """The tightest CPU quota (in CPUs: quota / period) over this process's cgroup and its
+    ancestors, cgroup v2 (`cpu.max`) or v1 (`cpu.cfs_quota_us` / `cpu.cfs_period_us`);
+    None when there is none or nothing can be read. `root` is "/" but for tests."""
+    try:
+        groups = (root / "proc/self/cgroup").read_text().splitlines()
+        mounts = (root / "proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return None
+    paths = {}  # "v2" / "v1" -> this process's cgroup path in that hierarchy
+    for line in groups:
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hierarchy == "0" and not controllers:
+            paths["v2"] = path
+        elif "cpu" in controllers.split(","):
+            paths["v1"] = path
+    limits = []
+    for line in mounts:
+        left, _, right = line.partition(" - ")
+        fields, kind = left.split(), right.split()
+        if len(fields) < 5 or len(kind) < 3:
+            continue
+        if kind[0] == "cgroup2" and "v2" in paths:
+            version = "v2"
+        elif kind[0] == "cgroup" and "cpu" in kind[2].split(",") and "v1" in paths:
+            version = "v1"
+        else:
+            continue
+        mount_root, mount = fields[3], root / fields[4].lstrip("/")
+        cgroup = Path(paths[version])
+        # (a container often sees its own cgroup as the mount's root: then the mount itself)
+        directory = mount / (
+            cgroup.relative_to(mount_root) if cgroup.is_relative_to(mount_root) else ""
+        )
+        while True:  # this cgroup, then each ancestor up to the mount: the tightest wins
+            limits.append(_read_quota(directory, version))
+            if directory == mount or directory == directory.parent:
+                break
+            directory = directory.parent
+    found = [limit for limit in limits if limit is not None]
+    return min(found) if found else None
+
+
+def _read_quota(directory: Path, version: str) -> float | None:
+    try:
+        if version == "v2":
+            quota, period = (directory / "cpu.max").read_text().split()[:2]
+            return None if quota == "max" else int(quota) / int(period)
+        quota_us = int((directory / "cpu.cfs_quota_us").read_text())
+        period_us = int((directory / "cpu.cfs_period_us").read_text())
+        return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
+
+
+def available_cpus(root: Path = Path("/"), affinity: set[int] | None = None) -> int:
+    """CPUs this process may really use: those it may run on (`sched_getaffinity`, where
+    there is one) capped by its cgroup's CPU quota, rounded down (at least 1).
+
+    `os.cpu_count()` counts the host: a container limited to 2 CPUs on a 64-core host would
+    give each of 2 worker processes 32 TensorFlow threads, 32 times the CPUs they may use,
+    and the quota then throttles them (docs/performance.md has the measurement). `root` and
+    `affinity` are for tests.
+    """
+    if affinity is None:
+        get_affinity = getattr(os, "sched_getaffinity", None)
+        affinity = set(get_affinity(0)) if get_affinity else set(range(os.cpu_count() or 1))
+    cpus = max(1, len(affinity))
+    quota = _cgroup_cpu_limit(root)
+    return cpus if quota is None else max(1, min(cpus, int(quota)))
+
+
 def configure_threads() -> None:
-    """Split the CPU between worker processes instead of letting each take all cores."""
+    """Split the CPUs this process may use (`available_cpus`) between worker processes
+    instead of letting each take all cores: intra-op threads per process."""
     settings = get_settings()
-    per_process = max(1, (os.cpu_count() or 1) // max(1, settings.worker_concurrency))
+    per_process = max(1, available_cpus() // max(1, settings.worker_concurrency))
     import tensorflow as tf
 
     try:
