@@ -8,8 +8,9 @@ WHERE clause, so a duplicate worker or a redelivered task cannot undo a `done` r
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import Connection, case, func, literal, select, text, update
+from sqlalchemy import Connection, Row, case, func, literal, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from db.schema import embeddings, images, predictions
@@ -73,26 +74,10 @@ def claim_image(conn: Connection, *, image_id: int) -> ClaimedImage | None:
         update(images)
         .where(images.c.id == image_id, images.c.status.in_(("pending", "processing")))
         .values(status="processing", attempts=images.c.attempts + 1, updated_at=func.now())
-        .returning(
-            images.c.id,
-            images.c.uri,
-            images.c.merchant_id,
-            images.c.sku,
-            images.c.attempts,
-            images.c.error,
-        )
+        .returning(*_CLAIMED_COLUMNS)
     )
     row = conn.execute(stmt).first()
-    if row is None:
-        return None
-    return ClaimedImage(
-        id=int(row.id),
-        uri=row.uri,
-        merchant_id=row.merchant_id,
-        sku=row.sku,
-        attempts=int(row.attempts),
-        last_error=row.error,
-    )
+    return None if row is None else _claimed(row)
 
 
 def claim_images(conn: Connection, *, image_ids: Sequence[int]) -> dict[int, ClaimedImage]:
@@ -116,26 +101,30 @@ def claim_images(conn: Connection, *, image_ids: Sequence[int]) -> dict[int, Cla
         update(images)
         .where(images.c.id.in_(locked))
         .values(status="processing", attempts=images.c.attempts + 1, updated_at=func.now())
-        .returning(
-            images.c.id,
-            images.c.uri,
-            images.c.merchant_id,
-            images.c.sku,
-            images.c.attempts,
-            images.c.error,
-        )  # fmt: skip
+        .returning(*_CLAIMED_COLUMNS)
     )
-    return {
-        int(row.id): ClaimedImage(
-            id=int(row.id),
-            uri=row.uri,
-            merchant_id=row.merchant_id,
-            sku=row.sku,
-            attempts=int(row.attempts),
-            last_error=row.error,
-        )  # fmt: skip
-        for row in conn.execute(stmt)
-    }
+    return {int(row.id): _claimed(row) for row in conn.execute(stmt)}
+
+
+_CLAIMED_COLUMNS = (
+    images.c.id,
+    images.c.uri,
+    images.c.merchant_id,
+    images.c.sku,
+    images.c.attempts,
+    images.c.error,
+)
+
+
+def _claimed(row: Row[Any]) -> ClaimedImage:
+    return ClaimedImage(
+        id=int(row.id),
+        uri=row.uri,
+        merchant_id=row.merchant_id,
+        sku=row.sku,
+        attempts=int(row.attempts),
+        last_error=row.error,
+    )
 
 
 _pred_insert = pg_insert(predictions)

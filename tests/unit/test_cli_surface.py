@@ -51,6 +51,8 @@ def _app_commands() -> set[str]:
     for name, command in group.commands.items():
         sub = getattr(command, "commands", None)
         names |= {f"{name} {s}" for s in sub} if sub else {name}
+        if sub and getattr(command, "invoke_without_command", False):
+            names.add(name)  # a group that also runs on its own, as `bench`
     return names
 
 
