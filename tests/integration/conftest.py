@@ -7,6 +7,7 @@ DATABASE_URL / REDIS_URL are used), the schema is migrated, and one real
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import subprocess
@@ -57,6 +58,10 @@ def pipeline_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
     finally:
         from embedded.services import stop_services
 
+        # Celery results left over from the tests unsubscribe from Redis when collected:
+        # let that happen now, while Redis is up, not at a later collection that fails
+        # and makes pytest format a traceback in the middle of another parse.
+        gc.collect()
         embedded = get_settings().model_copy(
             update={"database_url": saved.get("DATABASE_URL"), "redis_url": saved.get("REDIS_URL")}
         )

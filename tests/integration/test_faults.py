@@ -117,7 +117,10 @@ def publish(ingest: Ingest, small_catalog: list[Path], batch: int = 64) -> None:
         return
     for start in range(0, len(items), batch):
         app.send_task(
-            INGEST_BATCH_TASK, kwargs={"items": items[start : start + batch]}, queue=FAULT_QUEUE
+            INGEST_BATCH_TASK,
+            kwargs={"items": items[start : start + batch]},
+            queue=FAULT_QUEUE,
+            ignore_result=True,
         )
 
 
