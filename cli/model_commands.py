@@ -140,7 +140,10 @@ def register(app: typer.Typer) -> None:
     def photos(
         out: Path = typer.Argument(..., help="Folder to write the photos and manifest.csv into."),
         n: int = typer.Option(2000, "--n", min=1, help="How many photos."),
-        seed: int = typer.Option(2024, "--seed"),
+        seed: int = typer.Option(None, "--seed", help="Default: 2024 (merchant), 2025 (studio)."),
+        style: str = typer.Option(
+            "merchant", "--style", help="merchant (white/transparent) or studio (backdrops, tilt)."
+        ),
         fashion: Path = typer.Option(
             None, "--fashion", help="Fashion-MNIST directory (default: Debian's)."
         ),
@@ -151,8 +154,8 @@ def register(app: typer.Typer) -> None:
         from ops.demo import write_photos
 
         data = fashion_mnist(fashion, sample=sample)
-        manifest = write_photos(data, out, n=n, seed=seed, progress=progress_bar)
-        out_console.print(f"wrote {n} photos and {manifest}")
+        manifest = write_photos(data, out, n=n, seed=seed, style=style, progress=progress_bar)
+        out_console.print(f"wrote {n} {style} photos and {manifest}")
 
     @app.command()
     @friendly

@@ -18,6 +18,7 @@ from db import repository
 from db.types import Neighbour
 from ops.context import Context
 from ops.dispatch import Summary, process_items
+from ops.errors import UserError
 from ops.ingest import staged
 from ops.pictures import neighbour_sheet
 from ops.progress import ProgressFactory, no_progress
@@ -58,10 +59,23 @@ class DemoReport:
         return hits, len(pairs)
 
 
+#: Default seeds of `vitrine photos`: each style has its own set.
+PHOTO_SEEDS = {"merchant": 2024, "studio": 2025}
+
+
 def write_photos(
-    data: FashionMNIST, out: Path, *, n: int, seed: int, progress: ProgressFactory = no_progress
+    data: FashionMNIST,
+    out: Path,
+    *,
+    n: int,
+    seed: int | None = None,
+    style: str = "merchant",
+    progress: ProgressFactory = no_progress,
 ) -> Path:
-    """Merchant-like photos of test items, with progress; returns manifest.csv."""
+    """Merchant-like (or studio) photos of test items, with progress; returns manifest.csv."""
+    if style not in PHOTO_SEEDS:
+        raise UserError(f"--style must be one of {', '.join(PHOTO_SEEDS)}, not {style!r}")
+    seed = PHOTO_SEEDS[style] if seed is None else seed
     with progress("writing photos", n) as tick:
         written = 0
 
@@ -70,7 +84,9 @@ def write_photos(
             tick(done - written)
             written = done
 
-        return write_catalog(data.x_test, data.y_test, out, n=n, seed=seed, progress=advance)
+        return write_catalog(
+            data.x_test, data.y_test, out, n=n, seed=seed, style=style, progress=advance
+        )
 
 
 def _catalog(directory: Path, n: int, seed: int, progress: ProgressFactory) -> list[dict[str, str]]:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageChops, ImageFilter
 
+from pipeline import studio
 from pipeline.types import FASHION_MNIST_LABELS
 
 #: Realistic product colours, including light ones (but nothing near white, which would
@@ -53,6 +54,8 @@ NOISE_FRACTION = 0.4
 #: Longest side of a generated photo, in pixels (both ends included).
 DEFAULT_SIZE_RANGE = (600, 1400)
 MANIFEST_HEADER = ("file", "label", "sku", "merchant_id", "index")
+#: Photo styles: tidy merchant shots (white/transparent) or studio shots (`pipeline.studio`).
+STYLES = ("merchant", "studio")
 
 # EXIF orientation tag -> the transpose that makes stored pixels upright (what
 # ImageOps.exif_transpose applies), and its inverse (what we apply before storing).
@@ -83,15 +86,7 @@ def make_product_photo(
     colour, rgb, background, offset_x/offset_y/object_size (the item frame in the canvas),
     width, height, shadow, noise_sigma.
     """
-    item = np.asarray(item)
-    if item.dtype != np.uint8 or item.ndim != 2:
-        raise ValueError(f"item must be a 2-D uint8 array, got {item.dtype}{item.shape}")
-    long_side = int(rng.integers(size_range[0], size_range[1] + 1))
-    aspect = float(np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3))))  # width / height
-    if aspect >= 1:
-        width, height = long_side, max(1, round(long_side / aspect))
-    else:
-        width, height = max(1, round(long_side * aspect)), long_side
+    item, width, height = studio.frame_size(item, rng, size_range)
     left, right, top, bottom = rng.uniform(0.05, 0.40, size=4)
     side = max(8, int(min(width * (1 - left - right), height * (1 - top - bottom))))
     x0, y0 = round(left * width), round(top * height)
@@ -180,9 +175,14 @@ def _encode_one(
     formats: Sequence[str],
     exif_rotate_fraction: float,
     size_range: tuple[int, int],
+    style: str,
 ) -> tuple[str, str, str, str, int]:
     rng = np.random.default_rng([seed, position])  # per photo: order/threads don't matter
-    photo, meta = make_product_photo(x[index], rng=rng, size_range=size_range)
+    if style == "studio":
+        photo, meta = studio.make_studio_photo(x[index], rng=rng, palette=PALETTE)
+        formats = ("jpeg",)
+    else:
+        photo, meta = make_product_photo(x[index], rng=rng, size_range=size_range)
     fmt = formats[int(rng.integers(len(formats)))]
     if meta["background"] == "transparent" and fmt == "jpeg":
         keeps_alpha = [f for f in formats if f != "jpeg"]
@@ -198,7 +198,8 @@ def _encode_one(
     photo, exif = rotate_for_exif(photo, orientation)
     path = out_dir / name
     if fmt == "jpeg":
-        photo.save(path, "JPEG", quality=int(rng.integers(80, 96)), exif=exif)
+        quality = studio.jpeg_quality(rng) if style == "studio" else int(rng.integers(80, 96))
+        photo.save(path, "JPEG", quality=quality, exif=exif)
     elif fmt == "png":
         photo.save(path, "PNG", compress_level=1, exif=exif)
     else:
@@ -218,6 +219,7 @@ def write_catalog(
     progress: Callable[[int], None] | None = None,
     workers: int | None = None,
     size_range: tuple[int, int] = DEFAULT_SIZE_RANGE,
+    style: str = "merchant",
 ) -> Path:
     """Write `n` merchant-style photos of items from `x` (labels `y`) plus `manifest.csv`.
 
@@ -229,6 +231,8 @@ def write_catalog(
     resampling and encoding).
     `size_range` is the range of each photo's longest side in pixels (`tools/bound.py`
     uses 500-2,000, the spread of merchant uploads).
+    `style` "studio" makes `pipeline.studio` photos instead (coloured backdrops, shadow,
+    tilt, fill, always JPEG at quality 50-85; `formats` and `size_range` do not apply).
     `progress(k)` is called with the number of photos written so far.
     Returns the path of `manifest.csv` (columns file,label,sku,merchant_id,index).
     """
@@ -240,6 +244,8 @@ def write_catalog(
     unknown = [f for f in formats if f not in _EXTENSIONS]
     if not formats or unknown:
         raise ValueError(f"formats must be a non-empty subset of {tuple(_EXTENSIONS)}")
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {STYLES}, got {style!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     picks = np.random.default_rng(seed).choice(len(x), size=n, replace=n > len(x))
@@ -255,6 +261,7 @@ def write_catalog(
             formats=formats,
             exif_rotate_fraction=exif_rotate_fraction,
             size_range=size_range,
+            style=style,
         )
 
     if workers is None:

