@@ -195,3 +195,45 @@ def test_producer_in_another_language_can_publish(
             )
         ).one()
     assert row.status == "done" and row.sku == "RAW-1" and row.label
+
+
+def test_studio_photos_through_a_worker_get_the_labels_eval_gives(
+    pipeline_env, celery_worker_process, clean_db: Engine, fashion_slice, tmp_path: Path
+) -> None:
+    """Studio photos (coloured backdrop, shadow, tilt) submitted as a merchant would: the
+    worker stores exactly the labels `vitrine eval --images` computes for the same files,
+    so both use one preprocessing, and most of them are the true class."""
+    import csv
+
+    from pipeline.model import load_model_dir
+    from pipeline.photos import write_catalog
+    from pipeline.preprocess import preprocess_bytes
+    from worker.settings import get_settings
+
+    manifest = write_catalog(
+        fashion_slice.x_test, fashion_slice.y_test, tmp_path, n=24, seed=2025, style="studio"
+    )
+    with manifest.open(newline="") as fh:
+        truth = {row["file"]: row["label"] for row in csv.DictReader(fh)}
+    rows = _submit_wait(pipeline_env, tmp_path, merchant="m-studio")
+    assert {r["status"] for r in rows} == {"done"} and len(rows) == len(truth)
+
+    settings = get_settings()
+    model = load_model_dir(settings.model_dir)
+    expected = {}
+    for name in truth:
+        array, _ = preprocess_bytes(
+            (tmp_path / name).read_bytes(), model.spec.preprocess, limits=settings.image_limits
+        )
+        expected[name] = model.predict(array[None])[0].label
+    with clean_db.connect() as conn:
+        stored = conn.execute(
+            text(
+                "SELECT i.uri, p.label FROM images i JOIN predictions p ON p.image_id = i.id "
+                "WHERE i.merchant_id = 'm-studio'"
+            )
+        ).all()
+    labels = {Path(row.uri.removeprefix("file://")).name: row.label for row in stored}
+    assert labels == expected
+    correct = sum(labels[name] == label for name, label in truth.items())
+    assert correct >= 0.75 * len(truth), (correct, len(truth))
