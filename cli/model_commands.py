@@ -46,6 +46,12 @@ def register(app: typer.Typer) -> None:
         ),
         blur: float = typer.Option(0.0, "--blur", help="Share of images softened."),
         gamma: float = typer.Option(0.0, "--gamma", help="Share with changed mid-tones."),
+        tilt: float = typer.Option(
+            0.0, "--tilt", min=0.0, max=1.0, help="Share tilted (+-15 deg) and zoomed (0.8-1.1)."
+        ),
+        jpeg: float = typer.Option(
+            0.0, "--jpeg", min=0.0, max=1.0, help="Share with JPEG blocks (quality 30-90)."
+        ),
         backbone: str = typer.Option(
             None, "--backbone", help="MobileNetV3Small or EfficientNetB0 (with --data)."
         ),
@@ -65,8 +71,8 @@ def register(app: typer.Typer) -> None:
 
         request = TrainRequest(
             out=out, fashion=fashion, data=data, epochs=epochs, seed=seed, limit=limit,
-            widths=widths, embedding_dim=embedding_dim, blur=blur, gamma=gamma,
-            backbone=backbone, weights=weights, input_size=input_size, name=name,
+            widths=widths, embedding_dim=embedding_dim, blur=blur, gamma=gamma, tilt=tilt,
+            jpeg=jpeg, backbone=backbone, weights=weights, input_size=input_size, name=name,
             version=version,
         )  # fmt: skip
         spec = run_training(request, limits=get_settings().image_limits, log=_log)

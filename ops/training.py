@@ -38,6 +38,8 @@ class TrainRequest:
     embedding_dim: int = 128
     blur: float = 0.0
     gamma: float = 0.0
+    tilt: float = 0.0
+    jpeg: float = 0.0
     backbone: str | None = None
     weights: Path | None = None
     input_size: int | None = None
@@ -64,7 +66,12 @@ def _config(req: TrainRequest) -> TrainConfig:
         ) from None
     if (req.backbone or req.input_size) and req.data is None:
         raise UserError("--backbone and --input-size apply to --data (your own labelled folder)")
-    augmentation = Augmentation(blur_probability=req.blur, gamma_probability=req.gamma)
+    augmentation = Augmentation(
+        blur_probability=req.blur,
+        gamma_probability=req.gamma,
+        tilt_probability=req.tilt,
+        jpeg_probability=req.jpeg,
+    )
     config = TrainConfig(
         seed=req.seed,
         train_limit=req.limit,

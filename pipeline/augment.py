@@ -12,11 +12,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.degrade import jpeg_like, warp
+
 
 @dataclass(frozen=True)
 class Augmentation:
     """Label-preserving changes for product images: mirror, small shifts, random erasing,
-    and (photo look) softening and tone changes.
+    (photo look) softening and tone changes, and (studio look) tilt, zoom and JPEG blocks.
 
     Photos reach the model through resampling and contrast stretching, which leave them a
     little softer and with other mid-tones than the scans of the dataset; blur and gamma
@@ -31,6 +33,12 @@ class Augmentation:
     blur_sigma: tuple[float, float] = (0.3, 0.9)
     gamma_probability: float = 0.0
     gamma_range: tuple[float, float] = (0.75, 1.35)
+    #: Studio look: tilted and zoomed (in or out), then JPEG blocks.
+    tilt_probability: float = 0.0
+    tilt_degrees: float = 15.0
+    scale_range: tuple[float, float] = (0.8, 1.1)
+    jpeg_probability: float = 0.0
+    jpeg_quality: tuple[int, int] = (30, 90)
 
 
 def augment(x: np.ndarray, rng: np.random.Generator, aug: Augmentation) -> np.ndarray:
@@ -72,6 +80,15 @@ def augment(x: np.ndarray, rng: np.random.Generator, aug: Augmentation) -> np.nd
         gammas = rng.uniform(*aug.gamma_range, len(chosen))[:, None, None]
         toned = 255.0 * (out[chosen] / 255.0) ** gammas
         out[chosen] = np.clip(np.rint(toned), 0, 255).astype(np.uint8)
+    if aug.tilt_probability > 0:
+        chosen = np.flatnonzero(np.less(rng.random(n), aug.tilt_probability))
+        angles = rng.uniform(-aug.tilt_degrees, aug.tilt_degrees, len(chosen))
+        scales = rng.uniform(*aug.scale_range, len(chosen))
+        out[chosen] = warp(out[chosen], angles, scales)
+    if aug.jpeg_probability > 0:
+        chosen = np.flatnonzero(np.less(rng.random(n), aug.jpeg_probability))
+        low, high = aug.jpeg_quality
+        out[chosen] = jpeg_like(out[chosen], rng.integers(low, high + 1, len(chosen)))
     return np.ascontiguousarray(out)
 
 
