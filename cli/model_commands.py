@@ -61,6 +61,12 @@ def register(app: typer.Typer) -> None:
         input_size: int = typer.Option(
             None, "--input-size", min=8, help="Input size for --data (28; 96 with a backbone)."
         ),
+        init: Path = typer.Option(
+            None, "--init", help="Fine-tune this model directory instead of starting afresh."
+        ),
+        learning_rate: float = typer.Option(
+            None, "--learning-rate", min=0.0, help="Peak rate (default 2e-3; 2e-4 with --init)."
+        ),
         name: str = typer.Option(None, "--name", help="Model name (default: fashion-cnn)."),
         version: str = typer.Option("1", "--version"),
         json_out: bool = JSON,
@@ -72,8 +78,8 @@ def register(app: typer.Typer) -> None:
         request = TrainRequest(
             out=out, fashion=fashion, data=data, epochs=epochs, seed=seed, limit=limit,
             widths=widths, embedding_dim=embedding_dim, blur=blur, gamma=gamma, tilt=tilt,
-            jpeg=jpeg, backbone=backbone, weights=weights, input_size=input_size, name=name,
-            version=version,
+            jpeg=jpeg, init=init, learning_rate=learning_rate, backbone=backbone,
+            weights=weights, input_size=input_size, name=name, version=version,
         )  # fmt: skip
         spec = run_training(request, limits=get_settings().image_limits, log=_log)
         summary = {

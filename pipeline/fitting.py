@@ -13,6 +13,7 @@ although its training accuracy was 1.0.
 from __future__ import annotations
 
 import platform
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -116,3 +117,52 @@ def environment() -> dict[str, str]:
         "python": platform.python_version(),
         "machine": platform.machine(),
     }
+
+
+def save_checkpoint(model: Any, directory: Path, *, epoch: int, history: list[Any]) -> None:
+    """The model after `epoch`, so a long run on a CPU that is stopped keeps its progress
+    (`model.keras` + `progress.json`, replaced whole each epoch)."""
+    import json
+
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save(directory / "model.keras.tmp.keras")
+    (directory / "model.keras.tmp.keras").replace(directory / "model.keras")
+    (directory / "progress.json").write_text(json.dumps({"epoch": epoch, "history": history}))
+
+
+def drop_checkpoint(directory: Path) -> None:
+    """Remove the checkpoint once the finished model is saved beside it."""
+    import shutil
+
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def load_weights_of(directory: str | None) -> Any:
+    """The trainable Keras model of a model directory, to fine-tune from (None: none)."""
+    from pipeline.model import load_model_dir
+
+    return load_model_dir(Path(directory)).keras_model if directory else None
+
+
+def score(
+    model: Any, test: tuple[np.ndarray, np.ndarray] | None, validation: tuple[Any, Any] | None
+) -> dict[str, Any]:
+    """model.json's metrics: accuracy on the test split (and its size) and on validation."""
+    metrics: dict[str, Any] = {}
+    if test is not None:
+        metrics["test_accuracy"] = round(top1_accuracy(model, *test), 4)
+    val_accuracy = top1_accuracy(model, *validation) if validation else None
+    metrics["val_accuracy"] = None if val_accuracy is None else round(val_accuracy, 4)
+    if test is not None:
+        metrics["test_images"] = int(len(test[0]))
+    return metrics
+
+
+def describe(metrics: dict[str, Any]) -> str:
+    """ "test accuracy 0.9527, validation accuracy 0.9540" (what there is of it)."""
+    scores = [
+        f"{what} accuracy {metrics[key]:.4f}"
+        for what, key in (("test", "test_accuracy"), ("validation", "val_accuracy"))
+        if metrics.get(key) is not None
+    ]
+    return ", ".join(scores) or "no held-out images"

@@ -41,6 +41,8 @@ class TrainConfig:
     validation_fraction: float = 0.05
     train_limit: int | None = None
     augmentation: Augmentation = field(default_factory=Augmentation)
+    #: Fine-tune: start from this model directory's weights instead of random ones.
+    initial_model: str | None = None
 
 
 def _split(
@@ -135,26 +137,15 @@ def _train(
             f"acc={row.get('accuracy', 0):.4f} val_acc={row.get('val_accuracy', float('nan')):.4f} "
             f"({row['seconds']:.1f}s)"
         )
+        fitting.save_checkpoint(model, out_dir / "checkpoint", epoch=epoch + 1, history=history)
     recalibrated = fitting.settle_batchnorm(
         model, to_input(xt[: fitting.RECALIBRATION_IMAGES]), total_steps=config.epochs * steps
     )
     train_seconds = time.perf_counter() - started
 
-    metrics: dict[str, Any] = {}
-    if test is not None:
-        metrics["test_accuracy"] = round(
-            fitting.top1_accuracy(model, to_input(test[0]), test[1]), 4
-        )
-    val_accuracy = fitting.top1_accuracy(model, *validation) if validation else None
-    metrics["val_accuracy"] = None if val_accuracy is None else round(val_accuracy, 4)
-    if test is not None:
-        metrics["test_images"] = int(len(test[0]))
-    scores = [
-        f"{what} accuracy {metrics[key]:.4f}"
-        for what, key in (("test", "test_accuracy"), ("validation", "val_accuracy"))
-        if metrics.get(key) is not None
-    ]
-    log(f"{', '.join(scores) or 'no held-out images'} after {train_seconds:.0f}s")
+    held_out = None if test is None else (to_input(test[0]), test[1])
+    metrics = fitting.score(model, held_out, validation)
+    log(f"{fitting.describe(metrics)} after {train_seconds:.0f}s")
 
     spec = ModelSpec(
         name=name,
@@ -177,6 +168,7 @@ def _train(
         },
     )
     save_model_dir(model, spec, out_dir)
+    fitting.drop_checkpoint(out_dir / "checkpoint")
     return spec
 
 
@@ -206,10 +198,13 @@ def train_fashion_mnist(
         recipe={"recipe": "fashion-mnist"},
         labels=FASHION_MNIST_LABELS,
         preprocess=preprocess,
-        build=lambda: build_cnn(
-            num_classes=len(FASHION_MNIST_LABELS),
-            widths=config.widths,
-            embedding_dim=config.embedding_dim,
+        build=lambda: (
+            fitting.load_weights_of(config.initial_model)
+            or build_cnn(
+                num_classes=len(FASHION_MNIST_LABELS),
+                widths=config.widths,
+                embedding_dim=config.embedding_dim,
+            )
         ),
         config=config,
         fingerprint=data.fingerprint,

@@ -261,3 +261,16 @@ def test_photos_unknown_style(tmp_path: Path) -> None:
     result = invoke("photos", tmp_path / "out", "--n", "2", "--sample", "--style", "catalogue")
     assert_user_error(result, "--style must be one of merchant, studio")
     assert not (tmp_path / "out").exists()
+
+
+def test_train_init_is_not_a_model(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    result = invoke("train", "--out", tmp_path / "out", "--init", tmp_path / "empty")
+    assert_user_error(result, "model.json")
+
+
+def test_train_init_with_data_folder(tmp_path: Path) -> None:
+    result = invoke(
+        "train", "--out", tmp_path / "out", "--init", "models/fashion-cnn", "--data", tmp_path
+    )
+    assert_user_error(result, "--init fine-tunes a Fashion-MNIST model")

@@ -340,3 +340,31 @@ def test_folder_preprocess_spec() -> None:
     assert not backbone.invert and not backbone.autocontrast and backbone.trim_background
     assert (backbone.scale, backbone.offset) == (1.0, 0.0)
     assert folder_preprocess_spec(backbone="EfficientNetB0", input_size=64).size == 64
+
+
+def test_fine_tune_starts_from_the_given_model_and_checkpoints_each_epoch(
+    fashion: FashionMNIST, tmp_path: Path
+) -> None:
+    from pipeline.model import load_model_dir
+
+    base = tmp_path / "base"
+    train_fashion_mnist(fashion, out_dir=base, config=TINY, log=lambda _: None, verbose=0)
+    before = [w.copy() for w in load_model_dir(base).keras_model.get_weights()]
+
+    tuned = tmp_path / "tuned"
+    progress: list[int] = []
+
+    def log(message: str) -> None:  # epoch 2's line comes after epoch 1's checkpoint
+        marker = tuned / "checkpoint" / "progress.json"
+        if message.startswith("epoch 2/"):
+            progress.append(json.loads(marker.read_text())["epoch"])
+
+    config = replace(TINY, initial_model=str(base), learning_rate=1e-4, warmup_epochs=0)
+    spec = train_fashion_mnist(fashion, out_dir=tuned, config=config, log=log, verbose=0)
+    after = load_model_dir(tuned).keras_model.get_weights()
+    assert progress == [1]
+    assert not (tuned / "checkpoint").exists()  # dropped once the model is saved
+    assert spec.training["config"]["initial_model"] == str(base)
+    # the tuned weights moved a little from the base model's, not from a fresh random start
+    drift = max(float(np.abs(a - b).max()) for a, b in zip(after, before, strict=True))
+    assert 0 < drift < 0.1
