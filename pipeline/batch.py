@@ -8,7 +8,7 @@ the same errors and word them the same way.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -45,6 +45,7 @@ def prepare_batch(
     read: Callable[[K], bytes],
     spec: PreprocessSpec,
     limits: ImageLimits,
+    digests: Mapping[K, str] | None = None,
 ) -> PreparedBatch[K]:
     """`read(key)` then `preprocess_bytes` for every key; every `Exception` is recorded.
 
@@ -53,15 +54,17 @@ def prepare_batch(
     its own entry only. The caller sorts `failures` into messages, e.g. with
     `failure_reason`, or by its own exception types first (the worker retries network
     trouble). `arrays` always has the spec's shape, so an all-failed batch needs no special
-    case before `np.concatenate` or a shape check.
+    case before `np.concatenate` or a shape check. `digests`: sha256s the caller computed
+    already (the worker, to look up known bytes), not computed again.
     """
+    digests = digests or {}
     kept: list[K] = []
     arrays: list[np.ndarray] = []
     infos: list[ImageInfo] = []
     failures: dict[K, Exception] = {}
     for key in keys:
         try:
-            array, info = preprocess_bytes(read(key), spec, limits=limits)
+            array, info = preprocess_bytes(read(key), spec, limits=limits, sha256=digests.get(key))
         except Exception as exc:  # an odd file must fail its own entry, never the caller
             failures[key] = exc
             continue

@@ -102,6 +102,7 @@ def decode(
     draft_size: int | None = DEFAULT_DRAFT_SIZE,
     draft_mode: str | None = None,
     formats: Sequence[str] = ACCEPTED_FORMATS,
+    sha256: str | None = None,
 ) -> tuple[Image.Image, ImageInfo]:
     """Safely decode untrusted upload bytes into an upright, fully loaded Pillow image.
 
@@ -111,7 +112,8 @@ def decode(
     is enforced, and where it cannot be). JPEGs are decoded at reduced scale when
     `draft_size` is set (shorter side stays >= draft_size; None decodes at full size);
     `draft_mode` "L"/"RGB" lets libjpeg produce that mode directly. EXIF orientation is
-    applied. `ImageInfo` records the sha256 of the bytes and the ORIGINAL upright
+    applied. `ImageInfo` records the sha256 of the bytes (`sha256`: the caller hashed them
+    already) and the ORIGINAL upright
     dimensions (before draft scaling).
 
     Every failure raises `BadImageError` with a human-readable reason. The first call in a
@@ -141,7 +143,7 @@ def decode(
             f"{time.monotonic() - deadline.start:.2f} s)"
         ) from None
     info = ImageInfo(
-        sha256=hashlib.sha256(data).hexdigest(), width=width, height=height, format=fmt
+        sha256=sha256 or hashlib.sha256(data).hexdigest(), width=width, height=height, format=fmt
     )
     return upright, info
 

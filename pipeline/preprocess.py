@@ -231,14 +231,14 @@ def to_model_input(
 
 
 def preprocess_bytes(
-    data: bytes, spec: PreprocessSpec, *, limits: ImageLimits
+    data: bytes, spec: PreprocessSpec, *, limits: ImageLimits, sha256: str | None = None
 ) -> tuple[np.ndarray, ImageInfo]:
     """`decode` (with a JPEG draft sized for `spec`) then `to_model_input` at the same
     working size for every format (shorter side >= 256 px, or 4x the model's input)."""
     work_size = max(DEFAULT_DRAFT_SIZE, 4 * int(spec.size))
     # JPEGs are decoded in colour even for a grey model (0.3 ms more per photo): a shadow on
     # a studio backdrop is told apart from the product by its colour (`foreground`).
-    img, info = decode(data, limits=limits, draft_size=work_size, draft_mode="RGB")
+    img, info = decode(data, limits=limits, draft_size=work_size, draft_mode="RGB", sha256=sha256)
     return to_model_input(img, spec, work_size=work_size), info
 
 

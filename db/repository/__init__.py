@@ -43,6 +43,7 @@ from db.repository.images import (
 )
 from db.repository.lookups import (
     image_summaries,
+    known_results,
     label_counts,
     labels_for,
     status_counts,
@@ -95,6 +96,7 @@ __all__ = [
     "image_summaries",
     "images_missing_embeddings",
     "iter_images_missing_embeddings",
+    "known_results",
     "label_counts",
     "labels_for",
     "list_models",

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, and_, func, select
+import numpy as np
+from sqlalchemy import ARRAY, Connection, Text, and_, any_, func, literal, select
 
 from db.repository._shared import active_model_id, id_in
-from db.schema import IMAGE_STATUSES, images, predictions
+from db.schema import IMAGE_STATUSES, embeddings, images, predictions
 from db.types import ImageSummary, LabelInfo
+from pipeline.types import ImageInfo, Prediction
 
 
 def statuses(conn: Connection, *, image_ids: Sequence[int]) -> dict[int, tuple[str, str | None]]:
@@ -110,3 +112,59 @@ def image_summaries(conn: Connection, *, image_ids: Sequence[int]) -> dict[int, 
         )
         for row in conn.execute(stmt)
     }
+
+
+def known_results(
+    conn: Connection, *, sha256s: Sequence[str], model_id: int
+) -> dict[str, tuple[ImageInfo, Prediction]]:
+    """What `model_id` already said about files with these sha256s: `{sha256: (info,
+    prediction)}` from one `done` image each (the oldest), for those that have one.
+
+    The same bytes give the same pixels, so a re-upload (another merchant listing the
+    same photo, a platform re-sending an event) needs no decode and no forward pass.
+    """
+    if not sha256s:
+        return {}
+    stmt = (
+        select(
+            images.c.sha256,
+            images.c.width,
+            images.c.height,
+            images.c.format,
+            predictions.c.label,
+            predictions.c.label_index,
+            predictions.c.confidence,
+            predictions.c.top_k,
+            embeddings.c.embedding,
+        )  # fmt: skip
+        .join(
+            predictions,
+            and_(predictions.c.image_id == images.c.id, predictions.c.model_id == model_id),
+        )  # fmt: skip
+        .join(
+            embeddings,
+            and_(embeddings.c.image_id == images.c.id, embeddings.c.model_id == model_id),
+        )  # fmt: skip
+        .where(images.c.sha256 == any_(literal(sorted(set(sha256s)), ARRAY(Text))))
+        .where(images.c.status == "done")
+        .order_by(images.c.sha256, images.c.id)
+        .distinct(images.c.sha256)
+    )
+    known: dict[str, tuple[ImageInfo, Prediction]] = {}
+    for row in conn.execute(stmt):
+        info = ImageInfo(
+            sha256=row.sha256, width=int(row.width), height=int(row.height), format=row.format
+        )
+        top_k = tuple((str(t["label"]), float(t["score"])) for t in row.top_k)
+        vector = row.embedding.to_numpy() if hasattr(row.embedding, "to_numpy") else row.embedding
+        known[row.sha256] = (
+            info,
+            Prediction(
+                label=row.label,
+                label_index=int(row.label_index),
+                confidence=float(row.confidence),
+                top_k=top_k,
+                embedding=np.asarray(vector, dtype=np.float32),
+            ),  # fmt: skip
+        )
+    return known

@@ -985,3 +985,35 @@ def test_tmp_pg_helper_is_reusable(pg_server: str) -> None:
     url = create_database(pg_server, "vitrine_helper_check")
     assert url.endswith("vitrine_helper_check") or "vitrine_helper_check?" in url
     drop_database(pg_server, "vitrine_helper_check")
+
+
+def test_known_results_returns_what_a_model_said_about_the_same_bytes(engine: Engine) -> None:
+    with engine.begin() as conn:
+        m1 = repo.register_model(conn, spec=spec("kb1", 4), path="/m/kb1", activate_if_none=False)
+        m2 = repo.register_model(conn, spec=spec("kb2", 4), path="/m/kb2", activate_if_none=False)
+        first, second, pending = repo.upsert_pending_images(
+            conn, uploads=uploads(3, "m-known", prefix="known")
+        )
+        for i in (first, second):
+            assert repo.claim_image(conn, image_id=i) is not None
+        vec = np.array([0.1, 0.2, 0.3, 0.4], np.float32)
+        repo.save_results(
+            conn,
+            results=[
+                result(first, m1, vec, label_index=3, sha="same-bytes"),
+                result(second, m1, -vec, label_index=5, sha="same-bytes"),
+            ],
+        )
+        known = repo.known_results(conn, sha256s=["same-bytes", "sha-unknown"], model_id=m1)
+        assert list(known) == ["same-bytes"]
+        info, prediction = known["same-bytes"]
+        assert (info.sha256, info.width, info.height, info.format) == ("same-bytes", 28, 28, "PNG")
+        # the oldest image with those bytes, its embedding bit for bit
+        assert prediction.label_index == 3 and prediction.label == LABELS[3]
+        assert prediction.top_k == ((LABELS[3], 0.9), (LABELS[0], 0.05))
+        assert prediction.embedding.dtype == np.float32
+        np.testing.assert_array_equal(prediction.embedding, vec)
+        # another model has not seen them; a row not done does not count
+        assert repo.known_results(conn, sha256s=["same-bytes"], model_id=m2) == {}
+        assert repo.known_results(conn, sha256s=[f"sha-{pending}"], model_id=m1) == {}
+        assert repo.known_results(conn, sha256s=[], model_id=m1) == {}

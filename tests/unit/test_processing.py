@@ -38,10 +38,20 @@ class _Fakes:
         self.predicted: list[np.ndarray] = []
         self.unclaimable: set[int] = set()
         self.attempts: dict[int, int] = {}  # claims so far, this one included
+        self.known: dict[str, tuple[object, object]] = {}  # sha256 -> (info, prediction)
+        self.looked_up: list[list[str]] = []
 
     @contextmanager
     def begin(self) -> Iterator[object]:
         yield object()
+
+    connect = begin
+
+    def known_results(
+        self, conn: object, *, sha256s: list[str], model_id: int
+    ) -> dict[str, tuple[object, object]]:
+        self.looked_up.append(sorted(sha256s))
+        return {sha: self.known[sha] for sha in sha256s if sha in self.known}
 
     def claim_images(self, conn: object, *, image_ids: list[int]) -> dict[int, object]:
         claimed = {}
@@ -89,6 +99,7 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> _Fakes:
         claim_images=fake.claim_images,
         save_results=fake.save_results,
         mark_failed=fake.mark_failed,
+        known_results=fake.known_results,
         ImageResult=lambda **kw: SimpleNamespace(**kw),
     )
     monkeypatch.setattr(processing, "repository", repo)
@@ -145,3 +156,24 @@ def test_an_upload_that_keeps_killing_its_worker_ends_failed(fakes: _Fakes) -> N
     assert fakes.failed == outcome.failed
     (x,) = fakes.predicted
     assert len(x) == 1  # the poison upload never reached the decoder or the model
+
+
+def test_known_bytes_reuse_the_stored_result_with_no_forward_pass(fakes: _Fakes) -> None:
+    """An upload whose bytes this model has seen is saved from the stored result: neither
+    decoded nor passed through the model. Unknown bytes in the same batch still are."""
+    import hashlib
+
+    known_sha = hashlib.sha256(BLOBS["good-1"]).hexdigest()  # (good-2 has the same bytes)
+    fakes.known[known_sha] = ("stored info", "stored prediction")
+    outcome = process_batch([WorkItem(1, "good-1"), WorkItem(2, "good-2")])
+    assert outcome.done == [1, 2] and fakes.predicted == []  # the model was not called
+    assert fakes.looked_up == [[known_sha, known_sha]]
+    assert [(r.image_id, r.info, r.prediction) for r in fakes.saved] == [
+        (1, "stored info", "stored prediction"),
+        (2, "stored info", "stored prediction"),
+    ]
+
+    fakes.saved.clear()
+    outcome = process_batch([WorkItem(3, "good-1"), WorkItem(4, "text")], claim=False)
+    assert outcome.done == [3] and list(outcome.failed) == [4]
+    assert fakes.predicted == []  # the unknown file failed decoding; nothing to forward
