@@ -13,6 +13,7 @@ from cli.server_commands import print_services
 from ops import catalog
 from ops import models as ops_models
 from ops.context import open_context
+from ops.errors import UserError
 
 models_app = typer.Typer(no_args_is_help=True, help="Registered model versions.")
 
@@ -23,12 +24,21 @@ def register(app: typer.Typer) -> None:
     @app.command()
     @friendly
     def similar(
-        image_id: int = typer.Argument(..., min=1, help="An images.id"),
+        image_id: int = typer.Argument(None, min=1, help="An images.id"),
+        image: Path = typer.Option(
+            None, "--image", help="Or a photo file, in the catalog or not: search by photo."
+        ),
         k: int = typer.Option(10, "-k", min=1, help="How many neighbours."),
         png: Path = typer.Option(None, "--png", help="Write a contact sheet of them here."),
         json_out: bool = JSON,
     ) -> None:
-        """The k images most similar to one image (active model, HNSW index)."""
+        """The k images most similar to one image or photo (active model, HNSW index)."""
+        if (image_id is None) == (image is None):
+            raise UserError("give an IMAGE_ID or --image FILE (one of them)")
+        if image is not None:
+            _show_photo_search(catalog.similar_to_photo(open_context(), photo=image, k=k, png=png),
+                               json_out)  # fmt: skip
+            return
         report = catalog.similar(open_context(), image_id=image_id, k=k, png=png)
         if json_out:
             emit_json(
@@ -126,3 +136,26 @@ def register(app: typer.Typer) -> None:
         """Switch the active model atomically."""
         row = ops_models.activate(open_context().engine(), name)
         out_console.print(f"active model: {row.key}")
+
+
+def _show_photo_search(found: catalog.PhotoSearch, json_out: bool) -> None:
+    if json_out:
+        emit_json(
+            {
+                "photo": str(found.photo),
+                "model": found.model,
+                "label": found.label,
+                "confidence": round(found.confidence, 4),
+                "neighbours": found.neighbours,
+                "contact_sheet": str(found.sheet) if found.sheet else None,
+            }
+        )
+        return
+    out_console.print(f"{found.photo}: {found.label} ({found.confidence:.2f}, {found.model})")
+    rows = [
+        (n.image_id, n.label, f"{n.distance:.4f}", n.merchant_id, n.sku, n.uri)
+        for n in found.neighbours
+    ]
+    out_console.print(table(("image", "label", "distance", "merchant", "sku", "uri"), rows))
+    if found.sheet:
+        out_console.print(f"contact sheet: {found.sheet}")

@@ -13,7 +13,7 @@ from db import repository
 from db.types import ModelRow, Neighbour
 from ops.context import Context
 from ops.errors import UserError
-from ops.pictures import neighbour_sheet
+from ops.pictures import neighbour_sheet, photo_sheet
 from ops.services import services
 
 
@@ -21,6 +21,16 @@ from ops.services import services
 class SimilarReport:
     image_id: int
     sql: str
+    neighbours: list[Neighbour]
+    sheet: Path | None
+
+
+@dataclass(frozen=True)
+class PhotoSearch:
+    photo: Path
+    model: str
+    label: str
+    confidence: float
     neighbours: list[Neighbour]
     sheet: Path | None
 
@@ -54,3 +64,37 @@ def status(ctx: Context) -> StatusReport:
         labels = repository.label_counts(conn)
         models = repository.list_models(conn)
     return StatusReport(images, labels, models, services(ctx.settings))
+
+
+def similar_to_photo(ctx: Context, *, photo: Path, k: int, png: Path | None = None) -> PhotoSearch:
+    """The k catalog images nearest to a photo that need not be in the catalog (a shopper's,
+    a merchandiser's): embedded here through the workers' own preprocessing and the active
+    model, then searched with `similar_to_vector()`."""
+    from ops.models import check_model_dir
+    from pipeline.decode import BadImageError
+    from pipeline.model import load_model_dir
+    from pipeline.preprocess import preprocess_bytes
+
+    try:
+        data = photo.read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read {photo}: {exc.strerror or exc}") from None
+    engine = ctx.engine()
+    with engine.connect() as conn:
+        active = repository.active_model(conn)
+    if active is None:
+        raise UserError("no active model yet: `vitrine db upgrade` registers the shipped one")
+    check_model_dir(Path(active.path))
+    model = load_model_dir(Path(active.path))
+    try:
+        array, _ = preprocess_bytes(data, model.spec.preprocess, limits=ctx.settings.image_limits)
+    except BadImageError as exc:
+        raise UserError(f"{photo}: {exc}") from None
+    (prediction,) = model.predict(array[None])
+    with engine.connect() as conn:
+        neighbours = repository.similar_to_vector(conn, embedding=prediction.embedding, k=k)
+    caption = f"{photo.name}\n{prediction.label} {prediction.confidence:.2f}"
+    sheet = photo_sheet(data, caption, neighbours, png) if png else None
+    return PhotoSearch(
+        photo, active.key, prediction.label, prediction.confidence, neighbours, sheet
+    )

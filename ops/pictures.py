@@ -10,6 +10,7 @@ from PIL import Image
 from sqlalchemy import Engine
 
 from db import repository
+from db.types import Neighbour
 from pipeline.report import Tile, contact_sheet
 from worker.fetch import fetch_bytes
 from worker.settings import get_settings
@@ -17,10 +18,10 @@ from worker.settings import get_settings
 _MISSING = (200, 200, 200)
 
 
-def _load(uri: str) -> Image.Image:
+def _load(uri: str, data: bytes | None = None) -> Image.Image:
     settings = get_settings()
     try:
-        data = fetch_bytes(uri, settings.source_policy)
+        data = data if data is not None else fetch_bytes(uri, settings.source_policy)
         img = Image.open(io.BytesIO(data))
         img.draft("RGB", (256, 256))
         img.load()
@@ -55,4 +56,14 @@ def neighbour_sheet(
             )
     png.parent.mkdir(parents=True, exist_ok=True)
     contact_sheet(rows).save(png)
+    return png
+
+
+def photo_sheet(photo: bytes, caption: str, neighbours: Sequence[Neighbour], png: Path) -> Path:
+    """One row: a photo that need not be in the catalog (its bytes, as the user gave them:
+    it may lie outside the workers' file roots), then its nearest catalog items."""
+    query: Tile = (_load("", photo), caption)
+    tiles = [(_load(n.uri), f"#{n.image_id} {n.label}\nd={n.distance:.3f}") for n in neighbours]
+    png.parent.mkdir(parents=True, exist_ok=True)
+    contact_sheet([(query, tiles)]).save(png)
     return png

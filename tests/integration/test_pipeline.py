@@ -237,3 +237,35 @@ def test_studio_photos_through_a_worker_get_the_labels_eval_gives(
     assert labels == expected
     correct = sum(labels[name] == label for name, label in truth.items())
     assert correct >= 0.75 * len(truth), (correct, len(truth))
+
+
+def test_search_by_photo_finds_the_catalog_item_and_its_kind(
+    pipeline_env, celery_worker_process, clean_db: Engine, catalog, tmp_path: Path
+) -> None:
+    """`vitrine similar --image FILE`: a photo from disk, embedded by the CLI through the
+    workers' preprocessing, finds itself first in the catalog (distance ~0) and then items
+    of its own class; a file that is not an image is one line and exit 2."""
+    directory, truth = catalog
+    _submit_wait(pipeline_env, directory, merchant="m-photo")
+    name = sorted(truth)[0]
+    sheet = tmp_path / "sheet.png"
+    proc = vitrine(
+        pipeline_env, "similar", "--image", str(directory / name), "-k", "5",
+        "--png", str(sheet), "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(proc.stdout)
+    first, *rest = found["neighbours"]
+    assert Path(first["uri"].removeprefix("file://")).name == name
+    assert first["distance"] < 1e-3 and len(rest) == 4
+    assert found["label"] == first["label"]
+    same_kind = sum(truth[Path(n["uri"].removeprefix("file://")).name] == truth[name] for n in rest)
+    assert same_kind >= 3
+    with Image.open(sheet) as img:
+        assert img.width > img.height  # one row: the photo, then its neighbours
+
+    bogus = tmp_path / "notes.jpg"
+    bogus.write_text("not a photo")
+    proc = vitrine(pipeline_env, "similar", "--image", str(bogus))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "notes.jpg: not an image" in proc.stderr

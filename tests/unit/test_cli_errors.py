@@ -274,3 +274,8 @@ def test_train_init_with_data_folder(tmp_path: Path) -> None:
         "train", "--out", tmp_path / "out", "--init", "models/fashion-cnn", "--data", tmp_path
     )
     assert_user_error(result, "--init fine-tunes a Fashion-MNIST model")
+
+
+def test_similar_needs_exactly_one_query(tmp_path: Path) -> None:
+    assert_user_error(invoke("similar"), "give an IMAGE_ID or --image FILE")
+    assert_user_error(invoke("similar", "3", "--image", tmp_path / "x.jpg"), "one of them")
