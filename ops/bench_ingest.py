@@ -47,7 +47,9 @@ from worker.names import BACKFILL_QUEUE, INGEST_TASK, UPLOADS_QUEUE
 from worker.processing import WorkItem
 
 #: The backfill worker yields the CPU to live uploads (README "Scaling out").
-BACKFILL_NICE = {"VITRINE_WORKER_NICE": "10"}
+# Every path gets the same photos: each must really be decoded and run through the model.
+PROCESS_ALL = {"VITRINE_REUSE_KNOWN_BYTES": "0"}
+BACKFILL_NICE = {"VITRINE_WORKER_NICE": "10", **PROCESS_ALL}
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,7 @@ def run_ingest_bench(
                     concurrency=concurrency,
                     log_path=logs / "bench-worker.log",
                     queues=[UPLOADS_QUEUE],
+                    extra_env=PROCESS_ALL,
                 )  # fmt: skip
             )
             sampler = stack.enter_context(RssSampler(live.pid))

@@ -92,10 +92,12 @@ def process_batch(
         for item in claimed
         if isinstance(data := fetched[item.uri], bytes)
     }
-    with engine.connect() as conn:
-        known = repository.known_results(
-            conn, sha256s=list(digests.values()), model_id=target.row.id
-        )
+    known = {}
+    if settings.reuse_known_bytes:
+        with engine.connect() as conn:
+            known = repository.known_results(
+                conn, sha256s=list(digests.values()), model_id=target.row.id
+            )
     reused = [
         repository.ImageResult(
             image_id=item.image_id,

@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     #: CPU priority of a worker's processes (0 normal, up to 19 lowest): a backfill worker
     #: at 10 leaves the cores to live uploads when both run on one host.
     worker_nice: int = Field(default=0, ge=0, le=19)
+    #: An upload whose bytes the model has embedded already reuses that result (no decode,
+    #: no forward pass). Off only where every upload must be processed: `bench ingest`,
+    #: which sends the same photos down every path.
+    reuse_known_bytes: bool = True
 
     # Recovery: Celery's exponential backoff with full jitter for transient errors
     # (`retry_backoff_s` * 2^n seconds, drawn from [0, that], at most `retry_backoff_max_s`);

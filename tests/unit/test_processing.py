@@ -177,3 +177,22 @@ def test_known_bytes_reuse_the_stored_result_with_no_forward_pass(fakes: _Fakes)
     outcome = process_batch([WorkItem(3, "good-1"), WorkItem(4, "text")], claim=False)
     assert outcome.done == [3] and list(outcome.failed) == [4]
     assert fakes.predicted == []  # the unknown file failed decoding; nothing to forward
+
+
+def test_reuse_can_be_turned_off(fakes: _Fakes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`VITRINE_REUSE_KNOWN_BYTES=0` (the ingest benchmark): known bytes are processed."""
+    import hashlib
+
+    from worker.settings import get_settings
+
+    fakes.known[hashlib.sha256(BLOBS["good-1"]).hexdigest()] = ("info", "prediction")
+    monkeypatch.setenv("VITRINE_REUSE_KNOWN_BYTES", "0")
+    get_settings.cache_clear()
+    try:
+        outcome = process_batch([WorkItem(1, "good-1")], claim=False)
+    finally:
+        monkeypatch.delenv("VITRINE_REUSE_KNOWN_BYTES")
+        get_settings.cache_clear()
+    assert outcome.done == [1] and fakes.looked_up == []
+    (x,) = fakes.predicted
+    assert len(x) == 1 and fakes.saved[0].prediction == "prediction 0"
