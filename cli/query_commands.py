@@ -3,6 +3,7 @@ and `models add|activate`, which change only the model registry."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import typer
@@ -51,13 +52,7 @@ def register(app: typer.Typer) -> None:
             )
             return
         out_console.print(report.sql, style="dim")
-        rows = [
-            (n.image_id, n.label, f"{n.distance:.4f}", n.merchant_id, n.sku, n.uri)
-            for n in report.neighbours
-        ]
-        out_console.print(table(("image", "label", "distance", "merchant", "sku", "uri"), rows))
-        if report.sheet:
-            out_console.print(f"contact sheet: {report.sheet}")
+        _print_neighbours(report.neighbours, report.sheet)
 
     @app.command()
     @friendly
@@ -152,10 +147,13 @@ def _show_photo_search(found: catalog.PhotoSearch, json_out: bool) -> None:
         )
         return
     out_console.print(f"{found.photo}: {found.label} ({found.confidence:.2f}, {found.model})")
+    _print_neighbours(found.neighbours, found.sheet)
+
+
+def _print_neighbours(neighbours: Sequence[catalog.Neighbour], sheet: Path | None) -> None:
     rows = [
-        (n.image_id, n.label, f"{n.distance:.4f}", n.merchant_id, n.sku, n.uri)
-        for n in found.neighbours
+        (n.image_id, n.label, f"{n.distance:.4f}", n.merchant_id, n.sku, n.uri) for n in neighbours
     ]
     out_console.print(table(("image", "label", "distance", "merchant", "sku", "uri"), rows))
-    if found.sheet:
-        out_console.print(f"contact sheet: {found.sheet}")
+    if sheet:
+        out_console.print(f"contact sheet: {sheet}")
