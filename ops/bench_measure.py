@@ -102,18 +102,14 @@ class RssSampler(threading.Thread):
 def tree_rss_mb(pid: int) -> float:
     """Resident memory of `pid` and its descendants, in MB (Linux /proc)."""
     total_kb = 0
-    pending = [pid]
-    while pending:
-        current = pending.pop()
+    for current in _tree_pids(pid):
         try:
             status = Path(f"/proc/{current}/status").read_text()
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-        except OSError:
+        except OSError:  # ended since the walk
             continue
         total_kb += next(
             (int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0
         )
-        pending.extend(int(c) for c in children)
     return total_kb / 1024
 
 
@@ -130,6 +126,7 @@ def usable_cpus() -> int:
 
 
 def _tree_pids(pid: int) -> list[int]:
+    """`pid` and every live descendant (Linux /proc)."""
     found, pending = [], [pid]
     while pending:
         current = pending.pop()

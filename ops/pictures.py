@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from PIL import Image
@@ -18,11 +18,13 @@ from worker.settings import get_settings
 _MISSING = (200, 200, 200)
 
 
-def _load(uri: str, data: bytes | None = None) -> Image.Image:
-    settings = get_settings()
+def _load(uri: str) -> Image.Image:
+    return _picture(lambda: fetch_bytes(uri, get_settings().source_policy))
+
+
+def _picture(read: Callable[[], bytes]) -> Image.Image:
     try:
-        data = data if data is not None else fetch_bytes(uri, settings.source_policy)
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(read()))
         img.draft("RGB", (256, 256))
         img.load()
         return img
@@ -48,10 +50,7 @@ def neighbour_sheet(
             rows.append(
                 (
                     (_load(query.uri if query else ""), f"#{image_id} {query and query.label}"),
-                    [
-                        (_load(n.uri), f"#{n.image_id} {n.label}\nd={n.distance:.3f}")
-                        for n in neighbours
-                    ],
+                    _neighbour_tiles(neighbours),
                 )
             )
     png.parent.mkdir(parents=True, exist_ok=True)
@@ -62,8 +61,11 @@ def neighbour_sheet(
 def photo_sheet(photo: bytes, caption: str, neighbours: Sequence[Neighbour], png: Path) -> Path:
     """One row: a photo that need not be in the catalog (its bytes, as the user gave them:
     it may lie outside the workers' file roots), then its nearest catalog items."""
-    query: Tile = (_load("", photo), caption)
-    tiles = [(_load(n.uri), f"#{n.image_id} {n.label}\nd={n.distance:.3f}") for n in neighbours]
+    query: Tile = (_picture(lambda: photo), caption)
     png.parent.mkdir(parents=True, exist_ok=True)
-    contact_sheet([(query, tiles)]).save(png)
+    contact_sheet([(query, _neighbour_tiles(neighbours))]).save(png)
     return png
+
+
+def _neighbour_tiles(neighbours: Sequence[Neighbour]) -> list[Tile]:
+    return [(_load(n.uri), f"#{n.image_id} {n.label}\nd={n.distance:.3f}") for n in neighbours]

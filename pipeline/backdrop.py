@@ -94,6 +94,26 @@ SHADOW_RATIOS = (0.8, 0.985)
 NEUTRAL_OBJECT_SHARE = 0.5
 
 
+def _ratio(fg: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """Each pixel over the backdrop behind it (flat-field): 1 on the backdrop, 0 black."""
+    return (255.0 - fg.astype(np.float32)) / (255.0 - level)
+
+
+def _lifted(ratio: np.ndarray) -> np.ndarray:
+    """Foreground again, measured against the backdrop instead of white: 0 on it."""
+    return np.clip(1.0 - ratio, 0.0, 1.0) * 255.0
+
+
+def lift_backdrop(fg: np.ndarray) -> np.ndarray | None:
+    """`fg` (any shape `backdrop_level` takes) flat-fielded against its backdrop, uint8:
+    the backdrop and its gradient become 0, black stays 255; None when there is nothing
+    to remove (white already, or not a light plain backdrop)."""
+    level = backdrop_level(fg)
+    if level is None:
+        return None
+    return np.rint(_lifted(_ratio(fg, level))).astype(np.uint8)
+
+
 def lift_colour_backdrop(fg: np.ndarray) -> np.ndarray | None:
     """Flat-field an (H, W, 3) colour foreground (255 - RGB) against its backdrop and
     erase soft shadows cast on it; uint8 (H, W, 3), or None when `backdrop_level` finds
@@ -107,8 +127,8 @@ def lift_colour_backdrop(fg: np.ndarray) -> np.ndarray | None:
     level = backdrop_level(fg)
     if level is None:
         return None
-    ratio = (255.0 - fg.astype(np.float32)) / (255.0 - level)  # pixel / backdrop
-    lifted = np.clip(1.0 - ratio, 0.0, 1.0) * 255.0
+    ratio = _ratio(fg, level)
+    lifted = _lifted(ratio)
     spread = ratio.max(axis=2) - ratio.min(axis=2)
     mean = ratio.mean(axis=2)
     shadow = (spread < SHADOW_SPREAD) & (mean >= SHADOW_RATIOS[0]) & (mean <= SHADOW_RATIOS[1])

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageFilter
 
-from pipeline.backdrop import backdrop_level, lift_colour_backdrop
+from pipeline.backdrop import lift_backdrop, lift_colour_backdrop
 from pipeline.decode import DEFAULT_DRAFT_SIZE, decode
 from pipeline.types import ImageInfo, ImageLimits, PreprocessSpec
 from pipeline.upright import stand_upright, tilt_degrees
@@ -116,14 +116,10 @@ def _bbox(strength: np.ndarray) -> tuple[int, int, int, int] | None:
 
 
 def _lift_background(fg: np.ndarray) -> np.ndarray:
-    """Remove a plain backdrop that is not white, and its gradient: `backdrop_level`'s
-    surface becomes 0, full darkness stays 255 (pixel -> (backdrop - pixel) / backdrop,
-    a flat-field correction, so vignetting and a grey or pastel studio sweep vanish)."""
-    level = backdrop_level(fg)
-    if level is None:
-        return fg  # already white, or not a light plain backdrop (object fills the frame)
-    lifted = (fg.astype(np.float32) - level) * (255.0 / (255.0 - level))
-    return np.clip(np.rint(lifted), 0, 255).astype(np.uint8)
+    """Remove a plain backdrop that is not white, and its gradient (`lift_backdrop`), so
+    vignetting and a grey or pastel studio sweep vanish; `fg` as it is when there is none."""
+    lifted = lift_backdrop(fg)
+    return fg if lifted is None else lifted
 
 
 def working_image(img: Image.Image, channels: int, work_size: int | None) -> Image.Image:
