@@ -20,7 +20,7 @@ wrong size for that model fails.
 
 from __future__ import annotations
 
-from pgvector.sqlalchemy import VECTOR
+from pgvector.sqlalchemy import BIT, VECTOR
 from sqlalchemy import (
     REAL,
     BigInteger,
@@ -42,6 +42,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+PHASH_BITS = 320  # pipeline.phash.BITS (db does not import pipeline's pixel code)
 IMAGE_STATUSES: tuple[str, ...] = ("pending", "processing", "done", "failed")
 
 NAMING_CONVENTION = {
@@ -92,6 +93,15 @@ images = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("processed_at", DateTime(timezone=True)),
+    # The product's perceptual hash (pipeline/phash.py), compared by Hamming distance.
+    Column(
+        "phash",
+        BIT(PHASH_BITS),
+        comment=(
+            "Perceptual hash of the product (pipeline/phash.py): 256 shape + 64 colour bits; "
+            "compare with <~> (Hamming distance)."
+        ),
+    ),
     # The idempotency key of an upload: the same merchant sending the same URI again
     # refers to the same row.
     UniqueConstraint("merchant_id", "uri"),
@@ -102,6 +112,12 @@ images = Table(
     Index(None, "sha256"),
     Index(None, "merchant_id", "created_at"),
     Index(None, "status"),
+    Index(
+        "images_phash_hnsw_idx",
+        "phash",
+        postgresql_using="hnsw",
+        postgresql_ops={"phash": "bit_hamming_ops"},
+    ),
     comment="One row per merchant upload, unique on (merchant_id, uri).",
 )
 

@@ -27,7 +27,8 @@ _LUMA_TABLE = np.array(
 )
 
 
-def _dct_matrix(size: int = 8) -> np.ndarray:
+def dct_matrix(size: int = 8) -> np.ndarray:
+    """Orthonormal DCT-II basis (rows = frequencies): `m @ block @ m.T` is the 2-D DCT."""
     k = np.arange(size, dtype=np.float64)[:, None]
     n = np.arange(size, dtype=np.float64)[None, :]
     m = np.cos(np.pi * (2 * n + 1) * k / (2 * size)) * np.sqrt(2.0 / size)
@@ -35,7 +36,7 @@ def _dct_matrix(size: int = 8) -> np.ndarray:
     return m.astype(np.float32)  # orthonormal DCT-II: m @ m.T == I
 
 
-_DCT = _dct_matrix()
+_DCT = dct_matrix()
 
 
 def quantisation_tables(qualities: np.ndarray) -> np.ndarray:

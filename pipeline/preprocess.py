@@ -24,11 +24,14 @@ the bytes safe to look at is `pipeline.decode`'s job, this module starts from it
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from PIL import Image, ImageFilter
 
 from pipeline.backdrop import lift_backdrop, lift_colour_backdrop
 from pipeline.decode import DEFAULT_DRAFT_SIZE, decode
+from pipeline.phash import perceptual_hash
 from pipeline.types import ImageInfo, ImageLimits, PreprocessSpec
 from pipeline.upright import stand_upright, tilt_degrees
 
@@ -230,11 +233,14 @@ def preprocess_bytes(
     data: bytes, spec: PreprocessSpec, *, limits: ImageLimits, sha256: str | None = None
 ) -> tuple[np.ndarray, ImageInfo]:
     """`decode` (with a JPEG draft sized for `spec`) then `to_model_input` at the same
-    working size for every format (shorter side >= 256 px, or 4x the model's input)."""
+    working size for every format (shorter side >= 256 px, or 4x the model's input).
+    The returned info carries the photo's perceptual hash (`pipeline.phash`)."""
     work_size = max(DEFAULT_DRAFT_SIZE, 4 * int(spec.size))
     # JPEGs are decoded in colour even for a grey model (0.3 ms more per photo): a shadow on
     # a studio backdrop is told apart from the product by its colour (`foreground`).
     img, info = decode(data, limits=limits, draft_size=work_size, draft_mode="RGB", sha256=sha256)
+    # The near-duplicate hash comes from the same decoded pixels: no second decode.
+    info = dataclasses.replace(info, phash=perceptual_hash(img))
     return to_model_input(img, spec, work_size=work_size), info
 
 

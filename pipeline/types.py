@@ -159,3 +159,6 @@ class ImageInfo:
     width: int
     height: int
     format: str
+    # The product's perceptual hash (`pipeline.phash`, '0'/'1' text); None where it was not
+    # computed (a result stored before hashes existed, a synthetic row).
+    phash: str | None = None

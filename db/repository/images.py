@@ -158,10 +158,11 @@ _MARK_DONE = text(
     UPDATE images AS i
        SET status = 'done', error = NULL,
            sha256 = v.sha256, width = v.width, height = v.height, format = v.format,
-           processed_at = now(), updated_at = now()
+           phash = v.phash::bit(320), processed_at = now(), updated_at = now()
       FROM unnest(CAST(:ids AS bigint[]), CAST(:sha256 AS text[]),
                   CAST(:width AS integer[]), CAST(:height AS integer[]),
-                  CAST(:format AS text[])) AS v(id, sha256, width, height, format)
+                  CAST(:format AS text[]), CAST(:phash AS text[]))
+           AS v(id, sha256, width, height, format, phash)
      WHERE i.id = v.id
     """
 )
@@ -215,6 +216,7 @@ def save_results(conn: Connection, *, results: Sequence[ImageResult]) -> None:
             "width": [info.width for info in per_image.values()],
             "height": [info.height for info in per_image.values()],
             "format": [info.format for info in per_image.values()],
+            "phash": [info.phash for info in per_image.values()],
         },
     )
 

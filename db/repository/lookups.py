@@ -131,6 +131,7 @@ def known_results(
             images.c.width,
             images.c.height,
             images.c.format,
+            images.c.phash,
             predictions.c.label,
             predictions.c.label_index,
             predictions.c.confidence,
@@ -153,7 +154,11 @@ def known_results(
     known: dict[str, tuple[ImageInfo, Prediction]] = {}
     for row in conn.execute(stmt):
         info = ImageInfo(
-            sha256=row.sha256, width=int(row.width), height=int(row.height), format=row.format
+            sha256=row.sha256,
+            width=int(row.width),
+            height=int(row.height),
+            format=row.format,
+            phash=bit_text(row.phash),
         )
         top_k = tuple((str(t["label"]), float(t["score"])) for t in row.top_k)
         vector = row.embedding.to_numpy() if hasattr(row.embedding, "to_numpy") else row.embedding
@@ -168,3 +173,11 @@ def known_results(
             ),  # fmt: skip
         )
     return known
+
+
+def bit_text(value: object) -> str | None:
+    """A `bit` column's value as '0'/'1' text, whichever form the driver hands back."""
+    if value is None:
+        return None
+    to_text = getattr(value, "to_text", None)
+    return str(to_text()) if callable(to_text) else str(value)

@@ -83,12 +83,15 @@ def result(
     vec: np.ndarray | list[float],
     label_index: int = 7,
     sha: str | None = None,
+    phash: str | None = None,
 ) -> ImageResult:
     label = LABELS[label_index]
     return ImageResult(
         image_id=image_id,
         model_id=model_id,
-        info=ImageInfo(sha256=sha or f"sha-{image_id}", width=28, height=28, format="PNG"),
+        info=ImageInfo(
+            sha256=sha or f"sha-{image_id}", width=28, height=28, format="PNG", phash=phash
+        ),
         prediction=Prediction(
             label=label,
             label_index=label_index,
@@ -140,7 +143,7 @@ def test_upgrade_is_idempotent_and_safe_concurrently(empty_db: str) -> None:
         for f in futures:
             f.result(timeout=120)
     upgrade(empty_db)  # and once more: nothing to do
-    assert current_revision(empty_db) == head_revision() == "0002"
+    assert current_revision(empty_db) == head_revision() == "0003"
     eng = make_engine(empty_db)
     try:
         with eng.connect() as conn:
@@ -646,11 +649,10 @@ def test_similar_edge_cases(engine: Engine) -> None:
         model = repo.register_model(conn, spec=spec("1", 4), path="/m/1", activate_if_none=False)
         ids = repo.upsert_pending_images(conn, uploads=uploads(2))
         repo.save_results(conn, results=[result(ids[0], model, [1, 0, 0, 0])])
-    with pytest.raises(sqlalchemy.exc.DBAPIError, match="no active model"):
-        with engine.connect() as conn:
-            repo.similar(conn, image_id=ids[0])
-    with pytest.raises(LookupError, match="no active model"), engine.connect() as conn:
-        repo.similar(conn, image_id=ids[0], merchant_id="m1")
+    for merchant in (None, "m1"):
+        with pytest.raises(sqlalchemy.exc.DBAPIError, match="no active model"):
+            with engine.connect() as conn:
+                repo.similar(conn, image_id=ids[0], merchant_id=merchant)
     with engine.begin() as conn:
         repo.activate_model(conn, key="fashion-cnn@1")
     with engine.connect() as conn:
@@ -665,7 +667,16 @@ def test_similar_edge_cases(engine: Engine) -> None:
         repo.similar_sql(1, True)
 
 
-def test_similar_within_one_merchant_is_exact(engine: Engine) -> None:
+@pytest.mark.parametrize("plan", ["exact", "index"])
+def test_similar_within_one_merchant_is_exact(engine: Engine, plan: str) -> None:
+    """Both plans `similar_images()` chooses from give the exact answer: the exact scan
+    of a small merchant, and (forced here by `vitrine.exact_search_rows = 0`) the HNSW
+    iterative scan, which falls back to an exact scan when it comes back short."""
+    if plan == "index":
+        engine = sqlalchemy.create_engine(
+            engine.url, connect_args={"options": "-c vitrine.exact_search_rows=0"}
+        )
+
     rng = np.random.default_rng(11)
     with engine.begin() as conn:
         a = repo.register_model(conn, spec=spec("1", 8), path="/m/1")
@@ -712,6 +723,21 @@ def test_similar_within_one_merchant_is_exact(engine: Engine) -> None:
         ]
         assert repo.similar(conn, image_id=query, k=5, merchant_id="nobody") == []
         assert repo.similar(conn, image_id=query, k=0, merchant_id="acme") == []
+        # a label filter across merchants: acme's one Dress and the crowd's 30
+        label = LABELS[3]
+        dresses = [
+            (i, v)
+            for n, (i, v) in enumerate(zip(acme + others, [*acme_vecs, *crowd], strict=True))
+            if (n if n < 12 else n - 12) % 10 == 3
+        ]
+        want_dress = sorted(
+            ((i, cosine_distance(acme_vecs[0], v)) for i, v in dresses), key=lambda t: t[1]
+        )
+        got_dress = repo.similar(conn, image_id=query, k=31, label=label)
+        assert [n.image_id for n in got_dress] == [i for i, _ in want_dress]
+        assert {n.label for n in got_dress} == {label}
+        both = repo.similar(conn, image_id=query, k=5, merchant_id="acme", label=label)
+        assert [n.image_id for n in both] == [acme[3]]
 
     # Under another active model the other model's vectors rank the candidates.
     acme_b = rng.normal(size=(12, 4))
@@ -749,27 +775,31 @@ def test_hnsw_index_is_used(engine: Engine) -> None:
         plan = _plan(conn, raw)
         assert f"Index Scan using {hnsw_index_name(a)} on embeddings e" in plan, plan
 
-        # 2) The function's internal query, taken from its definition, prepared with the
-        #    query vector as a parameter exactly as EXECUTE ... USING runs it; seq scans
-        #    off as a planner-independent check.
+        # 2) The function's index query, taken from its definition, prepared with its
+        #    parameters exactly as EXECUTE ... USING runs it; seq scans off as a
+        #    planner-independent check.
+        definition = conn.execute(
+            text("SELECT pg_get_functiondef('vitrine_knn'::regproc)")
+        ).scalar_one()
+        ann = definition.split("$q$")[3]  # [1] is the exact query, [3] the index query
+        assert "ORDER BY e.embedding::vector(%1$s) <=> $1" in ann
         inner_sql = conn.execute(
             text(
-                "SELECT format(substring(pg_get_functiondef('similar_images'::regproc) "
-                "FROM '\\$q\\$(.*)\\$q\\$'), 16, CAST(:m AS integer))"
+                "SELECT format(:q, 16, CAST(:m AS integer), 'SELECT NULL::bigint, NULL::text, "
+                "NULL::text, NULL::text, NULL::text, NULL::float8 LIMIT 0')"
             ),
-            {"m": a},
+            {"q": ann, "m": a},
         ).scalar_one()
-        assert "ORDER BY e.embedding::vector(16) <=> $1" in inner_sql
         qvec = conn.execute(
             text("SELECT embedding::text FROM embeddings WHERE image_id = :i AND model_id = :m"),
             {"i": ids[0], "m": a},
         ).scalar_one()
-        conn.execute(text(f"PREPARE knn(vector, bigint, integer) AS {inner_sql}"))
+        conn.execute(text(f"PREPARE knn(vector, bigint, integer, text, text) AS {inner_sql}"))
         conn.execute(text("SET enable_seqscan = off"))
-        plan = _plan(conn, f"EXECUTE knn('{qvec}', {ids[0]}, 10)")
+        plan = _plan(conn, f"EXECUTE knn('{qvec}', {ids[0]}, 10, NULL, NULL)")
         assert f"Index Scan using {hnsw_index_name(a)} on embeddings e" in plan, plan
         conn.execute(text("RESET enable_seqscan"))
-        plan = _plan(conn, f"EXECUTE knn('{qvec}', {ids[0]}, 10)")
+        plan = _plan(conn, f"EXECUTE knn('{qvec}', {ids[0]}, 10, NULL, NULL)")
         assert f"Index Scan using {hnsw_index_name(a)} on embeddings e" in plan, plan
         conn.execute(text("DEALLOCATE knn"))
 
@@ -783,12 +813,21 @@ def test_hnsw_index_is_used(engine: Engine) -> None:
         conn.execute(text("SET auto_explain.log_nested_statements = on"))
         conn.execute(text("SET client_min_messages = log"))
         rows = conn.execute(text(repo.similar_sql(ids[0], 10))).all()
-        conn.execute(text("SET client_min_messages = notice"))
         assert len(rows) == 10
         inner = [n for n in notices if "ORDER BY e.embedding::vector(16)" in n]
         assert inner and f"Index Scan using {hnsw_index_name(a)} on embeddings e" in inner[0], (
             notices
         )
+        # A merchant with few images is searched exactly, through its B-tree, not HNSW.
+        notices.clear()
+        merchant = conn.execute(
+            text("SELECT merchant_id FROM images WHERE id = :i"), {"i": ids[0]}
+        ).scalar_one()
+        rows = conn.execute(text(repo.similar_sql(ids[0], 10, merchant_id=merchant))).all()
+        conn.execute(text("SET client_min_messages = notice"))
+        assert len(rows) == 10 and {r.merchant_id for r in rows} == {merchant}
+        exact = [n for n in notices if "ORDER BY e.embedding <=> $1" in n]
+        assert exact and "hnsw" not in exact[0], notices
 
         # 4) The other model's index serves the other model.
         raw_b = repo.similar_raw_sql(model_id=b, embedding_dim=8, image_id=ids[0], k=10)
@@ -908,6 +947,10 @@ def test_images_missing_embeddings_pages(engine: Engine) -> None:
 
 # --------------------------------------------------------------------------- analyst views
 
+HASH_A = "01" * 160
+HASH_A_EDITED = "10" * 20 + "01" * 140
+HASH_B = "0011" * 80
+
 
 def test_views_for_analysts(engine: Engine) -> None:
     with engine.begin() as conn:
@@ -925,10 +968,12 @@ def test_views_for_analysts(engine: Engine) -> None:
         repo.save_results(
             conn,
             results=[
-                result(ids[0], a, [1, 0, 0, 0], label_index=7, sha="same"),
-                result(ids[1], a, [1, 0, 0, 0], label_index=7, sha="same"),
-                result(ids[2], a, [1, 0.05, 0, 0], label_index=5, sha="s2"),  # near-dup of 0
-                result(ids[3], a, [0, 0, 1, 0], label_index=8, sha="s3"),
+                result(ids[0], a, [1, 0, 0, 0], label_index=7, sha="same", phash=HASH_A),
+                result(ids[1], a, [1, 0, 0, 0], label_index=7, sha="same", phash=HASH_A),
+                # the same photo edited: 40 of 320 bits differ
+                result(ids[2], a, [1, 0.05, 0, 0], label_index=5, sha="s2", phash=HASH_A_EDITED),
+                # the same class embedding, another photo: 160 bits differ
+                result(ids[3], a, [1, 0.01, 0, 0], label_index=8, sha="s3", phash=HASH_B),
             ],
         )
     with engine.connect() as conn:
@@ -960,8 +1005,8 @@ def test_views_for_analysts(engine: Engine) -> None:
         ).all()
         assert [tuple(r) for r in dups] == [
             (ids[0], ids[1], "sha256"),
-            (ids[0], ids[2], "embedding"),
-            (ids[1], ids[2], "embedding"),
+            (ids[0], ids[2], "phash"),
+            (ids[1], ids[2], "phash"),
         ]
         acme = conn.execute(
             text("SELECT duplicate_merchant_id FROM duplicate_candidates WHERE image_id = :i"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import importlib.util
 import io
 import os
 from pathlib import Path
@@ -24,7 +25,6 @@ from db import repository as repo
 from db.engine import make_engine, normalise_url
 from db.migrate import ALEMBIC_INI, MIGRATIONS_DIR, alembic_config, head_revision
 from db.repository.images import _MARK_DONE, _UPSERT_EMBEDDINGS, _UPSERT_PREDICTIONS
-from db.repository.search import _SIMILAR_WITHIN_MERCHANT
 from db.schema import (
     IMAGE_STATUSES,
     embeddings,
@@ -125,7 +125,7 @@ def test_similar_sql_is_what_an_analyst_types() -> None:
     assert repo.similar_sql(42, 10) == "SELECT * FROM similar_images(42, 10);"
     assert repo.similar_sql(42) == "SELECT * FROM similar_images(42, 10);"
     within = repo.similar_sql(42, 5, merchant_id="o'shop")
-    assert "i.merchant_id = 'o''shop'" in within and within.endswith("LIMIT 5;")
+    assert within == "SELECT * FROM similar_images(42, 5, p_merchant_id => 'o''shop');"
     for bad in [(0, 10), (42, 0), (-1, 3), ("42; DROP TABLE images", 10), (42, True)]:
         with pytest.raises(ValueError):
             repo.similar_sql(*bad)  # type: ignore[arg-type]
@@ -155,15 +155,22 @@ def test_positive_int_is_the_one_validator() -> None:
         assert not defs & {"_positive", "_positive_int"}, path
 
 
-def test_similar_within_merchant_is_an_exact_scan() -> None:
-    sql = str(_SIMILAR_WITHIN_MERCHANT.compile(dialect=postgresql.dialect()))
-    # No `::vector(<dim>)` cast and no literal model id: no HNSW index can serve it.
-    assert "e.embedding <=> q.embedding" in sql
-    assert "::vector(" not in sql and "CAST" not in sql
-    assert "models.is_active" in sql
-    assert "images.merchant_id = %(merchant_id)s" in sql
-    assert "e.image_id != %(image_id)s" in sql
-    assert sql.rstrip().endswith("ORDER BY distance, e.image_id \n LIMIT %(k)s")
+def test_search_functions_pick_exact_or_index_plans() -> None:
+    """The exact query cannot match an HNSW index (no cast, no literal model id in the
+    ORDER BY); the index query repeats the index's expression exactly."""
+    path = MIGRATIONS_DIR / "versions" / "0003_search_and_hashes.py"
+    spec = importlib.util.spec_from_file_location("revision_0003", path)
+    assert spec is not None and spec.loader is not None
+    revision = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(revision)
+    assert "ORDER BY e.embedding <=> $1" in revision._EXACT
+    assert "::vector(" not in revision._EXACT
+    assert "JOIN embeddings e ON e.image_id = i.id" in revision._EXACT  # merchant B-tree first
+    assert "ORDER BY e.embedding::vector(%1$s) <=> $1" in revision._ANN
+    assert "WHERE e.model_id = %2$s" in revision._ANN
+    # the index answer is used only when it is complete; else the exact one, never both
+    assert "(SELECT count(*) FROM ann) >= $3" in revision._ANN
+    assert "(SELECT count(*) FROM ann) < $3" in revision._ANN
 
 
 def test_arguments_are_checked_before_any_query() -> None:
@@ -175,7 +182,6 @@ def test_arguments_are_checked_before_any_query() -> None:
     assert repo.labels_for(no_db, image_ids=[]) == {}  # type: ignore[arg-type]
     assert repo.image_summaries(no_db, image_ids=[]) == {}  # type: ignore[arg-type]
     assert repo.label_counts(no_db, image_ids=[]) == []  # type: ignore[arg-type]
-    assert repo.similar(no_db, image_id=1, k=0, merchant_id="m") == []  # type: ignore[arg-type]
 
 
 def test_repository_package_keeps_every_name() -> None:
@@ -242,7 +248,7 @@ def test_db_imports_only_pipeline_types_from_the_project() -> None:
 def test_single_head_and_ini_inside_migrations() -> None:
     assert ALEMBIC_INI.parent == MIGRATIONS_DIR == DB_DIR / "migrations"
     script = ScriptDirectory.from_config(alembic_config())
-    assert script.get_heads() == ["0002"] == [head_revision()]
+    assert script.get_heads() == ["0003"] == [head_revision()]
 
 
 def test_offline_sql_from_another_directory(

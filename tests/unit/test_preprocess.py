@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import struct
@@ -97,7 +98,8 @@ def test_round_trip_real_files(data: FashionMNIST, fmt: str, kwargs: dict[str, o
     assert img.mode in ("RGB", "L")
 
     arr, info2 = preprocess_bytes(blob, SPEC, limits=LIMITS)
-    assert info2 == info
+    assert info2 == dataclasses.replace(info, phash=info2.phash)
+    assert info2.phash is not None and len(info2.phash) == 320 and set(info2.phash) <= {"0", "1"}
     assert arr.shape == (28, 28, 1) and arr.dtype == np.float32
     assert 0.0 <= arr.min() and arr.max() <= 1.0
     assert corr(arr[..., 0], item) > 0.9

@@ -176,14 +176,14 @@ COMMENTS = [
 ]
 
 
-def _iterative_scan_clause() -> str:
+def iterative_scan_clause(order: str = "strict_order") -> str:
     """`SET hnsw.iterative_scan` for the functions, if this pgvector has it (>= 0.8).
 
     Iterative scans let `LIMIT k` return k rows when k exceeds `hnsw.ef_search` (40) or
     when rows are filtered out after the index scan. On older pgvector the setting does
     not exist and naming it would make the functions fail, so it is left out there.
     """
-    clause = "SET hnsw.iterative_scan = 'strict_order'"
+    clause = f"SET hnsw.iterative_scan = '{order}'"
     if context.is_offline_mode():
         return clause
     version = (
@@ -286,7 +286,7 @@ def upgrade() -> None:
 
     op.execute(ACTIVE_MODEL_VIEW)
     op.execute(IMAGE_LABELS_VIEW)
-    iterative = _iterative_scan_clause()
+    iterative = iterative_scan_clause()
     op.execute(SIMILAR_IMAGES.replace("{ITERATIVE_SCAN}", iterative))
     op.execute(SIMILAR_TO_VECTOR.replace("{ITERATIVE_SCAN}", iterative))
     op.execute(DUPLICATE_CANDIDATES_VIEW)
