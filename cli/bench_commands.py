@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cli.options import JSON
+from cli.options import JSON, parse_positive_ints
 from cli.output import emit_json, friendly, key_values, out_console, progress_bar
 from ops.context import open_context
 from worker.settings import get_settings
@@ -75,3 +75,26 @@ def register(app: typer.Typer) -> None:
         )  # fmt: skip
         results = run_ingest_bench(open_context(), request, progress=progress_bar)
         _show(results, json_out, "bench ingest")
+
+    @bench_app.command("search")
+    @friendly
+    def bench_search(
+        vectors: int = typer.Option(20_000, "--vectors", min=100, help="Catalog size (N)."),
+        queries: int = typer.Option(200, "--queries", min=10, help="Queries per measurement."),
+        merchants: int = typer.Option(100, "--merchants", min=1),
+        seed: int = typer.Option(2026, "--seed"),
+        ef_search: str = typer.Option(
+            "", "--ef-search", help="Also measure these candidate-list lengths, e.g. 40,200."
+        ),
+        keep: bool = typer.Option(False, "--keep", help="Keep the scratch database."),
+        json_out: bool = JSON,
+    ) -> None:
+        """Latency and recall@10 of similarity search over N vectors, plain and filtered."""
+        from ops.bench_search import SearchBench, run_search_bench
+
+        request = SearchBench(
+            vectors=vectors, queries=queries, merchants=merchants, seed=seed,
+            ef_search=parse_positive_ints(ef_search, "--ef-search"), keep=keep,
+        )  # fmt: skip
+        results = run_search_bench(open_context(), request, progress=progress_bar)
+        _show(results, json_out, "bench search")

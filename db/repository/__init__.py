@@ -32,6 +32,7 @@ from db.repository.backfill import (
     requeue_stale,
     stale_images,
 )
+from db.repository.bulk import build_hnsw_index_concurrently, copy_catalog
 from db.repository.images import (
     MAX_ERROR_CHARS,
     claim_image,
@@ -83,12 +84,14 @@ __all__ = [
     "ModelRow",
     "Neighbour",
     "activate_model",
+    "build_hnsw_index_concurrently",
     "active_model",
     "claim_image",
     "claim_images",
     "commit_times",
     "database_clock",
     "delete_merchants",
+    "copy_catalog",
     "copy_embeddings",
     "drop_hnsw_index",
     "ensure_hnsw_index",

@@ -781,7 +781,7 @@ def test_hnsw_index_is_used(engine: Engine) -> None:
         definition = conn.execute(
             text("SELECT pg_get_functiondef('vitrine_knn'::regproc)")
         ).scalar_one()
-        ann = definition.split("$q$")[3]  # [1] is the exact query, [3] the index query
+        ann = definition.split("$q$")[3]  # [1]: the exact query, [3]: the unfiltered index query
         assert "ORDER BY e.embedding::vector(%1$s) <=> $1" in ann
         inner_sql = conn.execute(
             text(

@@ -200,7 +200,7 @@ def test_repository_package_keeps_every_name() -> None:
         "ImageSummary", "LabelInfo", "find_model", "image_summaries",
         "iter_images_missing_embeddings", "labels_for", "model_count", "requeue_stale",
         "commit_times", "database_clock", "delete_merchants", "settled_counts", "claim_images",
-        "known_results",
+        "known_results", "copy_catalog", "build_hnsw_index_concurrently",
     }  # fmt: skip
     assert set(package.__all__) == before_split | added
     assert len(package.__all__) == len(set(package.__all__))

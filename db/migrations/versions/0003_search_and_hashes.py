@@ -67,6 +67,19 @@ SELECT * FROM (SELECT * FROM ann ORDER BY distance) found WHERE (SELECT count(*)
 UNION ALL
 SELECT * FROM (%3$s) exact WHERE (SELECT count(*) FROM ann) < $3
 """
+# No filter: the index's first candidate list is the answer (k <= ef_search).
+_PLAIN = """
+SELECT * FROM (
+    SELECT e.image_id, i.merchant_id, i.sku, i.uri, p.label,
+           e.embedding::vector(%1$s) <=> $1 AS distance
+      FROM embeddings e
+      JOIN images i ON i.id = e.image_id
+      LEFT JOIN predictions p ON p.image_id = e.image_id AND p.model_id = %2$s
+     WHERE e.model_id = %2$s AND e.image_id IS DISTINCT FROM $2
+     ORDER BY e.embedding::vector(%1$s) <=> $1
+     LIMIT $3
+) nearest ORDER BY distance
+"""
 # The uncast `embedding <=> $1` cannot use the HNSW index: an exact sort of the rows the
 # filters leave, read through the B-tree on merchant_id when a merchant is named.
 _EXACT = f"""
@@ -117,7 +130,12 @@ BEGIN
             RETURN;
         END IF;
     END IF;
-    PERFORM set_config('hnsw.ef_search', greatest(v_ef, p_k, 1)::text, true);
+    PERFORM set_config('hnsw.ef_search', greatest(v_ef, p_k + 1)::text, true);
+    IF p_merchant_id IS NULL AND p_label IS NULL THEN
+        RETURN QUERY EXECUTE format($q${_PLAIN}$q$, v_dim, v_model_id)
+            USING p_vec, p_exclude, p_k;
+        RETURN;
+    END IF;
     RETURN QUERY EXECUTE format($q${_ANN}$q$, v_dim, v_model_id,
                                 format($q${_EXACT}$q$, v_dim, v_model_id))
         USING p_vec, p_exclude, p_k, p_merchant_id, p_label;
