@@ -36,6 +36,8 @@ integration: install
 bench-smoke: install
 	$(VENV)/bin/vitrine bench --size 64 --json
 	$(VENV)/bin/vitrine bench ingest --images 40 --naive-images 8 --latency-uploads 10 --json
+	$(VENV)/bin/vitrine bench search --vectors 20000 --json
+	$(VENV)/bin/vitrine bench duplicates --items 40 --json
 
 test: lint unit integration bench-smoke
 

@@ -87,6 +87,9 @@ def register(app: typer.Typer) -> None:
             "", "--ef-search", help="Also measure these candidate-list lengths, e.g. 40,200."
         ),
         keep: bool = typer.Option(False, "--keep", help="Keep the scratch database."),
+        reuse: bool = typer.Option(
+            False, "--reuse", help="Measure a kept scratch database again (implies --keep)."
+        ),
         json_out: bool = JSON,
     ) -> None:
         """Latency and recall@10 of similarity search over N vectors, plain and filtered."""
@@ -94,7 +97,23 @@ def register(app: typer.Typer) -> None:
 
         request = SearchBench(
             vectors=vectors, queries=queries, merchants=merchants, seed=seed,
-            ef_search=parse_positive_ints(ef_search, "--ef-search"), keep=keep,
+            ef_search=parse_positive_ints(ef_search, "--ef-search"), keep=keep or reuse,
+            reuse=reuse,
         )  # fmt: skip
         results = run_search_bench(open_context(), request, progress=progress_bar)
         _show(results, json_out, "bench search")
+
+    @bench_app.command("duplicates")
+    @friendly
+    def bench_duplicates(
+        items: int = typer.Option(300, "--items", min=2, help="Distinct items (N)."),
+        seed: int = typer.Option(2026, "--seed"),
+        json_out: bool = JSON,
+    ) -> None:
+        """Precision and recall of the perceptual hash on re-published listing photos."""
+        from ops.bench_duplicates import run_duplicates_bench
+
+        results = run_duplicates_bench(
+            get_settings(), items=items, seed=seed, progress=progress_bar
+        )
+        _show(results, json_out, "bench duplicates")

@@ -30,17 +30,22 @@ def register(app: typer.Typer) -> None:
             None, "--image", help="Or a photo file, in the catalog or not: search by photo."
         ),
         k: int = typer.Option(10, "-k", min=1, help="How many neighbours."),
+        merchant: str = typer.Option(None, "--merchant", help="Only this merchant's images."),
+        label: str = typer.Option(None, "--label", help="Only images with this label."),
         png: Path = typer.Option(None, "--png", help="Write a contact sheet of them here."),
         json_out: bool = JSON,
     ) -> None:
         """The k images most similar to one image or photo (active model, HNSW index)."""
         if (image_id is None) == (image is None):
             raise UserError("give an IMAGE_ID or --image FILE (one of them)")
+        filters = catalog.SearchFilters(merchant_id=merchant, label=label)
         if image is not None:
-            _show_photo_search(catalog.similar_to_photo(open_context(), photo=image, k=k, png=png),
-                               json_out)  # fmt: skip
+            found = catalog.similar_to_photo(
+                open_context(), photo=image, k=k, png=png, filters=filters
+            )
+            _show_photo_search(found, json_out)
             return
-        report = catalog.similar(open_context(), image_id=image_id, k=k, png=png)
+        report = catalog.similar(open_context(), image_id=image_id, k=k, png=png, filters=filters)
         if json_out:
             emit_json(
                 {

@@ -144,10 +144,15 @@ embeddings = Table(
     Column("model_id", Integer, ForeignKey("models.id"), nullable=False),
     Column("embedding", VECTOR(), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # The image's merchant, copied by the `embeddings_merchant` trigger on insert, so one
+    # merchant's vectors are one range of the covering index below (exact search within
+    # a merchant, migration 0003).
+    Column("merchant_id", Text, nullable=False),
     PrimaryKeyConstraint("image_id", "model_id"),
     # Per-model counts and backfill anti-joins; the HNSW indexes are per model and
     # are created at registration time (see module docstring), not here.
     Index(None, "model_id", "image_id"),
+    Index(None, "model_id", "merchant_id", postgresql_include=["embedding"]),
     comment=(
         "Embedding per (image, model); vector size = models.embedding_dim; "
         "one HNSW index embeddings_hnsw_m<model id> per model."

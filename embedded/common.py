@@ -166,3 +166,22 @@ def child_env() -> dict[str, str]:
     """Our environment minus libpq's PG* variables (PGDATA, PGPORT, PGOPTIONS ...), which
     would otherwise silently redirect initdb/pg_ctl away from the embedded cluster."""
     return {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+
+
+def pg_memory_options() -> str:
+    """`postgres -c` options sizing the embedded server's cache to this machine.
+
+    Similarity search reads the HNSW graph and the vectors at random; from PostgreSQL's
+    own buffers that costs about a microsecond a page, through the kernel's page cache
+    several. The default 128 MB holds the index of ~150,000 128-d vectors; a quarter of
+    the machine's memory (capped at 8 GB, as PostgreSQL's guidance suggests) holds a
+    million-vector catalog with its tables (1.5 GB, `docs/sql.md`). The memory is
+    reserved, not touched: an idle server uses no more than before.
+    """
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        total = 0
+    shared_mb = max(128, min(8192, total // 4 // 2**20))
+    cache_mb = max(shared_mb, total * 3 // 4 // 2**20)
+    return f"-c shared_buffers={shared_mb}MB -c effective_cache_size={cache_mb}MB"

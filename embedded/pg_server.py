@@ -31,6 +31,7 @@ from embedded.common import (
     log_since,
     log_size,
     package_dir,
+    pg_memory_options,
     pid_alive,
     pid_exists,
     read_pid,
@@ -110,7 +111,8 @@ def start(root: Path, preferred_port: int | None, password: str) -> tuple[int, i
         # postmaster dies; pg_ctl forks the server into its own session (detached).
         result = run_as(
             [str(bin_dir() / "pg_ctl"), "-D", str(paths.data), "-l", str(paths.log)]
-            + ["-o", f"-p {port}", "-w", "-t", str(int(START_TIMEOUT_S)), "start"],
+            + ["-o", f"-p {port} {pg_memory_options()}", "-w", "-t", str(int(START_TIMEOUT_S))]
+            + ["start"],
             account,
             cwd=paths.root,
             timeout=START_TIMEOUT_S + 15,

@@ -82,13 +82,23 @@ def catalog_vectors(
         f" and {n_model - len(base):,} augmented variants" if n_model > len(base) else ""
     )
     if n > n_model:
-        extra = _between_neighbours(emb, n - n_model, rng, progress)
-        source += f", plus {n - n_model:,} points between each and one of its 10 nearest"
+        # Its own random stream: the same points whether the model vectors came from the
+        # cache or were just computed.
+        between = np.random.default_rng(seed + 1)
+        extra = _between_neighbours(emb, n - n_model, between, _nearest(emb, cache, progress))
+        source += describe_extra(n - n_model)
         picked = extra[1]
         emb = np.concatenate([emb, extra[0]])
         labels = np.concatenate([labels, labels[picked]])
         conf = np.concatenate([conf, conf[picked]])
     return VectorSet(emb, labels, conf, query_vecs, source)
+
+
+def describe_extra(count: int) -> str:
+    """How the vectors beyond the model's own were made, for the report."""
+    return (
+        f", plus {count:,} points between one of those and one of its 10 nearest" if count else ""
+    )
 
 
 def _embed(
@@ -106,11 +116,12 @@ def _embed(
     return np.concatenate(vectors), np.concatenate(labels), np.concatenate(confidences)
 
 
-def _between_neighbours(
-    emb: np.ndarray, count: int, rng: np.random.Generator, progress: ProgressFactory
-) -> tuple[np.ndarray, np.ndarray]:
-    """`count` points between a random model vector and one of its nearest; the sources."""
-    neighbours = np.empty((len(emb), NEIGHBOURS), dtype=np.int64)
+def _nearest(emb: np.ndarray, cache: Path, progress: ProgressFactory) -> np.ndarray:
+    """Each vector's `NEIGHBOURS` nearest others (row indices), cached beside the vectors."""
+    saved = cache.with_suffix(".neighbours.npy")
+    if saved.is_file():
+        return np.load(saved)
+    neighbours = np.empty((len(emb), NEIGHBOURS), dtype=np.int32)
     step = 1024
     with progress("finding neighbours", len(emb)) as tick:
         for start in range(0, len(emb), step):
@@ -121,6 +132,14 @@ def _between_neighbours(
                 :, :NEIGHBOURS
             ]
             tick(len(sims))
+    np.save(saved, neighbours)
+    return neighbours
+
+
+def _between_neighbours(
+    emb: np.ndarray, count: int, rng: np.random.Generator, neighbours: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """`count` points between a random model vector and one of its nearest; the sources."""
     sources = rng.integers(0, len(emb), count)
     partners = neighbours[sources, rng.integers(0, NEIGHBOURS, count)]
     t = rng.uniform(0.1, 0.5, count).astype(np.float32)[:, None]

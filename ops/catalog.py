@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Connection
+
 from db import repository
 from db.types import ModelRow, Neighbour
 from ops.context import Context
@@ -43,18 +45,65 @@ class StatusReport:
     services: dict[str, dict[str, Any]]
 
 
-def similar(ctx: Context, *, image_id: int, k: int, png: Path | None = None) -> SimilarReport:
-    """The k images nearest to `image_id` under the active model (its HNSW index)."""
+@dataclass(frozen=True)
+class SearchFilters:
+    """Only this merchant's and/or this label's images are candidates (None: any)."""
+
+    merchant_id: str | None = None
+    label: str | None = None
+
+    def describe(self) -> str:
+        parts = [f"merchant {self.merchant_id!r}"] if self.merchant_id is not None else []
+        parts += [f"label {self.label!r}"] if self.label is not None else []
+        return " and ".join(parts)
+
+
+NO_FILTERS = SearchFilters()
+
+
+def similar(
+    ctx: Context,
+    *,
+    image_id: int,
+    k: int,
+    png: Path | None = None,
+    filters: SearchFilters = NO_FILTERS,
+) -> SimilarReport:
+    """The k images nearest to `image_id` under the active model, within `filters`."""
     engine = ctx.engine()
     with engine.connect() as conn:
-        neighbours = repository.similar(conn, image_id=image_id, k=k)
+        _check_label(conn, filters)
+        neighbours = repository.similar(
+            conn, image_id=image_id, k=k, merchant_id=filters.merchant_id, label=filters.label
+        )
+        if not neighbours and filters != NO_FILTERS:
+            if repository.similar(conn, image_id=image_id, k=1):
+                raise UserError(f"no other image matches {filters.describe()}")
     if not neighbours:
         raise UserError(
             f"image {image_id} has no embedding under the active model "
             "(is it done? `vitrine status` counts images by status)"
         )
-    sheet = neighbour_sheet(engine, [image_id], k, png) if png else None
-    return SimilarReport(image_id, repository.similar_sql(image_id, k), neighbours, sheet)
+    sheet = (
+        neighbour_sheet(
+            engine, [image_id], k, png, merchant_id=filters.merchant_id, label=filters.label
+        )
+        if png
+        else None
+    )
+    sql = repository.similar_sql(image_id, k, merchant_id=filters.merchant_id, label=filters.label)
+    return SimilarReport(image_id, sql, neighbours, sheet)
+
+
+def _check_label(conn: Connection, filters: SearchFilters) -> None:
+    """A label the active model does not have is a typo: say which labels there are."""
+    if filters.label is None:
+        return
+    active = repository.active_model(conn)
+    if active is not None and filters.label not in active.labels:
+        raise UserError(
+            f"label {filters.label!r} is not one of the active model's: " + ", ".join(active.labels)
+        )
 
 
 def status(ctx: Context) -> StatusReport:
@@ -66,7 +115,14 @@ def status(ctx: Context) -> StatusReport:
     return StatusReport(images, labels, models, services(ctx.settings))
 
 
-def similar_to_photo(ctx: Context, *, photo: Path, k: int, png: Path | None = None) -> PhotoSearch:
+def similar_to_photo(
+    ctx: Context,
+    *,
+    photo: Path,
+    k: int,
+    png: Path | None = None,
+    filters: SearchFilters = NO_FILTERS,
+) -> PhotoSearch:
     """The k catalog images nearest to a photo that need not be in the catalog (a shopper's,
     a merchandiser's): embedded here through the workers' own preprocessing and the active
     model, then searched with `similar_to_vector()`."""
@@ -82,6 +138,7 @@ def similar_to_photo(ctx: Context, *, photo: Path, k: int, png: Path | None = No
     engine = ctx.engine()
     with engine.connect() as conn:
         active = repository.active_model(conn)
+        _check_label(conn, filters)
     if active is None:
         raise UserError("no active model yet: `vitrine db upgrade` registers the shipped one")
     check_model_dir(Path(active.path))
@@ -92,7 +149,13 @@ def similar_to_photo(ctx: Context, *, photo: Path, k: int, png: Path | None = No
         raise UserError(f"{photo}: {exc}") from None
     (prediction,) = model.predict(array[None])
     with engine.connect() as conn:
-        neighbours = repository.similar_to_vector(conn, embedding=prediction.embedding, k=k)
+        neighbours = repository.similar_to_vector(
+            conn,
+            embedding=prediction.embedding,
+            k=k,
+            merchant_id=filters.merchant_id,
+            label=filters.label,
+        )
     caption = f"{photo.name}\n{prediction.label} {prediction.confidence:.2f}"
     sheet = photo_sheet(data, caption, neighbours, png) if png else None
     return PhotoSearch(

@@ -39,13 +39,16 @@ def neighbour_sheet(
     png: Path,
     *,
     merchant_id: str | None = None,
+    label: str | None = None,
 ) -> Path:
     """One row per image: the image, then its k nearest neighbours with their distances."""
     rows: list[tuple[Tile, list[Tile]]] = []
     with engine.connect() as conn:
         about = repository.image_summaries(conn, image_ids=list(image_ids))
         for image_id in image_ids:
-            neighbours = repository.similar(conn, image_id=image_id, k=k, merchant_id=merchant_id)
+            neighbours = repository.similar(
+                conn, image_id=image_id, k=k, merchant_id=merchant_id, label=label
+            )
             query = about.get(image_id)
             rows.append(
                 (

@@ -21,16 +21,18 @@ from db.schema import positive_int
 from db.types import Neighbour
 
 
-def similar_sql(image_id: int, k: int = 10, *, merchant_id: str | None = None) -> str:
-    """The SQL an analyst types for "items like this one" (what `similar` runs).
-
-    With `merchant_id`, the search within that merchant's images.
-    """
+def similar_sql(
+    image_id: int, k: int = 10, *, merchant_id: str | None = None, label: str | None = None
+) -> str:
+    """The SQL an analyst types for "items like this one" (what `similar` runs), with
+    the merchant and label filters as named arguments when given."""
     iid, kk = positive_int(image_id, "image_id"), positive_int(k, "k")
-    if merchant_id is None:
-        return f"SELECT * FROM similar_images({iid}, {kk});"
-    merchant = merchant_id.replace("'", "''")
-    return f"SELECT * FROM similar_images({iid}, {kk}, p_merchant_id => '{merchant}');"
+    named = [
+        f"{name} => '{value.replace(chr(39), chr(39) * 2)}'"
+        for name, value in (("p_merchant_id", merchant_id), ("p_label", label))
+        if value is not None
+    ]
+    return f"SELECT * FROM similar_images({', '.join([str(iid), str(kk), *named])});"
 
 
 def similar_raw_sql(*, model_id: int, embedding_dim: int, image_id: int, k: int = 10) -> str:

@@ -149,11 +149,16 @@ def register(conn: Connection, version: str = "1") -> int:
 
 
 def result(image_id: int, model_id: int, vec: Sequence[float], sha: str | None = None) -> Any:
+    """A stored result; photos whose vectors point the same way get the same hash."""
     label = FASHION_MNIST_LABELS[image_id % 10]
+    strongest = int(np.argmax(vec))
+    phash = "".join("1" if j // 80 == strongest else "0" for j in range(320))
     return ImageResult(
         image_id=image_id,
         model_id=model_id,
-        info=ImageInfo(sha256=sha or f"sha-{image_id}", width=28, height=28, format="PNG"),
+        info=ImageInfo(
+            sha256=sha or f"sha-{image_id}", width=28, height=28, format="PNG", phash=phash
+        ),
         prediction=Prediction(
             label=label,
             label_index=image_id % 10,

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
+from sqlalchemy import text
 
 from db import repository as repo
 from db.engine import make_engine
@@ -64,21 +65,25 @@ def _populate(url: str) -> None:
             assert ids[41] == 42
             base = rng.normal(size=128)
             results = []
+            hashes: dict[int, str] = {}
             for n, image_id in enumerate(ids[:55]):
                 vec = base + rng.normal(scale=0.05 if n < 3 else 1.0, size=128)
                 label_index = [7, 5, 9, 0, 8][n % 5]  # mostly shoes
                 sha = "same-file" if n in (10, 11) else f"sha-{image_id}"
+                phash = "".join(rng.choice(["0", "1"], size=320))
+                hashes[image_id] = phash
                 for model_id, shift in ((v1, 0), (v2, 1)):
                     label = labels[(label_index + shift * (n % 2)) % 10]
+                    info = ImageInfo(sha256=sha, width=28, height=28, format="JPEG", phash=phash)
                     results.append(
                         ImageResult(
                             image_id=image_id,
                             model_id=model_id,
-                            info=ImageInfo(sha256=sha, width=28, height=28, format="JPEG"),
+                            info=info,
                             prediction=Prediction(
                                 label=label,
                                 label_index=labels.index(label),
-                                confidence=0.8,
+                                confidence=0.45 if n % 7 == 0 else 0.8,
                                 top_k=((label, 0.8), (labels[3], 0.1), (labels[4], 0.05)),
                                 embedding=vec.astype(np.float32),
                             ),
@@ -86,6 +91,37 @@ def _populate(url: str) -> None:
                     )
             repo.save_results(conn, results=results)
             repo.mark_failed(conn, image_id=ids[57], error="cannot identify image file")
+            # Another seller lists acme's photo 42, re-saved (a few bits differ), and the
+            # same file as acme's 43; a third of acme's listings are from last week.
+            resold = repo.upsert_pending_images(
+                conn,
+                uploads=[
+                    Upload(uri="s3://bravo/a.jpg", merchant_id="bravo", sku="b-1"),
+                    Upload(uri="s3://bravo/b.jpg", merchant_id="bravo", sku="b-2"),
+                ],
+            )
+            near = "".join("1" if c == "0" else "0" for c in hashes[42][:12]) + hashes[42][12:]
+            repo.save_results(
+                conn,
+                results=[
+                    ImageResult(
+                        image_id=image_id,
+                        model_id=v1,
+                        info=ImageInfo(sha256=sha, width=28, height=28, format="JPEG", phash=ph),
+                        prediction=results[0].prediction,
+                    )
+                    for image_id, sha, ph in (
+                        (resold[0], "sha-bravo-1", near),
+                        (resold[1], "sha-43", hashes[43]),
+                    )
+                ],
+            )
+            conn.execute(
+                text(
+                    "UPDATE images SET created_at = created_at - interval '9 days' "
+                    "WHERE merchant_id = 'acme' AND id % 3 = 0"
+                )
+            )
     finally:
         engine.dispose()
 

@@ -51,6 +51,7 @@ def _cols(obj: str, privilege: str, columns: str) -> set[str]:
     return {f"{obj}:{privilege}({c})" for c in columns.split()}
 
 
+SEARCH_FUNCTIONS = ("similar_images", "similar_to_vector", "vitrine_knn", "vitrine_merchant_scope")
 READ_ALL = {f"{r}:SELECT" for r in ("models", "images", "predictions", "embeddings")} | {
     f"{r}:SELECT" for r in ("alembic_version", "active_model", "image_labels")
 }
@@ -58,18 +59,18 @@ EXPECTED = {
     "vitrine_worker": READ_ALL
     | {"duplicate_candidates:SELECT", "predictions:INSERT", "embeddings:INSERT"}
     | {"images_id_seq:USAGE", "similar_images:EXECUTE", "similar_to_vector:EXECUTE"}
-    | {"schema:USAGE"}
+    | {"vitrine_knn:EXECUTE", "schema:USAGE"}
     | _cols("images", "INSERT", "merchant_id uri sku")
     | _cols("images", "UPDATE", "sku status error attempts sha256 width height format")
-    | _cols("images", "UPDATE", "updated_at processed_at")
+    | _cols("images", "UPDATE", "updated_at processed_at phash")
     | _cols("predictions", "UPDATE", "label label_index confidence top_k created_at")
     | _cols("embeddings", "UPDATE", "embedding created_at"),
     "vitrine_analyst": READ_ALL
     | {"duplicate_candidates:SELECT", "merchant_logins:SELECT", "schema:USAGE"}
-    | {f"{f}:EXECUTE" for f in ("similar_images", "similar_to_vector", "vitrine_merchant_scope")},
+    | {f"{f}:EXECUTE" for f in (*SEARCH_FUNCTIONS, "vitrine_embedding_merchant")},
     "vitrine_merchant": (READ_ALL - {"alembic_version:SELECT"})
     | {"duplicate_candidates:SELECT", "merchant_logins:SELECT", "schema:USAGE"}
-    | {f"{f}:EXECUTE" for f in ("similar_images", "similar_to_vector", "vitrine_merchant_scope")},
+    | {f"{f}:EXECUTE" for f in SEARCH_FUNCTIONS},
 }
 
 

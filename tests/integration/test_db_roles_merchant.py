@@ -121,7 +121,7 @@ def test_merchant_sees_only_its_rows(shop: Shop) -> None:
         "SELECT merchant_id, duplicate_merchant_id, reason FROM duplicate_candidates",
         "m-42",
     )
-    assert set(pairs) == {("m-42", "m-42", "embedding")}  # b ~ b2; a ~ d is m-7's too
+    assert set(pairs) == {("m-42", "m-42", "phash")}  # b ~ b2; a ~ d is m-7's too
     admin_pairs = run(
         shop.db.admin, "SELECT merchant_id, duplicate_merchant_id FROM duplicate_candidates"
     )

@@ -264,6 +264,20 @@ def test_search_by_photo_finds_the_catalog_item_and_its_kind(
     with Image.open(sheet) as img:
         assert img.width > img.height  # one row: the photo, then its neighbours
 
+    # Within one merchant and one label: k rows, all of them matching, nearest first.
+    other = next(label for label in sorted(set(truth.values())) if label != truth[name])
+    proc = vitrine(
+        pipeline_env, "similar", "--image", str(directory / name), "-k", "3",
+        "--merchant", "m-photo", "--label", other, "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    within = json.loads(proc.stdout)["neighbours"]
+    assert len(within) == 3
+    assert {(n["merchant_id"], n["label"]) for n in within} == {("m-photo", other)}
+    assert [n["distance"] for n in within] == sorted(n["distance"] for n in within)
+    proc = vitrine(pipeline_env, "similar", "--image", str(directory / name), "--label", "Hat")
+    assert proc.returncode == 2 and "not one of the active model's" in proc.stderr
+
     bogus = tmp_path / "notes.jpg"
     bogus.write_text("not a photo")
     proc = vitrine(pipeline_env, "similar", "--image", str(bogus))

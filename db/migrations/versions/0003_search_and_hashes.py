@@ -12,10 +12,12 @@ Create Date: 2026-11-28
 - `similar_images` and `similar_to_vector` take optional `merchant_id` and `label`
   filters. How a filtered search runs is chosen per call (docs/sql.md has the numbers):
   a merchant with at most `vitrine.exact_search_rows` images (default 20,000) is
-  searched exactly, through the B-tree on `images.merchant_id`; anything else goes
+  searched exactly, by an index-only scan of the covering B-tree on `embeddings
+  (model_id, merchant_id) INCLUDE (embedding)` (each embedding row now carries its
+  image's merchant, set by a trigger); anything else goes
   through the model's HNSW index with a relaxed-order iterative scan, re-sorted, and
   falls back to an exact scan if the index ran dry before k rows. HNSW candidate lists
-  are `vitrine.ef_search` long (default 100, never below k).
+  are `vitrine.ef_search` long (default 40, never below k + 1).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
+import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003"
@@ -81,15 +84,36 @@ SELECT * FROM (
 ) nearest ORDER BY distance
 """
 # The uncast `embedding <=> $1` cannot use the HNSW index: an exact sort of the rows the
-# filters leave, read through the B-tree on merchant_id when a merchant is named.
-_EXACT = f"""
-    SELECT e.image_id, i.merchant_id, i.sku, i.uri, p.label, e.embedding <=> $1 AS distance
-      FROM images i
-      JOIN embeddings e ON e.image_id = i.id AND e.model_id = %2$s
-      LEFT JOIN predictions p ON p.image_id = i.id AND p.model_id = %2$s
-     WHERE true{_FILTERS}
-     ORDER BY e.embedding <=> $1
-     LIMIT $3
+# filters leave. With a merchant, they come from one contiguous stretch of the covering
+# B-tree on embeddings (model_id, merchant_id) INCLUDE (embedding), an index-only scan:
+# no lookup per row. Only the k nearest are joined to their names and labels.
+_EXACT = """
+    SELECT n.image_id, i.merchant_id, i.sku, i.uri, p.label, n.distance
+      FROM (SELECT e.image_id, e.embedding <=> $1 AS distance
+              FROM embeddings e
+             WHERE e.model_id = %2$s
+               AND e.image_id IS DISTINCT FROM $2
+               AND ($4::text IS NULL OR e.merchant_id = $4)
+               AND ($5::text IS NULL OR EXISTS (
+                       SELECT 1 FROM predictions f
+                        WHERE f.image_id = e.image_id AND f.model_id = %2$s AND f.label = $5))
+             ORDER BY e.embedding <=> $1
+             LIMIT $3) n
+      JOIN images i ON i.id = n.image_id
+      LEFT JOIN predictions p ON p.image_id = n.image_id AND p.model_id = %2$s
+     ORDER BY n.distance
+"""
+
+# Each embedding row carries its image's merchant (images.merchant_id never changes, and
+# no role may update it), so the merchant's vectors can be read from one index range.
+EMBEDDING_MERCHANT = """
+CREATE FUNCTION vitrine_embedding_merchant() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    SELECT i.merchant_id INTO NEW.merchant_id FROM images i WHERE i.id = NEW.image_id;
+    RETURN NEW;
+END
+$fn$
 """
 
 KNN = f"""
@@ -106,7 +130,7 @@ DECLARE
     v_dim integer;
     v_exact_rows integer := coalesce(
         nullif(current_setting('vitrine.exact_search_rows', true), '')::integer, 20000);
-    v_ef integer := coalesce(nullif(current_setting('vitrine.ef_search', true), '')::integer, 100);
+    v_ef integer := coalesce(nullif(current_setting('vitrine.ef_search', true), '')::integer, 40);
     v_rows integer;
 BEGIN
     SELECT m.id, m.embedding_dim INTO v_model_id, v_dim FROM models m WHERE m.is_active;
@@ -122,8 +146,9 @@ BEGIN
     END IF;
     IF p_merchant_id IS NOT NULL THEN
         SELECT count(*) INTO v_rows
-          FROM (SELECT 1 FROM images i WHERE i.merchant_id = p_merchant_id
-                LIMIT v_exact_rows + 1) few;
+          FROM (SELECT 1 FROM embeddings e
+                 WHERE e.model_id = v_model_id AND e.merchant_id = p_merchant_id
+                 LIMIT v_exact_rows + 1) few;
         IF v_rows <= v_exact_rows THEN
             RETURN QUERY EXECUTE format($q${_EXACT}$q$, v_dim, v_model_id)
                 USING p_vec, p_exclude, p_k, p_merchant_id, p_label;
@@ -231,6 +256,37 @@ def _grants(functions: Sequence[str]) -> list[str]:
 
 def upgrade() -> None:
     op.execute("ALTER TABLE images ADD COLUMN phash bit(320)")
+    op.execute("ALTER TABLE embeddings ADD COLUMN merchant_id text")
+    # Every embedding row is rewritten once. The per-model HNSW indexes are dropped first
+    # and built again after: maintaining them row by row would take ~25 min at 1M rows,
+    # dropping and rebuilding ~6 (docs/sql.md).
+    hnsw = (
+        op.get_bind()
+        .execute(
+            sa.text(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() "
+                "AND tablename = 'embeddings' AND indexname LIKE 'embeddings_hnsw_m%'"
+            )
+        )
+        .all()
+    )
+    for name, _ in hnsw:
+        op.execute(f"DROP INDEX {name}")
+    op.execute(
+        "UPDATE embeddings e SET merchant_id = i.merchant_id FROM images i WHERE i.id = e.image_id"
+    )
+    for _, definition in hnsw:
+        op.execute(definition)
+    op.execute("ALTER TABLE embeddings ALTER COLUMN merchant_id SET NOT NULL")
+    op.execute(EMBEDDING_MERCHANT)
+    op.execute(
+        "CREATE TRIGGER embeddings_merchant BEFORE INSERT ON embeddings "
+        "FOR EACH ROW EXECUTE FUNCTION vitrine_embedding_merchant()"
+    )
+    op.execute(
+        "CREATE INDEX embeddings_model_id_merchant_id_idx ON embeddings (model_id, merchant_id) "
+        "INCLUDE (embedding)"
+    )
     op.execute("CREATE INDEX images_phash_hnsw_idx ON images USING hnsw (phash bit_hamming_ops)")
     op.execute(f"GRANT UPDATE (phash) ON images TO {WORKER}")
     op.execute("DROP VIEW duplicate_candidates")
@@ -268,6 +324,9 @@ def downgrade() -> None:
     op.execute(f"DROP FUNCTION {FUNCTIONS[2]}")
     op.execute(f"REVOKE UPDATE (phash) ON images FROM {WORKER}")
     op.execute("DROP INDEX images_phash_hnsw_idx")
+    op.execute("DROP TRIGGER embeddings_merchant ON embeddings")
+    op.execute("DROP FUNCTION vitrine_embedding_merchant()")
+    op.execute("ALTER TABLE embeddings DROP COLUMN merchant_id")  # and its index
     op.execute("ALTER TABLE images DROP COLUMN phash")
     initial = _initial()
     iterative = initial.iterative_scan_clause()

@@ -1,0 +1,114 @@
+"""The perceptual hash: stable under the edits sellers make, apart for other products."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageEnhance
+
+from pipeline.datasets import FashionMNIST, load_fashion_mnist
+from pipeline.phash import BITS, hamming, perceptual_hash
+from pipeline.photos import make_product_photo
+from pipeline.republish import edit, listings
+from worker.settings import SAMPLE_FASHION_DIR
+
+DUPLICATE_BITS = 52  # duplicate_candidates' threshold (migration 0003)
+
+
+@pytest.fixture(scope="module")
+def data() -> FashionMNIST:
+    return load_fashion_mnist(SAMPLE_FASHION_DIR)
+
+
+def _photo(item: np.ndarray, seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    photo, _ = make_product_photo(item, rng=rng, size_range=(500, 700))
+    flat = Image.new("RGB", photo.size, (255, 255, 255))
+    flat.paste(photo, mask=photo.getchannel("A") if photo.mode == "RGBA" else None)
+    return flat
+
+
+def _jpeg(img: Image.Image, quality: int) -> Image.Image:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def test_hash_is_320_bits_of_text_and_deterministic(data: FashionMNIST) -> None:
+    photo = _photo(data.x_test[0], seed=1)
+    bits = perceptual_hash(photo)
+    assert len(bits) == BITS == 320 and set(bits) <= {"0", "1"}
+    assert perceptual_hash(photo.copy()) == bits
+    assert "1" in bits[:256] and "0" in bits[:256]  # a product, not a blank
+
+
+def test_blank_frame_hashes_to_zeros() -> None:
+    assert perceptual_hash(Image.new("RGB", (300, 200), (255, 255, 255))) == "0" * BITS
+    assert perceptual_hash(Image.new("L", (40, 40), 17)) == "0" * BITS
+
+
+def test_the_same_photo_edited_stays_within_the_threshold(data: FashionMNIST) -> None:
+    photo = _photo(data.x_test[1], seed=2)
+    original = perceptual_hash(photo)
+    width, height = photo.size
+    padded = Image.new("RGB", (width + 120, height + 120), (255, 255, 255))
+    padded.paste(photo, (60, 60))
+    variants = {
+        "half size": photo.resize((width // 2, height // 2), Image.Resampling.LANCZOS),
+        "jpeg 60": _jpeg(photo, 60),
+        "brighter": ImageEnhance.Brightness(photo).enhance(1.1),
+        "darker": ImageEnhance.Brightness(photo).enhance(0.9),
+        "padded": padded,
+        "cropped 3%": photo.crop((width * 3 // 100, height * 3 // 100, width, height)),
+    }
+    for name, variant in variants.items():
+        assert hamming(original, perceptual_hash(variant)) <= DUPLICATE_BITS, name
+
+
+def test_other_products_and_colours_are_far_apart(data: FashionMNIST) -> None:
+    shirt, boot = data.x_test[data.y_test == 0][0], data.x_test[data.y_test == 9][0]
+    assert hamming(perceptual_hash(_photo(shirt, 3)), perceptual_hash(_photo(boot, 3))) > 80
+    # The same cut in another colour: the colour bits keep them apart.
+    rng = np.random.default_rng(4)
+    grey, _ = make_product_photo(shirt, rng=rng, size_range=(500, 500))
+    grey = grey.convert("RGB")
+    arr = np.asarray(grey).astype(np.int16)
+    recoloured = Image.fromarray(np.clip(arr * [0.4, 1.0, 0.4], 0, 255).astype(np.uint8))
+    shape_a, shape_b = perceptual_hash(grey), perceptual_hash(recoloured)
+    assert hamming(shape_a[256:], shape_b[256:]) >= 10
+
+
+def test_a_watermark_in_a_corner_does_not_move_the_hash(data: FashionMNIST) -> None:
+    photo = _photo(data.x_test[2], seed=5)
+    marked = photo.copy()
+    width, height = photo.size
+    marked.paste((90, 90, 90), (width - 80, height - 20, width - 10, height - 8))
+    assert hamming(perceptual_hash(photo), perceptual_hash(marked)) <= 16
+
+
+def test_republished_listings_are_deterministic_and_labelled(data: FashionMNIST) -> None:
+    items, labels = data.x_test[:4], data.y_test[:4]
+    first = list(listings(items, labels, seed=9))
+    again = list(listings(items, labels, seed=9))
+    assert [(x.item, x.edits, x.data) for x in first] == [(x.item, x.edits, x.data) for x in again]
+    originals = [x for x in first if not x.edits]
+    assert [x.item for x in originals] == [0, 1, 2, 3]
+    copies = [x for x in first if x.edits]
+    assert 4 <= len(copies) <= 12
+    assert all(x.edits[-2:] == ("resize", "jpeg") for x in copies)
+    assert all(x.label == int(labels[x.item]) for x in first)
+    assert all(Image.open(io.BytesIO(x.data)).format == "JPEG" for x in first)
+
+
+def test_edit_applies_only_what_it_names(data: FashionMNIST) -> None:
+    photo = _photo(data.x_test[3], seed=6)
+    seen: set[str] = set()
+    for seed in range(20):
+        edited, edits = edit(photo, np.random.default_rng(seed))
+        seen.update(edits)
+        if "pad" not in edits and "crop" not in edits:
+            ratio = edited.width / edited.height
+            assert ratio == pytest.approx(photo.width / photo.height, rel=0.02)
+    assert seen == {"crop", "brightness", "watermark", "pad", "resize", "jpeg"}
