@@ -84,4 +84,6 @@ def build_hnsw_index_concurrently(engine: Engine, *, model_id: int, embedding_di
         conn.execute(text(f"SET maintenance_work_mem = '{BUILD_MEMORY}'"))
         conn.execute(text("SET max_parallel_maintenance_workers = 1"))
         conn.execute(text(ddl))
-        conn.execute(text("ANALYZE images, predictions, embeddings"))
+        # VACUUM sets the visibility map, so the covering merchant index is read by
+        # index-only scans at once, not after autovacuum comes round.
+        conn.execute(text("VACUUM (ANALYZE) images, predictions, embeddings"))

@@ -165,7 +165,7 @@ def test_search_functions_pick_exact_or_index_plans() -> None:
     spec.loader.exec_module(revision)
     assert "ORDER BY e.embedding <=> $1" in revision._EXACT
     assert "::vector(" not in revision._EXACT
-    assert "JOIN embeddings e ON e.image_id = i.id" in revision._EXACT  # merchant B-tree first
+    assert "e.merchant_id = $4" in revision._EXACT  # one range of the covering B-tree
     assert "ORDER BY e.embedding::vector(%1$s) <=> $1" in revision._ANN
     assert "WHERE e.model_id = %2$s" in revision._ANN
     # the index answer is used only when it is complete; else the exact one, never both
@@ -266,6 +266,10 @@ def test_offline_sql_from_another_directory(
     assert "embedding VECTOR NOT NULL" in sql
     assert "CREATE FUNCTION similar_images(p_image_id bigint, p_k integer DEFAULT 10)" in sql
     assert "CREATE FUNCTION similar_to_vector(p_vec vector, p_k integer DEFAULT 10)" in sql
+    # 0003: filtered search, the hash column, embeddings' merchants filled in plain SQL
+    assert "CREATE FUNCTION vitrine_knn(p_vec vector" in sql
+    assert "ALTER TABLE images ADD COLUMN phash bit(320)" in sql
+    assert "UPDATE embeddings e SET merchant_id = i.merchant_id" in sql
     for view in ("active_model", "image_labels", "duplicate_candidates"):
         assert f"CREATE VIEW {view} AS" in sql
     assert sql.count("SET hnsw.iterative_scan = 'strict_order'") == 2

@@ -27,7 +27,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003"
@@ -102,6 +101,28 @@ _EXACT = """
       JOIN images i ON i.id = n.image_id
       LEFT JOIN predictions p ON p.image_id = n.image_id AND p.model_id = %2$s
      ORDER BY n.distance
+"""
+
+FILL_MERCHANTS = """
+DO $do$
+DECLARE
+    v_index record;
+    v_definitions text[] := '{}';
+BEGIN
+    FOR v_index IN
+        SELECT indexname, indexdef FROM pg_indexes
+         WHERE schemaname = current_schema() AND tablename = 'embeddings'
+           AND indexname LIKE 'embeddings_hnsw_m%'
+    LOOP
+        v_definitions := v_definitions || v_index.indexdef;
+        EXECUTE format('DROP INDEX %I', v_index.indexname);
+    END LOOP;
+    UPDATE embeddings e SET merchant_id = i.merchant_id FROM images i WHERE i.id = e.image_id;
+    FOR n IN 1 .. coalesce(array_length(v_definitions, 1), 0) LOOP
+        EXECUTE v_definitions[n];
+    END LOOP;
+END
+$do$
 """
 
 # Each embedding row carries its image's merchant (images.merchant_id never changes, and
@@ -259,24 +280,9 @@ def upgrade() -> None:
     op.execute("ALTER TABLE embeddings ADD COLUMN merchant_id text")
     # Every embedding row is rewritten once. The per-model HNSW indexes are dropped first
     # and built again after: maintaining them row by row would take ~25 min at 1M rows,
-    # dropping and rebuilding ~6 (docs/sql.md).
-    hnsw = (
-        op.get_bind()
-        .execute(
-            sa.text(
-                "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() "
-                "AND tablename = 'embeddings' AND indexname LIKE 'embeddings_hnsw_m%'"
-            )
-        )
-        .all()
-    )
-    for name, _ in hnsw:
-        op.execute(f"DROP INDEX {name}")
-    op.execute(
-        "UPDATE embeddings e SET merchant_id = i.merchant_id FROM images i WHERE i.id = e.image_id"
-    )
-    for _, definition in hnsw:
-        op.execute(definition)
+    # dropping and rebuilding ~4 (docs/sql.md). One DO block, so offline SQL scripts
+    # (`alembic upgrade --sql`) do the same.
+    op.execute(FILL_MERCHANTS)
     op.execute("ALTER TABLE embeddings ALTER COLUMN merchant_id SET NOT NULL")
     op.execute(EMBEDDING_MERCHANT)
     op.execute(
