@@ -54,7 +54,7 @@ def run_bench(settings: Settings, *, size: int, batch: int, model: Path | None) 
     limits, spec = settings.image_limits, loaded.spec.preprocess
 
     def with_draft(blob: bytes) -> object:
-        return preprocess_bytes(blob, spec, limits=limits)
+        return preprocess_bytes(blob, spec, limits=limits, with_phash=True)  # the worker's path
 
     def without_draft(blob: bytes) -> object:
         img, _ = decode(blob, limits=limits, draft_size=None)

@@ -49,7 +49,7 @@ def _init(spec: PreprocessSpec, limits: ImageLimits) -> None:
 
 def _prepare(path: Path) -> np.ndarray:
     assert _spec is not None and _limits is not None
-    return preprocess_bytes(path.read_bytes(), _spec, limits=_limits)[0]
+    return preprocess_bytes(path.read_bytes(), _spec, limits=_limits, with_phash=True)[0]
 
 
 def preprocess_in_processes(

@@ -48,7 +48,7 @@ def naive_ingest(path: str, merchant_id: str) -> int:
     loaded, model_id = _model()
     settings = get_settings()
     array, info = preprocess_bytes(Path(path).read_bytes(), loaded.spec.preprocess,
-                                   limits=settings.image_limits)  # fmt: skip
+                                   limits=settings.image_limits, with_phash=True)  # fmt: skip
     out: Any = loaded.keras_model.predict(array[None], verbose=0)
     probs, embedding = out["probabilities"][0], out["embedding"][0]
     best = int(probs.argmax())
@@ -64,6 +64,7 @@ def naive_ingest(path: str, merchant_id: str) -> int:
                 width=info.width,
                 height=info.height,
                 format=info.format,
+                phash=info.phash,
                 attempts=1,
                 processed_at=func.now(),
             )  # fmt: skip

@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection
-
 from db import repository
 from db.types import ModelRow, Neighbour
 from ops.context import Context
@@ -72,7 +70,7 @@ def similar(
     """The k images nearest to `image_id` under the active model, within `filters`."""
     engine = ctx.engine()
     with engine.connect() as conn:
-        _check_label(conn, filters)
+        _check_label(repository.active_model(conn), filters)
         neighbours = repository.similar(
             conn, image_id=image_id, k=k, merchant_id=filters.merchant_id, label=filters.label
         )
@@ -95,12 +93,9 @@ def similar(
     return SimilarReport(image_id, sql, neighbours, sheet)
 
 
-def _check_label(conn: Connection, filters: SearchFilters) -> None:
+def _check_label(active: ModelRow | None, filters: SearchFilters) -> None:
     """A label the active model does not have is a typo: say which labels there are."""
-    if filters.label is None:
-        return
-    active = repository.active_model(conn)
-    if active is not None and filters.label not in active.labels:
+    if filters.label is not None and active is not None and filters.label not in active.labels:
         raise UserError(
             f"label {filters.label!r} is not one of the active model's: " + ", ".join(active.labels)
         )
@@ -138,7 +133,7 @@ def similar_to_photo(
     engine = ctx.engine()
     with engine.connect() as conn:
         active = repository.active_model(conn)
-        _check_label(conn, filters)
+    _check_label(active, filters)
     if active is None:
         raise UserError("no active model yet: `vitrine db upgrade` registers the shipped one")
     check_model_dir(Path(active.path))

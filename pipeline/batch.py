@@ -46,6 +46,8 @@ def prepare_batch(
     spec: PreprocessSpec,
     limits: ImageLimits,
     digests: Mapping[K, str] | None = None,
+    *,
+    with_phash: bool = False,
 ) -> PreparedBatch[K]:
     """`read(key)` then `preprocess_bytes` for every key; every `Exception` is recorded.
 
@@ -55,7 +57,8 @@ def prepare_batch(
     `failure_reason`, or by its own exception types first (the worker retries network
     trouble). `arrays` always has the spec's shape, so an all-failed batch needs no special
     case before `np.concatenate` or a shape check. `digests`: sha256s the caller computed
-    already (the worker, to look up known bytes), not computed again.
+    already (the worker, to look up known bytes), not computed again. `with_phash`: see
+    `preprocess_bytes`.
     """
     digests = digests or {}
     kept: list[K] = []
@@ -64,7 +67,9 @@ def prepare_batch(
     failures: dict[K, Exception] = {}
     for key in keys:
         try:
-            array, info = preprocess_bytes(read(key), spec, limits=limits, sha256=digests.get(key))
+            array, info = preprocess_bytes(
+                read(key), spec, limits=limits, sha256=digests.get(key), with_phash=with_phash
+            )
         except Exception as exc:  # an odd file must fail its own entry, never the caller
             failures[key] = exc
             continue

@@ -230,17 +230,23 @@ def to_model_input(
 
 
 def preprocess_bytes(
-    data: bytes, spec: PreprocessSpec, *, limits: ImageLimits, sha256: str | None = None
+    data: bytes,
+    spec: PreprocessSpec,
+    *,
+    limits: ImageLimits,
+    sha256: str | None = None,
+    with_phash: bool = False,
 ) -> tuple[np.ndarray, ImageInfo]:
     """`decode` (with a JPEG draft sized for `spec`) then `to_model_input` at the same
     working size for every format (shorter side >= 256 px, or 4x the model's input).
-    The returned info carries the photo's perceptual hash (`pipeline.phash`)."""
+    With `with_phash` (the worker, which stores it) the info carries the photo's perceptual
+    hash (`pipeline.phash`, about 3 ms); evaluation and training have no use for it."""
     work_size = max(DEFAULT_DRAFT_SIZE, 4 * int(spec.size))
     # JPEGs are decoded in colour even for a grey model (0.3 ms more per photo): a shadow on
     # a studio backdrop is told apart from the product by its colour (`foreground`).
     img, info = decode(data, limits=limits, draft_size=work_size, draft_mode="RGB", sha256=sha256)
-    # The near-duplicate hash comes from the same decoded pixels: no second decode.
-    info = dataclasses.replace(info, phash=perceptual_hash(img))
+    if with_phash:  # from the same decoded pixels: no second decode
+        info = dataclasses.replace(info, phash=perceptual_hash(img))
     return to_model_input(img, spec, work_size=work_size), info
 
 

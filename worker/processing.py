@@ -111,7 +111,9 @@ def process_batch(
     fresh = [item for item in claimed if digests.get(item) not in known]
 
     # prepare_batch catches everything per item: an odd file fails its row, never the worker.
-    batch = prepare_batch(fresh, read, spec.preprocess, settings.image_limits, digests)
+    batch = prepare_batch(
+        fresh, read, spec.preprocess, settings.image_limits, digests, with_phash=True
+    )
     for item, exc in batch.failures.items():
         if isinstance(exc, PermanentError):
             outcome.failed[item.image_id] = str(exc)

@@ -247,6 +247,11 @@ def test_search_by_photo_finds_the_catalog_item_and_its_kind(
     of its own class; a file that is not an image is one line and exit 2."""
     directory, truth = catalog
     _submit_wait(pipeline_env, directory, merchant="m-photo")
+    with clean_db.connect() as conn:  # the worker hashed every photo it processed
+        unhashed = conn.execute(
+            text("SELECT count(*) FROM images WHERE merchant_id = 'm-photo' AND phash IS NULL")
+        ).scalar_one()
+    assert unhashed == 0
     name = sorted(truth)[0]
     sheet = tmp_path / "sheet.png"
     proc = vitrine(

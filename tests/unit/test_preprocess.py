@@ -97,7 +97,8 @@ def test_round_trip_real_files(data: FashionMNIST, fmt: str, kwargs: dict[str, o
     assert info.sha256 == hashlib.sha256(blob).hexdigest()
     assert img.mode in ("RGB", "L")
 
-    arr, info2 = preprocess_bytes(blob, SPEC, limits=LIMITS)
+    assert preprocess_bytes(blob, SPEC, limits=LIMITS)[1] == info  # no hash unless asked
+    arr, info2 = preprocess_bytes(blob, SPEC, limits=LIMITS, with_phash=True)
     assert info2 == dataclasses.replace(info, phash=info2.phash)
     assert info2.phash is not None and len(info2.phash) == 320 and set(info2.phash) <= {"0", "1"}
     assert arr.shape == (28, 28, 1) and arr.dtype == np.float32
