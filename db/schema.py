@@ -98,8 +98,8 @@ images = Table(
         "phash",
         BIT(PHASH_BITS),
         comment=(
-            "Perceptual hash of the product (pipeline/phash.py): 256 shape + 64 colour bits; "
-            "compare with <~> (Hamming distance)."
+            "Perceptual hash of the product (pipeline/phash.py): 144 shape + 170 colour bits; "
+            "compare with <~> (Hamming distance). NULL: not hashed."
         ),
     ),
     # The idempotency key of an upload: the same merchant sending the same URI again

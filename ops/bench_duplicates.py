@@ -20,12 +20,11 @@ from ops.data import fashion_mnist
 from ops.progress import ProgressFactory, no_progress
 from pipeline.datasets import DEBIAN_DIR
 from pipeline.decode import decode
-from pipeline.phash import perceptual_hash
+from pipeline.phash import DUPLICATE_BITS, perceptual_hash
 from pipeline.republish import listings
 from worker.settings import Settings
 
-#: `duplicate_candidates`' threshold (migration 0003): bits apart, of 320.
-VIEW_THRESHOLD = 52
+VIEW_THRESHOLD = DUPLICATE_BITS  # `duplicate_candidates`' threshold: bits apart, of 320
 PRECISION_GOAL = 0.99
 
 

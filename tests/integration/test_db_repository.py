@@ -143,7 +143,7 @@ def test_upgrade_is_idempotent_and_safe_concurrently(empty_db: str) -> None:
         for f in futures:
             f.result(timeout=120)
     upgrade(empty_db)  # and once more: nothing to do
-    assert current_revision(empty_db) == head_revision() == "0003"
+    assert current_revision(empty_db) == head_revision() == "0004"
     eng = make_engine(empty_db)
     try:
         with eng.connect() as conn:
@@ -948,7 +948,7 @@ def test_images_missing_embeddings_pages(engine: Engine) -> None:
 # --------------------------------------------------------------------------- analyst views
 
 HASH_A = "01" * 160
-HASH_A_EDITED = "10" * 20 + "01" * 140
+HASH_A_EDITED = "10" * 12 + "01" * 148
 HASH_B = "0011" * 80
 
 
@@ -970,7 +970,7 @@ def test_views_for_analysts(engine: Engine) -> None:
             results=[
                 result(ids[0], a, [1, 0, 0, 0], label_index=7, sha="same", phash=HASH_A),
                 result(ids[1], a, [1, 0, 0, 0], label_index=7, sha="same", phash=HASH_A),
-                # the same photo edited: 40 of 320 bits differ
+                # the same photo edited: 24 of 320 bits differ
                 result(ids[2], a, [1, 0.05, 0, 0], label_index=5, sha="s2", phash=HASH_A_EDITED),
                 # the same class embedding, another photo: 160 bits differ
                 result(ids[3], a, [1, 0.01, 0, 0], label_index=8, sha="s3", phash=HASH_B),

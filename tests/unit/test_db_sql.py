@@ -11,6 +11,7 @@ import importlib.util
 import io
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -173,6 +174,25 @@ def test_search_functions_pick_exact_or_index_plans() -> None:
     assert "(SELECT count(*) FROM ann) < $3" in revision._ANN
 
 
+def test_the_duplicate_threshold_is_the_hash_recipes() -> None:
+    """`duplicate_candidates` (0004) pairs hashes at the distance `pipeline.phash` was
+    measured at; 0004 edits 0003's view text, which must still hold the old threshold."""
+    from pipeline.phash import DUPLICATE_BITS
+
+    def load(name: str) -> Any:
+        path = MIGRATIONS_DIR / "versions" / name
+        spec = importlib.util.spec_from_file_location(name[:4], path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    previous, current = load("0003_search_and_hashes.py"), load("0004_phash_v2.py")
+    assert current.DUPLICATE_BITS == DUPLICATE_BITS
+    assert current.PREVIOUS_BITS == previous.DUPLICATE_BITS
+    assert f"b.distance <= {previous.DUPLICATE_BITS}" in previous.DUPLICATE_CANDIDATES_VIEW
+
+
 def test_arguments_are_checked_before_any_query() -> None:
     no_db = object()  # any use of the connection would raise AttributeError
     with pytest.raises(ValueError, match="page_size"):
@@ -248,7 +268,7 @@ def test_db_imports_only_pipeline_types_from_the_project() -> None:
 def test_single_head_and_ini_inside_migrations() -> None:
     assert ALEMBIC_INI.parent == MIGRATIONS_DIR == DB_DIR / "migrations"
     script = ScriptDirectory.from_config(alembic_config())
-    assert script.get_heads() == ["0003"] == [head_revision()]
+    assert script.get_heads() == ["0004"] == [head_revision()]
 
 
 def test_offline_sql_from_another_directory(
@@ -272,6 +292,10 @@ def test_offline_sql_from_another_directory(
     assert "UPDATE embeddings e SET merchant_id = i.merchant_id" in sql
     for view in ("active_model", "image_labels", "duplicate_candidates"):
         assert f"CREATE VIEW {view} AS" in sql
+    # 0004: the second hash recipe
+    assert "UPDATE images SET phash = NULL WHERE phash IS NOT NULL" in sql
+    assert "CREATE OR REPLACE VIEW duplicate_candidates AS" in sql
+    assert "AND b.distance <= 30" in sql
     assert sql.count("SET hnsw.iterative_scan = 'strict_order'") == 2
     # format() placeholders survive SQLAlchemy's %-escaping
     assert "e.embedding::vector(%1$s) <=> $1" in sql
