@@ -7,7 +7,9 @@ lock and then find nothing left to do.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 from alembic import command
 from alembic.config import Config
@@ -43,6 +45,18 @@ def head_revision() -> str:
     if head is None:  # pragma: no cover - there is always at least 0001
         raise RuntimeError("no Alembic revisions found in db/migrations/versions")
     return head
+
+
+def revision_module(filename: str) -> ModuleType:
+    """A revision file as a module, so a later revision can reuse or edit its SQL texts
+    (revision files are not importable: their names start with digits)."""
+    path = MIGRATIONS_DIR / "versions" / filename
+    spec = importlib.util.spec_from_file_location(f"vitrine_revision_{path.stem}", path)
+    if spec is None or spec.loader is None:  # pragma: no cover - a file we ship
+        raise FileNotFoundError(path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def upgrade(database_url: str, revision: str = "head") -> None:

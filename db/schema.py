@@ -152,7 +152,7 @@ embeddings = Table(
     # Per-model counts and backfill anti-joins; the HNSW indexes are per model and
     # are created at registration time (see module docstring), not here.
     Index(None, "model_id", "image_id"),
-    Index(None, "model_id", "merchant_id", postgresql_include=["embedding"]),
+    Index(None, "model_id", "merchant_id", postgresql_include=["image_id", "embedding"]),
     comment=(
         "Embedding per (image, model); vector size = models.embedding_dim; "
         "one HNSW index embeddings_hnsw_m<model id> per model."

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import importlib.util
 import io
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -24,7 +22,13 @@ from sqlalchemy.schema import CreateIndex
 import db
 from db import repository as repo
 from db.engine import make_engine, normalise_url
-from db.migrate import ALEMBIC_INI, MIGRATIONS_DIR, alembic_config, head_revision
+from db.migrate import (
+    ALEMBIC_INI,
+    MIGRATIONS_DIR,
+    alembic_config,
+    head_revision,
+    revision_module,
+)
 from db.repository.images import _MARK_DONE, _UPSERT_EMBEDDINGS, _UPSERT_PREDICTIONS
 from db.schema import (
     IMAGE_STATUSES,
@@ -159,11 +163,7 @@ def test_positive_int_is_the_one_validator() -> None:
 def test_search_functions_pick_exact_or_index_plans() -> None:
     """The exact query cannot match an HNSW index (no cast, no literal model id in the
     ORDER BY); the index query repeats the index's expression exactly."""
-    path = MIGRATIONS_DIR / "versions" / "0003_search_and_hashes.py"
-    spec = importlib.util.spec_from_file_location("revision_0003", path)
-    assert spec is not None and spec.loader is not None
-    revision = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(revision)
+    revision = revision_module("0003_search_and_hashes.py")
     assert "ORDER BY e.embedding <=> $1" in revision._EXACT
     assert "::vector(" not in revision._EXACT
     assert "e.merchant_id = $4" in revision._EXACT  # one range of the covering B-tree
@@ -179,15 +179,8 @@ def test_the_duplicate_threshold_is_the_hash_recipes() -> None:
     measured at; 0004 edits 0003's view text, which must still hold the old threshold."""
     from pipeline.phash import DUPLICATE_BITS
 
-    def load(name: str) -> Any:
-        path = MIGRATIONS_DIR / "versions" / name
-        spec = importlib.util.spec_from_file_location(name[:4], path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-
-    previous, current = load("0003_search_and_hashes.py"), load("0004_phash_v2.py")
+    previous = revision_module("0003_search_and_hashes.py")
+    current = revision_module("0004_phash_v2.py")
     assert current.DUPLICATE_BITS == DUPLICATE_BITS
     assert current.PREVIOUS_BITS == previous.DUPLICATE_BITS
     assert f"b.distance <= {previous.DUPLICATE_BITS}" in previous.DUPLICATE_CANDIDATES_VIEW
@@ -268,7 +261,7 @@ def test_db_imports_only_pipeline_types_from_the_project() -> None:
 def test_single_head_and_ini_inside_migrations() -> None:
     assert ALEMBIC_INI.parent == MIGRATIONS_DIR == DB_DIR / "migrations"
     script = ScriptDirectory.from_config(alembic_config())
-    assert script.get_heads() == ["0004"] == [head_revision()]
+    assert script.get_heads() == ["0005"] == [head_revision()]
 
 
 def test_offline_sql_from_another_directory(
@@ -296,6 +289,10 @@ def test_offline_sql_from_another_directory(
     assert "UPDATE images SET phash = NULL WHERE phash IS NOT NULL" in sql
     assert "CREATE OR REPLACE VIEW duplicate_candidates AS" in sql
     assert "AND b.distance <= 30" in sql
+    # 0005: per-merchant exact search from the covering index alone
+    assert "INCLUDE (image_id, embedding)" in sql
+    assert sql.count("CREATE OR REPLACE FUNCTION vitrine_knn(") == 1
+    assert "SET max_parallel_workers_per_gather = 0" in sql
     assert sql.count("SET hnsw.iterative_scan = 'strict_order'") == 2
     # format() placeholders survive SQLAlchemy's %-escaping
     assert "e.embedding::vector(%1$s) <=> $1" in sql

@@ -22,12 +22,12 @@ Create Date: 2026-11-28
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
 from types import ModuleType
 
 from alembic import op
+
+from db.migrate import revision_module
 
 revision: str = "0003"
 down_revision: str | Sequence[str] | None = "0002"
@@ -347,11 +347,5 @@ def downgrade() -> None:
 
 
 def _initial() -> ModuleType:
-    """Revision 0001, whose function texts the downgrade restores (loaded by file path:
-    revision files are not importable modules)."""
-    path = Path(__file__).with_name("0001_initial.py")
-    spec = importlib.util.spec_from_file_location("vitrine_revision_0001", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """Revision 0001, whose function texts the downgrade restores."""
+    return revision_module("0001_initial.py")

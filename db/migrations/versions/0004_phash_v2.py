@@ -17,12 +17,11 @@ precision >= 0.99 (docs/sql.md). The two recipes' hashes are not comparable, so:
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
-from types import ModuleType
 
 from alembic import op
+
+from db.migrate import revision_module
 
 revision: str = "0004"
 down_revision: str | Sequence[str] | None = "0003"
@@ -44,7 +43,7 @@ def downgrade() -> None:
 def _replace(bits: int, layout: str) -> None:
     """Clear the hashes, then the view and comments for `bits`; grants survive CREATE OR
     REPLACE, view options do not, so the merchant's row-filtered access is set again."""
-    previous = _revision_0003()
+    previous = revision_module("0003_search_and_hashes.py")
     op.execute("UPDATE images SET phash = NULL WHERE phash IS NOT NULL")
     view = previous.DUPLICATE_CANDIDATES_VIEW.replace(
         f"b.distance <= {previous.DUPLICATE_BITS}", f"b.distance <= {bits}"
@@ -60,14 +59,3 @@ def _replace(bits: int, layout: str) -> None:
         f"hashes at most {bits} of {previous.HASH_BITS} bits apart (10 nearest probed). "
         "Filter it, e.g. by merchant_id.'"
     )
-
-
-def _revision_0003() -> ModuleType:
-    """Revision 0003, whose view text this one edits (loaded by file path: revision files
-    are not importable modules)."""
-    path = Path(__file__).with_name("0003_search_and_hashes.py")
-    spec = importlib.util.spec_from_file_location("vitrine_revision_0003", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
