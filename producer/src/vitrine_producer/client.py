@@ -188,5 +188,7 @@ def submit_many(
 ) -> list[str]:
     """Publish many upload events (UploadEvent or {uri, merchant_id, sku} mappings) in one
     round trip; returns their task ids in order."""
+    events = [_as_event(u, i) for i, u in enumerate(uploads)]  # bad input: nothing is sent
+    check_queue(queue)
     with Producer(redis_url) as producer:
-        return producer.submit_many(uploads, queue=queue)
+        return producer.submit_many(events, queue=queue)
