@@ -60,5 +60,10 @@ COPY models ./models
 
 USER vitrine:vitrine
 
+# Documentation only (publishing is the orchestrator's business, see docs/deploy.md):
+# 8000 `vitrine serve` (HTTP API, /healthz, /readyz, /metrics), 9808 a worker's /metrics
+# (VITRINE_METRICS_PORT).
+EXPOSE 8000 9808
+
 ENTRYPOINT ["vitrine"]
 CMD ["--help"]
