@@ -3,7 +3,8 @@ deploy/prometheus.yml and the Kubernetes example under deploy/kubernetes/.
 
 Every check parses the files with PyYAML. Where `docker compose` (v2) or `docker-compose`
 (v1) is installed, the compose file is also validated by it (`config -q`, which reads the
-file only and never talks to a Docker engine); elsewhere that check alone is skipped.
+file only and never talks to a Docker engine), and where `promtool` is, the Prometheus
+configuration by it; elsewhere those checks alone are skipped.
 """
 
 from __future__ import annotations
@@ -292,6 +293,20 @@ def test_prometheus_scrapes_the_api_and_every_worker_replica() -> None:
     for name, sd in discovered.items():
         assert (sd["type"], sd["port"]) == ("A", 9808), name  # A records: one per replica
     assert not any(name.startswith("tasks.") for name in discovered)  # Swarm-only names
+
+
+def test_promtool_accepts_the_prometheus_config() -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (the parse check above always runs)")
+    result = subprocess.run(
+        [promtool, "check", "config", str(PROMETHEUS)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def compose_command() -> list[str] | None:
