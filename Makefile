@@ -17,7 +17,7 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/vitrine demo
 
-PACKAGES := pipeline db worker embedded ops cli
+PACKAGES := pipeline db worker embedded ops cli api
 
 lint: install
 	$(VENV)/bin/ruff check $(PACKAGES) tools tests

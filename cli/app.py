@@ -12,6 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 import typer
 
 from cli import (
+    api_commands,
     bench_commands,
     model_commands,
     query_commands,
@@ -58,6 +59,7 @@ for commands in (
     model_commands,
     bench_commands,
     server_commands,
+    api_commands,
 ):
     commands.register(app)
 

@@ -31,6 +31,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     Table,
@@ -169,6 +170,24 @@ merchant_logins = Table(
     Column("merchant_id", Text, nullable=False),
     PrimaryKeyConstraint("login", "merchant_id"),
     comment="Binds a merchant login (session_user) to the merchants it may see.",
+)
+
+# Created by migration 0006: clients of the HTTP API. Only a token's SHA-256 is stored.
+api_clients = Table(
+    "api_clients",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("token_sha256", LargeBinary, nullable=False, unique=True),
+    Column("merchant_id", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("revoked_at", DateTime(timezone=True)),
+    CheckConstraint("octet_length(token_sha256) = 32", name="token_sha256"),
+    CheckConstraint("name <> ''", name="name"),
+    comment=(
+        "Bearer-token clients of the HTTP API; only the SHA-256 of each token is stored. "
+        "merchant_id NULL: a platform client (any merchant)."
+    ),
 )
 
 

@@ -100,3 +100,14 @@ class ImageSummary:
     error: str | None
     label: str | None
     confidence: float | None
+
+
+@dataclass(frozen=True)
+class ApiClient:
+    """A client of the HTTP API (`api_clients`); `merchant_id` None: any merchant."""
+
+    id: int
+    name: str
+    merchant_id: str | None
+    created_at: datetime
+    revoked_at: datetime | None

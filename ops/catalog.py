@@ -13,6 +13,7 @@ from db import repository
 from db.types import ModelRow, Neighbour
 from ops.context import Context
 from ops.errors import UserError
+from ops.photo_search import PhotoEmbedder
 from ops.pictures import neighbour_sheet, photo_sheet
 from ops.services import services
 
@@ -70,7 +71,7 @@ def similar(
     """The k images nearest to `image_id` under the active model, within `filters`."""
     engine = ctx.engine()
     with engine.connect() as conn:
-        _check_label(repository.active_model(conn), filters)
+        check_label(repository.active_model(conn), filters)
         neighbours = repository.similar(
             conn, image_id=image_id, k=k, merchant_id=filters.merchant_id, label=filters.label
         )
@@ -93,7 +94,7 @@ def similar(
     return SimilarReport(image_id, sql, neighbours, sheet)
 
 
-def _check_label(active: ModelRow | None, filters: SearchFilters) -> None:
+def check_label(active: ModelRow | None, filters: SearchFilters) -> None:
     """A label the active model does not have is a typo: say which labels there are."""
     if filters.label is not None and active is not None and filters.label not in active.labels:
         raise UserError(
@@ -121,29 +122,19 @@ def similar_to_photo(
     """The k catalog images nearest to a photo that need not be in the catalog (a shopper's,
     a merchandiser's): embedded here through the workers' own preprocessing and the active
     model, then searched with `similar_to_vector()`."""
-    from ops.models import check_model_dir
-    from pipeline.decode import BadImageError
-    from pipeline.model import load_model_dir
-    from pipeline.preprocess import preprocess_bytes
-
     try:
         data = photo.read_bytes()
     except OSError as exc:
         raise UserError(f"cannot read {photo}: {exc.strerror or exc}") from None
-    engine = ctx.engine()
-    with engine.connect() as conn:
-        active = repository.active_model(conn)
-    _check_label(active, filters)
-    if active is None:
-        raise UserError("no active model yet: `vitrine db upgrade` registers the shipped one")
-    check_model_dir(Path(active.path))
-    model = load_model_dir(Path(active.path))
+    embedder = PhotoEmbedder(ctx)
+    active = embedder.active_model()
+    check_label(active, filters)
     try:
-        array, _ = preprocess_bytes(data, model.spec.preprocess, limits=ctx.settings.image_limits)
-    except BadImageError as exc:
+        embedded = embedder.embed(data, active=active)
+    except UserError as exc:
         raise UserError(f"{photo}: {exc}") from None
-    (prediction,) = model.predict(array[None])
-    with engine.connect() as conn:
+    prediction = embedded.prediction
+    with ctx.engine().connect() as conn:
         neighbours = repository.similar_to_vector(
             conn,
             embedding=prediction.embedding,

@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     #: Where the CLI stages local files it submits, and where uploaded files land.
     upload_dir: Path | None = None
 
+    # HTTP API (`vitrine serve`)
+    #: Largest request body accepted (413 beyond); default: the file limit plus 1 MiB for
+    #: the rest of a multipart form.
+    api_max_body_bytes: int | None = Field(default=None, ge=1024)
+
     @field_validator("fetch_allow_networks", "file_roots", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
@@ -118,6 +123,10 @@ class Settings(BaseSettings):
     @property
     def embedded_dir(self) -> Path:
         return self.data_dir / "services"
+
+    @property
+    def api_body_limit(self) -> int:
+        return self.api_max_body_bytes or self.max_file_bytes + 1024 * 1024
 
     @property
     def uploads(self) -> Path:

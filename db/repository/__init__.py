@@ -33,6 +33,13 @@ from db.repository.backfill import (
     stale_images,
 )
 from db.repository.bulk import build_hnsw_index_concurrently, copy_catalog
+from db.repository.clients import (
+    api_client_for_token,
+    create_api_client,
+    image_detail,
+    list_api_clients,
+    revoke_api_client,
+)
 from db.repository.images import (
     MAX_ERROR_CHARS,
     claim_image,
@@ -64,6 +71,7 @@ from db.repository.models import (
 from db.repository.search import similar, similar_raw_sql, similar_sql, similar_to_vector
 from db.repository.timings import commit_times, database_clock, delete_merchants, settled_counts
 from db.types import (
+    ApiClient,
     ClaimedImage,
     EmbeddingRow,
     ImageResult,
@@ -76,6 +84,12 @@ from db.types import (
 __all__ = [
     "MAX_ERROR_CHARS",
     "MODELS_LOCK_KEY",
+    "ApiClient",
+    "api_client_for_token",
+    "create_api_client",
+    "image_detail",
+    "list_api_clients",
+    "revoke_api_client",
     "ClaimedImage",
     "EmbeddingRow",
     "ImageResult",

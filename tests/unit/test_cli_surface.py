@@ -66,7 +66,7 @@ def _readme_commands() -> set[str]:
             continue
         words = []
         for word in row.split("`")[1].split():
-            if not (word.isalpha() and word.islower()):
+            if word.startswith("-") or not (word.replace("-", "").isalpha() and word.islower()):
                 break
             words.append(word)
         listed.add(" ".join(words))

@@ -88,7 +88,7 @@ def test_make_engine_uses_psycopg3_and_pre_ping_without_connecting() -> None:
 
 
 def test_tables_and_keys() -> None:
-    tables = {"models", "images", "predictions", "embeddings", "merchant_logins"}
+    tables = {"models", "images", "predictions", "embeddings", "merchant_logins", "api_clients"}
     assert set(metadata.tables) == tables
     assert [c.name for c in predictions.primary_key.columns] == ["image_id", "model_id"]
     assert [c.name for c in embeddings.primary_key.columns] == ["image_id", "model_id"]
@@ -214,6 +214,8 @@ def test_repository_package_keeps_every_name() -> None:
         "iter_images_missing_embeddings", "labels_for", "model_count", "requeue_stale",
         "commit_times", "database_clock", "delete_merchants", "settled_counts", "claim_images",
         "known_results", "copy_catalog", "build_hnsw_index_concurrently",
+        "ApiClient", "api_client_for_token", "create_api_client", "image_detail",
+        "list_api_clients", "revoke_api_client",
     }  # fmt: skip
     assert set(package.__all__) == before_split | added
     assert len(package.__all__) == len(set(package.__all__))
@@ -261,7 +263,7 @@ def test_db_imports_only_pipeline_types_from_the_project() -> None:
 def test_single_head_and_ini_inside_migrations() -> None:
     assert ALEMBIC_INI.parent == MIGRATIONS_DIR == DB_DIR / "migrations"
     script = ScriptDirectory.from_config(alembic_config())
-    assert script.get_heads() == ["0005"] == [head_revision()]
+    assert script.get_heads() == ["0006"] == [head_revision()]
 
 
 def test_offline_sql_from_another_directory(
@@ -293,6 +295,9 @@ def test_offline_sql_from_another_directory(
     assert "INCLUDE (image_id, embedding)" in sql
     assert sql.count("CREATE OR REPLACE FUNCTION vitrine_knn(") == 1
     assert "SET max_parallel_workers_per_gather = 0" in sql
+    # 0006: API clients, token hashes only, kept from the analyst
+    assert "token_sha256 bytea NOT NULL" in sql
+    assert "REVOKE ALL ON api_clients, api_clients_id_seq FROM vitrine_analyst" in sql
     assert sql.count("SET hnsw.iterative_scan = 'strict_order'") == 2
     # format() placeholders survive SQLAlchemy's %-escaping
     assert "e.embedding::vector(%1$s) <=> $1" in sql

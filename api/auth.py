@@ -1,0 +1,75 @@
+"""Who is calling: a bearer token, looked up by its hash; and what they may see.
+
+A platform client (no merchant) may act for any merchant. A merchant's client works
+inside a transaction that runs as the `vitrine_merchant` role with `vitrine.merchant_id`
+set, so row-level security (migration 0002) hides every other merchant's rows from
+every query, whatever the route forgets to filter. The API's own login must be allowed
+to `SET ROLE vitrine_merchant` (a superuser, or `GRANT vitrine_merchant TO <login>`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Connection, text
+
+from db import repository
+from db.types import ApiClient
+from ops.api_clients import token_hash
+from ops.context import Context
+
+_bearer = HTTPBearer(auto_error=False, description="A token from `vitrine api-token create`")
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def context(request: Request) -> Context:
+    ctx: Context = request.app.state.ctx
+    return ctx
+
+
+def client(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> ApiClient:
+    """The calling client, or 401."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise HTTPException(401, "missing bearer token (Authorization: Bearer <token>)", _CHALLENGE)
+    with context(request).engine().connect() as conn:
+        found = repository.api_client_for_token(
+            conn, token_sha256=token_hash(credentials.credentials)
+        )
+    if found is None:
+        raise HTTPException(401, "unknown or revoked token", _CHALLENGE)
+    request.state.client = found.name  # for the access log
+    return found
+
+
+Client = Annotated[ApiClient, Depends(client)]
+
+
+def merchant_for(caller: ApiClient, requested: str | None) -> str:
+    """The merchant an upload is for: a merchant's client may name only its own."""
+    if caller.merchant_id is None:
+        if not requested:
+            raise HTTPException(422, "merchant_id is required for a platform client")
+        return requested
+    if requested and requested != caller.merchant_id:
+        raise HTTPException(403, f"this token acts for merchant {caller.merchant_id!r} only")
+    return caller.merchant_id
+
+
+@contextmanager
+def scoped(ctx: Context, caller: ApiClient) -> Iterator[Connection]:
+    """A transaction that sees what `caller` may see (see the module docstring)."""
+    with ctx.engine().begin() as conn:
+        if caller.merchant_id is not None:
+            conn.execute(text("SET LOCAL ROLE vitrine_merchant"))
+            conn.execute(
+                text("SELECT set_config('vitrine.merchant_id', :m, true)"),
+                {"m": caller.merchant_id},
+            )
+        yield conn

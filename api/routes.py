@@ -1,0 +1,166 @@
+"""Version 1 of the API: uploads in; an image, its neighbours, a photo's neighbours out."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
+from starlette.datastructures import UploadFile as StarletteUpload
+from starlette.status import HTTP_202_ACCEPTED
+
+from api.auth import Client, context, merchant_for, scoped
+from api.metrics import SEARCHES, UPLOADS
+from api.schemas import ImageOut, SearchOut, SimilarOut, UploadAccepted, UploadRequest
+from db import repository
+from ops.api_uploads import queue_photo, queue_reference
+from ops.catalog import SearchFilters, check_label
+from ops.photo_search import PhotoEmbedder
+from pipeline.types import Upload
+
+router = APIRouter(prefix="/v1")
+K = Annotated[int, Query(ge=1, le=100, description="how many neighbours")]
+
+
+@router.post(
+    "/uploads",
+    status_code=HTTP_202_ACCEPTED,
+    response_model=UploadAccepted,
+    summary="Queue an upload: JSON {uri, merchant_id, sku}, or a multipart `file`",
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/json": {"schema": UploadRequest.model_json_schema()},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {
+                            "file": {"type": "string", "format": "binary"},
+                            "merchant_id": {"type": "string"},
+                            "sku": {"type": "string"},
+                        },
+                    }
+                },
+            },
+            "required": True,
+        }
+    },
+)
+async def create_upload(request: Request, caller: Client) -> UploadAccepted:
+    ctx = context(request)
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "application/json":
+        try:
+            body = UploadRequest.model_validate_json(await request.body())
+        except ValueError as exc:
+            raise HTTPException(422, _first_line(exc)) from None
+        merchant = merchant_for(caller, body.merchant_id)
+        upload = Upload(uri=body.uri, merchant_id=merchant, sku=body.sku)
+        queued = await _run(queue_reference, ctx, upload)
+        sku = body.sku
+    elif kind == "multipart/form-data":
+        async with request.form(max_files=1, max_fields=10) as form:
+            photo = form.get("file")
+            if not isinstance(photo, StarletteUpload):
+                raise HTTPException(422, "multipart upload needs a `file` part")
+            merchant = merchant_for(caller, _text(form.get("merchant_id")))
+            sku = _text(form.get("sku"))
+            data = await photo.read()
+            queued = await _run(queue_photo, ctx, data, merchant_id=merchant, sku=sku)
+    else:
+        raise HTTPException(415, "send application/json or multipart/form-data")
+    UPLOADS.labels("reference" if kind == "application/json" else "file").inc()
+    return UploadAccepted(
+        image_id=queued.image_id,
+        task_id=queued.task_id,
+        merchant_id=merchant,
+        sku=sku,
+        uri=queued.uri,
+        href=f"/v1/images/{queued.image_id}",
+    )
+
+
+@router.get("/images/{image_id}", response_model=ImageOut, summary="One upload and its result")
+def get_image(image_id: int, request: Request, caller: Client) -> ImageOut:
+    with scoped(context(request), caller) as conn:
+        row = repository.image_detail(conn, image_id=image_id)
+    if row is None:
+        raise HTTPException(404, f"no image {image_id}")
+    return ImageOut(**row)
+
+
+@router.get(
+    "/images/{image_id}/similar", response_model=SimilarOut, summary="Nearest catalog items"
+)
+def similar(
+    image_id: int,
+    request: Request,
+    caller: Client,
+    k: K = 10,
+    label: Annotated[str | None, Query(description="only this label")] = None,
+) -> SimilarOut:
+    with scoped(context(request), caller) as conn:
+        row = repository.image_detail(conn, image_id=image_id)
+        if row is None:
+            raise HTTPException(404, f"no image {image_id}")
+        check_label(repository.active_model(conn), SearchFilters(label=label))
+        neighbours = repository.similar(
+            conn, image_id=image_id, k=k, merchant_id=caller.merchant_id, label=label
+        )
+    if row["status"] != "done":
+        raise HTTPException(409, f"image {image_id} is {row['status']}: no embedding yet")
+    return SimilarOut(image_id=image_id, k=k, neighbours=neighbours)
+
+
+@router.post("/search", response_model=SearchOut, summary="Nearest catalog items to a photo")
+def search(
+    request: Request,
+    caller: Client,
+    file: Annotated[UploadFile, File(description="the photo")],
+    merchant_id: Annotated[str | None, Form()] = None,
+    label: Annotated[str | None, Form()] = None,
+    k: Annotated[int, Form(ge=1, le=100)] = 10,
+) -> SearchOut:
+    ctx = context(request)
+    if caller.merchant_id is not None:
+        merchant_id = merchant_for(caller, merchant_id)
+    embedder: PhotoEmbedder = request.app.state.embedder
+    active = embedder.active_model()
+    check_label(active, SearchFilters(merchant_id, label))
+    embedded = embedder.embed(file.file.read(), active=active)
+    with scoped(ctx, caller) as conn:
+        neighbours = repository.similar_to_vector(
+            conn,
+            embedding=embedded.prediction.embedding,
+            k=k,
+            merchant_id=merchant_id,
+            label=label,
+        )
+    SEARCHES.inc()
+    return SearchOut(
+        model=active.key,
+        label=embedded.prediction.label,
+        confidence=round(embedded.prediction.confidence, 6),
+        neighbours=neighbours,
+    )
+
+
+async def _run(function, *args, **kwargs):  # type: ignore[no-untyped-def]
+    """Blocking work (database, broker, disk) off the event loop."""
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(function, *args, **kwargs)
+
+
+def _text(value: object) -> str | None:
+    return value.strip() or None if isinstance(value, str) else None
+
+
+def _first_line(exc: ValueError) -> str:
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError) and exc.errors():
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "body"
+        return f"{where}: {first.get('msg', 'invalid')}"
+    return str(exc).splitlines()[0]

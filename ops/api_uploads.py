@@ -1,0 +1,81 @@
+"""Uploads that arrive over HTTP: by reference, or as the photo's bytes.
+
+Unlike the CLI, which may stage any local file its user can read, a remote caller gets
+no help reaching the workers' disks: a `file:` URI must already be under the workers'
+file roots (VITRINE_FILE_ROOTS), or it is refused here with the reason, before anything
+is queued. http(s) URIs are checked by the workers' own rules when fetched (public
+addresses only, unless VITRINE_FETCH_ALLOW_NETWORKS says otherwise).
+
+Photos sent as bytes are stored content-addressed under the upload directory (named by
+their SHA-256 alone, whatever the client called the file), so the same photo sent twice
+by one merchant is one file and one upload; then queued like any other upload.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from ops.context import Context
+from ops.dispatch import publish_uploads
+from ops.errors import UserError
+from ops.uploads import file_uri, register_uploads
+from pipeline.types import Upload
+from worker.processing import WorkItem
+
+_SCHEMES = ("http", "https", "file")
+
+
+@dataclass(frozen=True)
+class Queued:
+    image_id: int
+    task_id: str  # the Celery task: its result says when the upload was processed
+    uri: str
+
+
+def queue_reference(ctx: Context, upload: Upload) -> Queued:
+    """Register and queue an upload by URI."""
+    uri = upload.uri.strip()
+    scheme = urlsplit(uri).scheme.lower()
+    if uri.startswith("/"):
+        uri, scheme = Path(uri).as_uri(), "file"
+    if scheme not in _SCHEMES:
+        raise UserError(f"uri must be http(s):// or file:// (got {scheme or 'no'} scheme)")
+    if scheme == "file":
+        real = os.path.realpath(unquote(urlsplit(uri).path))
+        policy = ctx.settings.source_policy
+        if not policy.within_roots(real):
+            raise UserError(
+                "file uri is not under the workers' file roots (VITRINE_FILE_ROOTS); "
+                "send the photo itself as multipart `file` instead"
+            )
+    return _queue(ctx, Upload(uri=uri, merchant_id=upload.merchant_id, sku=upload.sku))
+
+
+def queue_photo(ctx: Context, data: bytes, *, merchant_id: str, sku: str | None) -> Queued:
+    """Store the photo's bytes where workers read them, and queue it."""
+    limit = ctx.settings.max_file_bytes
+    if not data:
+        raise UserError("the file is empty")
+    if len(data) > limit:
+        raise UserError(f"the file is {len(data)} bytes, over the {limit}-byte limit")
+    digest = hashlib.sha256(data).hexdigest()
+    name = digest  # the bytes alone name the file: the same photo is one upload
+    target = ctx.settings.uploads / "api" / digest[:2] / name
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{name}.{os.getpid()}.part")
+        partial.write_bytes(data)
+        os.replace(partial, target)  # readers never see half a file
+    return _queue(ctx, Upload(uri=file_uri(target), merchant_id=merchant_id, sku=sku))
+
+
+def _queue(ctx: Context, upload: Upload) -> Queued:
+    engine = ctx.engine()
+    ctx.broker_url()
+    (image_id,) = register_uploads(engine, [upload])
+    (result,) = publish_uploads([WorkItem(image_id=image_id, uri=upload.uri)], [upload.merchant_id])
+    return Queued(image_id, str(result.id), upload.uri)
