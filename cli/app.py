@@ -6,7 +6,6 @@ option, manifest, model directory, un-migrated database), 3 a server cannot be r
 
 from __future__ import annotations
 
-import os
 from importlib.metadata import PackageNotFoundError, version
 
 import typer
@@ -19,6 +18,7 @@ from cli import (
     server_commands,
     upload_commands,
 )
+from ops.logs import setup_cli_logging
 
 
 def _version() -> str:
@@ -65,6 +65,7 @@ for commands in (
 
 
 def main() -> None:
-    # TensorFlow's C++ start-up chatter is noise on a terminal; real errors still show.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's start-up chatter is noise on a terminal (real errors still show); log
+    # lines never carry credentials.
+    setup_cli_logging()
     app()

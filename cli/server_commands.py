@@ -1,4 +1,4 @@
-"""`db upgrade`, `services status|stop`, `worker`: the servers vitrine runs on."""
+"""`db upgrade`, `services status|stop`, `worker`, `worker-check`: the servers vitrine runs on."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from cli.options import JSON, QUEUES
 from cli.output import emit_json, friendly, out_console
 from ops import services as ops_services
 from ops.context import open_context
+from ops.health import check_worker
 from ops.workers import exec_worker
 from worker.settings import get_settings
 
@@ -78,3 +79,19 @@ def register(app: typer.Typer) -> None:
         exec_worker(
             open_context(), concurrency=concurrency, queues=names, loglevel=loglevel, nice=nice
         )
+
+    @app.command("worker-check")
+    @friendly
+    def worker_check(
+        max_age: float = typer.Option(
+            60.0, "--max-age", min=0, help="Seconds the heartbeat may be old."
+        ),
+        ping: bool = typer.Option(
+            False, "--ping", help="Also ping this worker's node through the broker."
+        ),
+    ) -> None:
+        """Exit 0 if this host's worker is alive (fresh heartbeat file), else 1 and why."""
+        health = check_worker(open_context(), max_age=max_age, with_ping=ping)
+        out_console.print(("ok: " if health.ok else "unhealthy: ") + health.message, soft_wrap=True)
+        if not health.ok:
+            raise typer.Exit(1)

@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from ops.context import Context
 from worker.celery_app import worker_argv, worker_env
+
+
+def fresh_metrics_dir(base: Path, pid: int) -> Path:
+    """An empty `base/worker-PID` for the multiprocess metrics of worker `pid`; those of
+    workers no longer running go (their counts ended with them)."""
+    from worker.metrics import process_alive
+
+    base.mkdir(parents=True, exist_ok=True)
+    for old in base.glob("worker-*"):
+        number = old.name.removeprefix("worker-")
+        if number.isdigit() and (int(number) == pid or not process_alive(int(number))):
+            shutil.rmtree(old, ignore_errors=True)
+    path = base / f"worker-{pid}"
+    path.mkdir()
+    return path
 
 
 def exec_worker(
@@ -27,4 +44,9 @@ def exec_worker(
     env = worker_env(database_url=ctx.database_url(), redis_url=ctx.broker_url())
     if nice is not None:
         env["VITRINE_WORKER_NICE"] = str(nice)
+    if ctx.settings.metrics_port:  # exec keeps this process's id: the worker's own directory
+        from worker.metrics import MULTIPROC_ENV
+
+        metrics = fresh_metrics_dir(ctx.settings.data_dir / "metrics", os.getpid())
+        env[MULTIPROC_ENV] = str(metrics)
     os.execvpe(argv[0], argv, env)

@@ -9,15 +9,31 @@ import os
 import sys
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from celery import Celery
+from celery.signals import setup_logging
 
+from worker.health import Heartbeat
 from worker.names import ALL_QUEUES
 
 app = Celery("vitrine", include=["worker.tasks"])
 # Lazy: Celery imports worker.celery_config (which reads the settings) on first use of
 # `app.conf`, so importing this module reads no environment and cannot fail on it.
 app.config_from_object("worker.celery_config")
+app.steps["consumer"].add(Heartbeat)
+
+
+@setup_logging.connect
+def _setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
+    """A worker's logs: VITRINE_LOG_FORMAT, credentials redacted (worker.logs); and no
+    TensorFlow start-up noise in the pool processes, which import it after the fork."""
+    from worker.logs import configure_logging
+    from worker.quiet import quiet_tensorflow
+    from worker.settings import get_settings
+
+    quiet_tensorflow()
+    configure_logging(get_settings(), loglevel or "INFO")
 
 
 def use_broker(url: str) -> Celery:

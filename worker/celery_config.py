@@ -57,7 +57,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_transport_options": {"visibility_timeout": max(300, 3 * settings.task_time_limit)},
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,
-        "worker_send_task_events": False,
+        # Task events for Flower and celery-exporter (docs/metrics.md): started, succeeded,
+        # failed, retried, and "sent" from producers.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
     }
 
 

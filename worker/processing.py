@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from db import repository
 from pipeline.batch import failure_reason, prepare_batch
-from worker import runtime
+from worker import metrics, runtime
 from worker.fetch import PermanentError, TransientError
 from worker.fetch_many import fetch_all
 from worker.settings import get_settings
@@ -50,11 +50,16 @@ def process_batch(
     engine = runtime.engine()
     target = runtime.model_by_key(model_key) if model_key else runtime.active_model()
     spec = target.model.spec
+    if not model_key:
+        metrics.set_model(target.row.id, target.row.name, target.row.version)
     outcome = BatchOutcome()
+    timer = metrics.StageTimer()  # vitrine_stage_seconds, per batch
+    merchants: dict[int, str] = {}
 
     if claim:
         with engine.begin() as conn:
             got = repository.claim_images(conn, image_ids=[item.image_id for item in items])
+        merchants = {image_id: row.merchant_id for image_id, row in got.items()}
         claimed = []
         for item in items:
             claim_row = got.get(item.image_id)
@@ -70,14 +75,15 @@ def process_batch(
         claimed = list(items)
 
     # All sources at once: a slow URL costs its own image, never the batch (fetch_many).
-    fetched = fetch_all(
-        [item.uri for item in claimed],
-        settings.source_policy,
-        max_workers=settings.fetch_concurrency,
-        per_host=settings.fetch_per_host,
-        deadline_s=settings.fetch_timeout_s,
-        batch_deadline_s=settings.fetch_batch_deadline_s,
-    )
+    with timer.stage("fetch", record=bool(claimed)):
+        fetched = fetch_all(
+            [item.uri for item in claimed],
+            settings.source_policy,
+            max_workers=settings.fetch_concurrency,
+            per_host=settings.fetch_per_host,
+            deadline_s=settings.fetch_timeout_s,
+            batch_deadline_s=settings.fetch_batch_deadline_s,
+        )
 
     def read(item: WorkItem) -> bytes:
         got = fetched[item.uri]
@@ -111,9 +117,10 @@ def process_batch(
     fresh = [item for item in claimed if digests.get(item) not in known]
 
     # prepare_batch catches everything per item: an odd file fails its row, never the worker.
-    batch = prepare_batch(
-        fresh, read, spec.preprocess, settings.image_limits, digests, with_phash=True
-    )
+    with timer.stage("decode", record=bool(fresh)):
+        batch = prepare_batch(
+            fresh, read, spec.preprocess, settings.image_limits, digests, with_phash=True
+        )
     for item, exc in batch.failures.items():
         if isinstance(exc, PermanentError):
             outcome.failed[item.image_id] = str(exc)
@@ -122,7 +129,10 @@ def process_batch(
         else:
             outcome.failed[item.image_id] = failure_reason(exc)
 
-    predictions = target.model.predict(batch.arrays) if batch.keys else []
+    with timer.stage("forward", record=bool(batch.keys)):
+        predictions = target.model.predict(batch.arrays) if batch.keys else []
+    if batch.keys:
+        metrics.BATCH_SIZE.observe(len(batch.keys))
     results = reused + [
         repository.ImageResult(
             image_id=item.image_id,
@@ -132,12 +142,19 @@ def process_batch(
         )
         for item, info, prediction in zip(batch.keys, batch.infos, predictions, strict=True)
     ]
-    with engine.begin() as conn:
+    with timer.stage("write", record=bool(results or outcome.failed)), engine.begin() as conn:
         if results:
             repository.save_results(conn, results=results)
         for image_id, error in outcome.failed.items():
             repository.mark_failed(conn, image_id=image_id, error=error)
     outcome.done = [r.image_id for r in results]
+    # Uploads that ended here (a backfill re-embeds done images: nothing ends for them).
+    metrics.report_outcomes(
+        done=outcome.done if claim else [],
+        failed=outcome.failed,
+        merchants=merchants,
+        timings=timer.ms(),
+    )
     return outcome
 
 
@@ -151,6 +168,7 @@ def fail_images(image_ids: Sequence[int], error: str) -> None:
     with runtime.engine().begin() as conn:
         for image_id in image_ids:
             repository.mark_failed(conn, image_id=image_id, error=error)
+    metrics.report_outcomes(failed=dict.fromkeys(image_ids, error))
 
 
 __all__ = ["BatchOutcome", "PermanentError", "TransientError", "WorkItem", "fail_images"]

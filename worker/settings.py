@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -107,6 +107,18 @@ class Settings(BaseSettings):
     #: the rest of a multipart form.
     api_max_body_bytes: int | None = Field(default=None, ge=1024)
 
+    # Observability (docs/metrics.md)
+    #: Port a worker's main process serves Prometheus metrics on at /metrics (None: off;
+    #: 9808 in the Docker image and k8s manifests), on `metrics_host`.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_host: str = "0.0.0.0"
+    #: "json": one JSON object per log line; "text": readable key=value lines.
+    log_format: Literal["text", "json"] = "text"
+    #: File a worker touches every `heartbeat_interval_s` (`vitrine worker-check`);
+    #: default `VITRINE_DATA_DIR/worker.heartbeat`.
+    heartbeat_file: Path | None = None
+    heartbeat_interval_s: float = Field(default=10.0, gt=0)
+
     @field_validator("fetch_allow_networks", "file_roots", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
@@ -123,6 +135,10 @@ class Settings(BaseSettings):
     @property
     def embedded_dir(self) -> Path:
         return self.data_dir / "services"
+
+    @property
+    def heartbeat_path(self) -> Path:
+        return self.heartbeat_file or self.data_dir / "worker.heartbeat"
 
     @property
     def api_body_limit(self) -> int:

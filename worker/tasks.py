@@ -19,12 +19,17 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.signals import (
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
+)
 from celery.utils.time import get_exponential_backoff_interval
 from celery_batches import SimpleRequest
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from worker import runtime
+from worker import metrics, runtime
 from worker.celery_app import app
 from worker.fetch import TransientError
 from worker.live import LiveBatches, handle_events
@@ -56,6 +61,7 @@ def _load_model_in_child(**_: Any) -> None:
     runtime.configure_threads()
     try:
         active = runtime.active_model()
+        metrics.set_model(active.row.id, active.row.name, active.row.version)
         log.info("loaded model %s in worker process", active.row.key)
     except Exception:  # the first task will retry and report it properly
         log.exception("could not preload the active model")
@@ -64,8 +70,9 @@ def _load_model_in_child(**_: Any) -> None:
 @worker_ready.connect
 def _on_ready(**_: Any) -> None:
     """In the main process once it consumes: start the reaper, tell a launcher (whose
-    pipe READY_FD_ENV names) that this worker is ready."""
+    pipe READY_FD_ENV names) that this worker is ready; serve its metrics if asked."""
     global _reaper
+    metrics.serve(_settings)
     if _settings.reaper_interval_s > 0:
         _reaper = Reaper(app, _settings)
         _reaper.start()
@@ -79,6 +86,13 @@ def _on_ready(**_: Any) -> None:
 def _on_shutdown(**_: Any) -> None:
     if _reaper is not None:
         _reaper.stop()
+    metrics.shutdown()
+
+
+@worker_process_shutdown.connect
+def _on_child_exit(pid: int | None = None, **_: Any) -> None:
+    """In a pool process about to exit: its live gauges leave the metrics."""
+    metrics.child_exited(pid or os.getpid())
 
 
 def _countdown(task: Task) -> int:

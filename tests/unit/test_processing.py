@@ -60,7 +60,9 @@ class _Fakes:
                 continue
             attempts = self.attempts.get(image_id, 1)
             last_error = "worker killed" if attempts > 1 else None
-            claimed[image_id] = SimpleNamespace(attempts=attempts, last_error=last_error)
+            claimed[image_id] = SimpleNamespace(
+                attempts=attempts, last_error=last_error, merchant_id="m1"
+            )
         return claimed
 
     def save_results(self, conn: object, *, results: list[SimpleNamespace]) -> None:
@@ -88,7 +90,7 @@ BLOBS: dict[str, bytes | Exception] = {
 def fakes(monkeypatch: pytest.MonkeyPatch) -> _Fakes:
     fake = _Fakes()
     target = SimpleNamespace(
-        row=SimpleNamespace(id=7),
+        row=SimpleNamespace(id=7, name="fake", version="1"),
         model=SimpleNamespace(
             spec=SimpleNamespace(preprocess=PreprocessSpec()), predict=fake.predict
         ),

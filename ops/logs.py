@@ -1,0 +1,12 @@
+"""Logging of a `vitrine` command: set up before anything else runs."""
+
+from __future__ import annotations
+
+from worker.logs import redact_handlers
+from worker.quiet import quiet_tensorflow
+
+
+def setup_cli_logging() -> None:
+    """No TensorFlow start-up noise (worker.quiet); no credentials in whatever is logged."""
+    quiet_tensorflow()
+    redact_handlers()

@@ -1,0 +1,33 @@
+"""`vitrine worker-check`'s heartbeat verdicts."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from ops.health import check_heartbeat, heartbeat_node
+from worker.health import write_heartbeat
+from worker.settings import Settings
+
+
+def test_fresh_stale_and_missing(tmp_path: Path) -> None:
+    path = tmp_path / "worker.heartbeat"
+    missing = check_heartbeat(path, max_age=60)
+    assert not missing.ok and "no heartbeat file" in missing.message
+    write_heartbeat(path, "vitrine-abc@host")
+    fresh = check_heartbeat(path, max_age=60)
+    assert fresh.ok, fresh.message
+    old = time.time() - 120
+    os.utime(path, (old, old))
+    stale = check_heartbeat(path, max_age=60)
+    assert not stale.ok and "120 s old" in stale.message and "\n" not in stale.message
+    assert check_heartbeat(path, max_age=60, now=old + 30).ok
+    assert heartbeat_node(path) == "vitrine-abc@host"
+    path.write_text("garbage")
+    assert heartbeat_node(path) is None
+
+
+def test_default_heartbeat_is_under_the_data_dir(tmp_path: Path) -> None:
+    assert Settings(data_dir=tmp_path).heartbeat_path == tmp_path / "worker.heartbeat"
+    assert Settings(heartbeat_file=tmp_path / "hb").heartbeat_path == tmp_path / "hb"
