@@ -29,6 +29,7 @@ COPY db ./db
 COPY worker ./worker
 COPY ops ./ops
 COPY cli ./cli
+COPY api ./api
 # Not embedded/: the image talks to the PostgreSQL and Redis named by DATABASE_URL and
 # REDIS_URL, and carries no server manager (nor the `embedded` extra's binaries).
 RUN pip install --upgrade pip setuptools wheel \

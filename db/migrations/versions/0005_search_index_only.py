@@ -39,6 +39,10 @@ _COUNT_EMBEDDINGS = """SELECT 1 FROM embeddings e
                  WHERE e.model_id = v_model_id AND e.merchant_id = p_merchant_id"""
 _COUNT_IMAGES = """SELECT 1 FROM images i
                  WHERE i.merchant_id = p_merchant_id"""
+# A role that is not a superuser may name `hnsw.*` settings (the function's SET clause)
+# only once pgvector's library is loaded in its session; using the type loads it. Done
+# here too because `alembic downgrade` may be run directly, without `db.migrate`.
+LOAD_PGVECTOR = "SELECT '[1]'::vector"
 _SERIAL = "SET hnsw.ef_search = 40\nSET max_parallel_workers_per_gather = 0"
 
 
@@ -56,6 +60,7 @@ def knn_function(*, index_only: bool) -> str:
 
 
 def upgrade() -> None:
+    op.execute(LOAD_PGVECTOR)
     op.execute(f"DROP INDEX {INDEX}")
     op.execute(
         f"CREATE INDEX {INDEX} ON embeddings (model_id, merchant_id) INCLUDE (image_id, embedding)"
@@ -64,6 +69,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute(LOAD_PGVECTOR)
     op.execute(f"DROP INDEX {INDEX}")
     op.execute(f"CREATE INDEX {INDEX} ON embeddings (model_id, merchant_id) INCLUDE (embedding)")
     op.execute(knn_function(index_only=False))

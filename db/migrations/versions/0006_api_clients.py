@@ -12,7 +12,8 @@ Create Date: 2026-11-28
   API answers that client's requests as `vitrine_merchant` with `vitrine.merchant_id`
   set (row-level security of 0002), so it sees that merchant's rows only.
 - Nobody but the owner reads the table: the analyst's default SELECT on new tables is
-  revoked here (a token hash is not for analysts), no group gets anything.
+  revoked here (a token hash is not for analysts), no group gets anything, and row-level
+  security without a policy hides every row from anyone else who is granted it later.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def upgrade() -> None:
     op.execute(CREATE)
     op.execute(COMMENT)
     op.execute("REVOKE ALL ON api_clients, api_clients_id_seq FROM vitrine_analyst")
+    # No policy: a role that is not the owner sees no row even if granted one later.
+    op.execute("ALTER TABLE api_clients ENABLE ROW LEVEL SECURITY")
 
 
 def downgrade() -> None:
