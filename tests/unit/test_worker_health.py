@@ -31,3 +31,16 @@ def test_fresh_stale_and_missing(tmp_path: Path) -> None:
 def test_default_heartbeat_is_under_the_data_dir(tmp_path: Path) -> None:
     assert Settings(data_dir=tmp_path).heartbeat_path == tmp_path / "worker.heartbeat"
     assert Settings(heartbeat_file=tmp_path / "hb").heartbeat_path == tmp_path / "hb"
+
+
+def test_each_worker_gets_a_fresh_metrics_dir(tmp_path: Path) -> None:
+    from ops.workers import fresh_metrics_dir
+
+    live, dead = os.getppid(), 2**22 + 12345  # above any pid_max: not running
+    for pid in (live, dead, os.getpid()):
+        (tmp_path / f"worker-{pid}").mkdir()
+        (tmp_path / f"worker-{pid}" / "counter_1.db").write_bytes(b"old")
+    path = fresh_metrics_dir(tmp_path, os.getpid())
+    assert path == tmp_path / f"worker-{os.getpid()}" and not any(path.iterdir())
+    assert (tmp_path / f"worker-{live}").exists()  # another running worker's stays
+    assert not (tmp_path / f"worker-{dead}").exists()
