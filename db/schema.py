@@ -190,6 +190,50 @@ api_clients = Table(
     ),
 )
 
+# Created by migration 0007: listing-photo quality per image (pipeline/quality.py), read
+# by the view `quality_issues` against thresholds from the settings vitrine.quality_*.
+image_quality = Table(
+    "image_quality",
+    metadata,
+    Column("image_id", BigInteger, ForeignKey("images.id", ondelete="CASCADE"), nullable=False),
+    Column("longest_side_px", Integer, nullable=False),
+    Column("white_background_share", REAL, nullable=False),
+    Column("fill_ratio", REAL),
+    Column("object_span", REAL),
+    Column("touches_border", Boolean),
+    Column("sharpness", REAL, nullable=False),
+    Column("highlight_luminance", REAL, nullable=False),
+    Column("object_luminance", REAL),
+    Column("measured_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("image_id"),
+    comment=(
+        "Listing-photo quality measured per image (pipeline/quality.py); object figures "
+        "NULL where the backdrop is not plain."
+    ),
+)
+
+# Created by migration 0008: one row per `vitrine forget`, kept after the data is gone.
+# `subject` is the merchant id or image id as text, on purpose not a key to join on.
+erasures = Table(
+    "erasures",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("scope", Text, nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("db_user", Text, nullable=False, server_default=text("SESSION_USER")),
+    Column("os_user", Text),
+    Column("images_deleted", Integer, nullable=False),
+    Column("files_deleted", Integer, nullable=False),
+    Column("erased_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("scope IN ('merchant', 'image')", name="scope"),
+    CheckConstraint("subject <> ''", name="subject"),
+    CheckConstraint("images_deleted >= 0 AND files_deleted >= 0", name="counts"),
+    comment=(
+        "Audit trail of vitrine forget: who (database login, OS user), what (merchant or "
+        "image), when, how many images and files were deleted."
+    ),
+)
+
 
 def positive_int(value: int, what: str) -> int:
     """Return `value` if it is a plain int >= 1, else raise `ValueError` naming `what`.

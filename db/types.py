@@ -111,3 +111,17 @@ class ApiClient:
     merchant_id: str | None
     created_at: datetime
     revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """One `erasures` row: the audit record of a `vitrine forget`, kept after the data."""
+
+    id: int
+    scope: str  # "merchant" or "image"
+    subject: str  # the merchant id, or the image id as text
+    db_user: str
+    os_user: str | None
+    images_deleted: int
+    files_deleted: int
+    erased_at: datetime

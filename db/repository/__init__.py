@@ -9,7 +9,8 @@ the whole batch. Import from here; the submodules are an implementation detail:
 - `images`: the life cycle below (writes);
 - `lookups`: statuses, labels and counts (reads);
 - `search`: similarity, and the SQL an analyst types for it;
-- `backfill`: what a model has not embedded yet, bulk COPY, stale rows.
+- `backfill`: what a model has not embedded yet, bulk COPY, stale rows;
+- `erasures`: `vitrine forget` (delete by merchant or image, check, audit row).
 
 Image life cycle::
 
@@ -18,6 +19,7 @@ Image life cycle::
     save_results           -> done         (predictions + embeddings upserted)
     mark_pending           -> pending      (retryable error; optional last error kept)
     mark_failed            -> failed       (terminal; a re-upload resets it to pending)
+    delete_images          -> (row gone)   (`vitrine forget`; a late save_results stores nothing)
 
 A `done` row never goes back: re-uploading it, redelivering its task or a late
 `mark_failed` from a duplicate worker leave it done.
@@ -39,6 +41,12 @@ from db.repository.clients import (
     image_detail,
     list_api_clients,
     revoke_api_client,
+)
+from db.repository.erasures import (
+    delete_images,
+    image_rows_left,
+    record_erasure,
+    referenced_uris,
 )
 from db.repository.images import (
     MAX_ERROR_CHARS,
@@ -74,6 +82,7 @@ from db.types import (
     ApiClient,
     ClaimedImage,
     EmbeddingRow,
+    Erasure,
     ImageResult,
     ImageSummary,
     LabelInfo,
@@ -92,6 +101,11 @@ __all__ = [
     "revoke_api_client",
     "ClaimedImage",
     "EmbeddingRow",
+    "Erasure",
+    "delete_images",
+    "image_rows_left",
+    "record_erasure",
+    "referenced_uris",
     "ImageResult",
     "ImageSummary",
     "LabelInfo",

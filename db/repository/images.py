@@ -10,7 +10,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, case, func, literal, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Row,
+    bindparam,
+    case,
+    func,
+    literal,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from db.schema import embeddings, images, predictions
@@ -153,6 +165,15 @@ _UPSERT_EMBEDDINGS = _emb_insert.on_conflict_do_update(
     set_={"embedding": _emb_insert.excluded.embedding, "created_at": func.now()},
 ).returning(embeddings.c.image_id)
 
+# The images of a batch that still exist, locked against deletion (not against the
+# worker's own UPDATE) in id order, as claim_images locks them.
+_LOCK_LIVE = (
+    select(images.c.id)
+    .where(images.c.id == func.any(bindparam("ids", type_=ARRAY(BigInteger))))
+    .order_by(images.c.id)
+    .with_for_update(read=True, key_share=True)
+)
+
 _MARK_DONE = text(
     """
     UPDATE images AS i
@@ -168,20 +189,29 @@ _MARK_DONE = text(
 )
 
 
-def save_results(conn: Connection, *, results: Sequence[ImageResult]) -> None:
-    """Store a batch of results: upsert predictions and embeddings, mark images done.
+def save_results(conn: Connection, *, results: Sequence[ImageResult]) -> list[int]:
+    """Store a batch of results: upsert predictions and embeddings, mark images done;
+    return the ids of the images stored.
 
     One statement per table for the whole batch (per 1000 rows). Results for the same
     (image, model) within one batch: the last one wins. Each embedding is bound as the
     numpy array the model produced; a float32 row is stored bit for bit.
+
+    An image erased (`vitrine forget`) after it was claimed is skipped, not an error
+    that fails the batch: its row is gone, and nothing here may bring any of it back.
+    The surviving rows are locked FOR KEY SHARE first, so an erasure that starts now
+    waits for this transaction and then deletes what it stored, by cascade.
     """
     if not results:
-        return
+        return []
     latest: dict[tuple[int, int], ImageResult] = {}
     for result in results:
         latest[(result.image_id, result.model_id)] = result
+    live = set(conn.execute(_LOCK_LIVE, {"ids": sorted({i for i, _ in latest})}).scalars())
     # Sorted: concurrent batches touching the same rows lock them in the same order.
-    batch = [latest[key] for key in sorted(latest)]
+    batch = [latest[key] for key in sorted(latest) if key[0] in live]
+    if not batch:
+        return []
 
     conn.execute(
         _UPSERT_PREDICTIONS,
@@ -219,6 +249,7 @@ def save_results(conn: Connection, *, results: Sequence[ImageResult]) -> None:
             "phash": [info.phash for info in per_image.values()],
         },
     )
+    return list(per_image)
 
 
 def mark_failed(conn: Connection, *, image_id: int, error: str) -> None:

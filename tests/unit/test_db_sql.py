@@ -89,6 +89,7 @@ def test_make_engine_uses_psycopg3_and_pre_ping_without_connecting() -> None:
 
 def test_tables_and_keys() -> None:
     tables = {"models", "images", "predictions", "embeddings", "merchant_logins", "api_clients"}
+    tables |= {"erasures"}
     assert set(metadata.tables) == tables
     assert [c.name for c in predictions.primary_key.columns] == ["image_id", "model_id"]
     assert [c.name for c in embeddings.primary_key.columns] == ["image_id", "model_id"]
@@ -216,6 +217,7 @@ def test_repository_package_keeps_every_name() -> None:
         "known_results", "copy_catalog", "build_hnsw_index_concurrently",
         "ApiClient", "api_client_for_token", "create_api_client", "image_detail",
         "list_api_clients", "revoke_api_client",
+        "Erasure", "delete_images", "image_rows_left", "record_erasure", "referenced_uris",
     }  # fmt: skip
     assert set(package.__all__) == before_split | added
     assert len(package.__all__) == len(set(package.__all__))
@@ -263,7 +265,7 @@ def test_db_imports_only_pipeline_types_from_the_project() -> None:
 def test_single_head_and_ini_inside_migrations() -> None:
     assert ALEMBIC_INI.parent == MIGRATIONS_DIR == DB_DIR / "migrations"
     script = ScriptDirectory.from_config(alembic_config())
-    assert script.get_heads() == ["0006"] == [head_revision()]
+    assert script.get_heads() == ["0008"] == [head_revision()]
 
 
 def test_offline_sql_from_another_directory(
@@ -299,6 +301,9 @@ def test_offline_sql_from_another_directory(
     assert "token_sha256 bytea NOT NULL" in sql
     assert "REVOKE ALL ON api_clients, api_clients_id_seq FROM vitrine_analyst" in sql
     assert sql.count("SET hnsw.iterative_scan = 'strict_order'") == 2
+    # 0008: the erasure audit trail, readable by the analyst only
+    assert "db_user text NOT NULL DEFAULT session_user" in sql
+    assert "CREATE POLICY erasures_analyst ON erasures FOR SELECT TO vitrine_analyst" in sql
     # format() placeholders survive SQLAlchemy's %-escaping
     assert "e.embedding::vector(%1$s) <=> $1" in sql
     # 0002: group roles and row-level security, all plain SQL, so offline scripts work too
