@@ -13,6 +13,8 @@ import typer
 from cli import (
     api_commands,
     bench_commands,
+    explain_commands,
+    forget_commands,
     model_commands,
     query_commands,
     server_commands,
@@ -56,10 +58,12 @@ def _root(
 for commands in (
     upload_commands,
     query_commands,
+    explain_commands,
     model_commands,
     bench_commands,
     server_commands,
     api_commands,
+    forget_commands,
 ):
     commands.register(app)
 

@@ -117,3 +117,16 @@ def register(app: typer.Typer) -> None:
             get_settings(), items=items, seed=seed, progress=progress_bar
         )
         _show(results, json_out, "bench duplicates")
+
+    @bench_app.command("explain")
+    @friendly
+    def bench_explain(
+        items: int = typer.Option(200, "--items", min=2, help="Test items as photos (N)."),
+        seed: int = typer.Option(2026, "--seed"),
+        json_out: bool = JSON,
+    ) -> None:
+        """Faithfulness of Grad-CAM maps: mass on the object, deletion test vs random."""
+        from ops.bench_explain import run_explain_bench
+
+        results = run_explain_bench(get_settings(), items=items, seed=seed, progress=progress_bar)
+        _show(results, json_out, "bench explain")

@@ -61,6 +61,11 @@ class PhotoEmbedder:
         (prediction,) = model.predict(array[None])
         return EmbeddedPhoto(active, prediction)
 
+    def model(self, active: ModelRow) -> LoadedModel:
+        """The loaded model `embed` runs, for callers that need more than its prediction
+        (`ops.explain` takes gradients through it)."""
+        return self._model(active)
+
     def _model(self, active: ModelRow) -> LoadedModel:
         from pipeline.model import load_model_dir
 

@@ -25,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from db.repository.quality import save_quality
 from db.schema import embeddings, images, predictions
 from db.types import ClaimedImage, ImageResult
 from pipeline.types import Upload
@@ -249,6 +250,8 @@ def save_results(conn: Connection, *, results: Sequence[ImageResult]) -> list[in
             "phash": [info.phash for info in per_image.values()],
         },
     )
+    measured = {i: info.quality for i, info in per_image.items() if info.quality is not None}
+    save_quality(conn, measures=measured)  # same transaction: results and figures together
     return list(per_image)
 
 
