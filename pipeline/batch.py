@@ -48,6 +48,7 @@ def prepare_batch(
     digests: Mapping[K, str] | None = None,
     *,
     with_phash: bool = False,
+    with_quality: bool = False,
 ) -> PreparedBatch[K]:
     """`read(key)` then `preprocess_bytes` for every key; every `Exception` is recorded.
 
@@ -57,8 +58,8 @@ def prepare_batch(
     `failure_reason`, or by its own exception types first (the worker retries network
     trouble). `arrays` always has the spec's shape, so an all-failed batch needs no special
     case before `np.concatenate` or a shape check. `digests`: sha256s the caller computed
-    already (the worker, to look up known bytes), not computed again. `with_phash`: see
-    `preprocess_bytes`.
+    already (the worker, to look up known bytes), not computed again. `with_phash`,
+    `with_quality`: see `preprocess_bytes`.
     """
     digests = digests or {}
     kept: list[K] = []
@@ -68,7 +69,12 @@ def prepare_batch(
     for key in keys:
         try:
             array, info = preprocess_bytes(
-                read(key), spec, limits=limits, sha256=digests.get(key), with_phash=with_phash
+                read(key),
+                spec,
+                limits=limits,
+                sha256=digests.get(key),
+                with_phash=with_phash,
+                with_quality=with_quality,
             )
         except Exception as exc:  # an odd file must fail its own entry, never the caller
             failures[key] = exc

@@ -32,6 +32,7 @@ from PIL import Image, ImageFilter
 from pipeline.backdrop import lift_backdrop, lift_colour_backdrop
 from pipeline.decode import DEFAULT_DRAFT_SIZE, decode
 from pipeline.phash import perceptual_hash
+from pipeline.quality import measure_quality
 from pipeline.types import ImageInfo, ImageLimits, PreprocessSpec
 from pipeline.upright import stand_upright, tilt_degrees
 
@@ -236,17 +237,21 @@ def preprocess_bytes(
     limits: ImageLimits,
     sha256: str | None = None,
     with_phash: bool = False,
+    with_quality: bool = False,
 ) -> tuple[np.ndarray, ImageInfo]:
     """`decode` (with a JPEG draft sized for `spec`) then `to_model_input` at the same
     working size for every format (shorter side >= 256 px, or 4x the model's input).
     With `with_phash` (the worker, which stores it) the info carries the photo's perceptual
-    hash (`pipeline.phash`, about 3 ms); evaluation and training have no use for it."""
+    hash (`pipeline.phash`, about 3 ms), with `with_quality` its listing-photo quality
+    (`pipeline.quality`); evaluation and training have no use for them."""
     work_size = max(DEFAULT_DRAFT_SIZE, 4 * int(spec.size))
     # JPEGs are decoded in colour even for a grey model (0.3 ms more per photo): a shadow on
     # a studio backdrop is told apart from the product by its colour (`foreground`).
     img, info = decode(data, limits=limits, draft_size=work_size, draft_mode="RGB", sha256=sha256)
     if with_phash:  # from the same decoded pixels: no second decode
         info = dataclasses.replace(info, phash=perceptual_hash(img))
+    if with_quality:  # the upload's own size: a JPEG may be a reduced draft here
+        info = dataclasses.replace(info, quality=measure_quality(img, (info.width, info.height)))
     return to_model_input(img, spec, work_size=work_size), info
 
 

@@ -152,6 +152,22 @@ class ImageLimits:
 
 
 @dataclass(frozen=True)
+class ImageQuality:
+    """Listing-photo quality facts of one upload (`pipeline.quality` says how each is
+    measured); model-independent, stored in `image_quality` and judged by view
+    `quality_issues`. Object facts are None where the backdrop is not plain."""
+
+    longest_side_px: int
+    white_background_share: float
+    fill_ratio: float | None
+    object_span: float | None
+    touches_border: bool | None
+    sharpness: float
+    highlight_luminance: float
+    object_luminance: float | None
+
+
+@dataclass(frozen=True)
 class ImageInfo:
     """What decoding learned about the file itself, stored beside the results."""
 
@@ -162,3 +178,5 @@ class ImageInfo:
     # The product's perceptual hash (`pipeline.phash`, '0'/'1' text); None where it was not
     # computed (a result stored before hashes existed, a synthetic row).
     phash: str | None = None
+    # Listing-photo quality (`pipeline.quality`); None where it was not measured.
+    quality: ImageQuality | None = None

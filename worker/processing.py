@@ -119,7 +119,13 @@ def process_batch(
     # prepare_batch catches everything per item: an odd file fails its row, never the worker.
     with timer.stage("decode", record=bool(fresh)):
         batch = prepare_batch(
-            fresh, read, spec.preprocess, settings.image_limits, digests, with_phash=True
+            fresh,
+            read,
+            spec.preprocess,
+            settings.image_limits,
+            digests,
+            with_phash=True,
+            with_quality=True,
         )
     for item, exc in batch.failures.items():
         if isinstance(exc, PermanentError):

@@ -10,7 +10,8 @@ the whole batch. Import from here; the submodules are an implementation detail:
 - `lookups`: statuses, labels and counts (reads);
 - `search`: similarity, and the SQL an analyst types for it;
 - `backfill`: what a model has not embedded yet, bulk COPY, stale rows;
-- `erasures`: `vitrine forget` (delete by merchant or image, check, audit row).
+- `erasures`: `vitrine forget` (delete by merchant or image, check, audit row);
+- `quality`: listing-photo quality measurements, and the images that fail a rule.
 
 Image life cycle::
 
@@ -76,6 +77,7 @@ from db.repository.models import (
     model_count,
     register_model,
 )
+from db.repository.quality import quality_issues, save_quality
 from db.repository.search import similar, similar_raw_sql, similar_sql, similar_to_vector
 from db.repository.timings import commit_times, database_clock, delete_merchants, settled_counts
 from db.types import (
@@ -141,6 +143,8 @@ __all__ = [
     "similar_raw_sql",
     "similar_sql",
     "similar_to_vector",
+    "quality_issues",
+    "save_quality",
     "requeue_stale",
     "stale_images",
     "status_counts",

@@ -12,7 +12,8 @@ import numpy as np
 from sqlalchemy import ARRAY, Connection, Text, and_, any_, func, literal, select
 
 from db.repository._shared import active_model_id, id_in
-from db.schema import IMAGE_STATUSES, embeddings, images, predictions
+from db.repository.quality import MEASURES, quality_of
+from db.schema import IMAGE_STATUSES, embeddings, image_quality, images, predictions
 from db.types import ImageSummary, LabelInfo
 from pipeline.types import ImageInfo, Prediction
 
@@ -121,7 +122,8 @@ def known_results(
     prediction)}` from one `done` image each (the oldest), for those that have one.
 
     The same bytes give the same pixels, so a re-upload (another merchant listing the
-    same photo, a platform re-sending an event) needs no decode and no forward pass.
+    same photo, a platform re-sending an event) needs no decode and no forward pass; the
+    info carries the file's quality measurements too, so the copy stores them as well.
     """
     if not sha256s:
         return {}
@@ -137,6 +139,7 @@ def known_results(
             predictions.c.confidence,
             predictions.c.top_k,
             embeddings.c.embedding,
+            *(image_quality.c[m] for m in MEASURES),
         )  # fmt: skip
         .join(
             predictions,
@@ -146,6 +149,7 @@ def known_results(
             embeddings,
             and_(embeddings.c.image_id == images.c.id, embeddings.c.model_id == model_id),
         )  # fmt: skip
+        .outerjoin(image_quality, image_quality.c.image_id == images.c.id)
         .where(images.c.sha256 == any_(literal(sorted(set(sha256s)), ARRAY(Text))))
         .where(images.c.status == "done")
         .order_by(images.c.sha256, images.c.id)
@@ -159,6 +163,7 @@ def known_results(
             height=int(row.height),
             format=row.format,
             phash=bit_text(row.phash),
+            quality=quality_of(row),
         )
         top_k = tuple((str(t["label"]), float(t["score"])) for t in row.top_k)
         vector = row.embedding.to_numpy() if hasattr(row.embedding, "to_numpy") else row.embedding

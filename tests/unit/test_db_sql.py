@@ -89,7 +89,7 @@ def test_make_engine_uses_psycopg3_and_pre_ping_without_connecting() -> None:
 
 def test_tables_and_keys() -> None:
     tables = {"models", "images", "predictions", "embeddings", "merchant_logins", "api_clients"}
-    tables |= {"erasures"}
+    tables |= {"erasures", "image_quality"}
     assert set(metadata.tables) == tables
     assert [c.name for c in predictions.primary_key.columns] == ["image_id", "model_id"]
     assert [c.name for c in embeddings.primary_key.columns] == ["image_id", "model_id"]
@@ -218,6 +218,7 @@ def test_repository_package_keeps_every_name() -> None:
         "ApiClient", "api_client_for_token", "create_api_client", "image_detail",
         "list_api_clients", "revoke_api_client",
         "Erasure", "delete_images", "image_rows_left", "record_erasure", "referenced_uris",
+        "quality_issues", "save_quality",
     }  # fmt: skip
     assert set(package.__all__) == before_split | added
     assert len(package.__all__) == len(set(package.__all__))
@@ -301,6 +302,11 @@ def test_offline_sql_from_another_directory(
     assert "token_sha256 bytea NOT NULL" in sql
     assert "REVOKE ALL ON api_clients, api_clients_id_seq FROM vitrine_analyst" in sql
     assert sql.count("SET hnsw.iterative_scan = 'strict_order'") == 2
+    # 0007: listing-photo quality, thresholds read from settings at query time
+    assert "CONSTRAINT image_quality_pkey PRIMARY KEY (image_id)" in sql
+    assert "CREATE VIEW quality_issues AS" in sql
+    assert "current_setting('vitrine.quality_min_side', true)" in sql
+    assert "CREATE POLICY image_quality_merchant ON image_quality FOR SELECT" in sql
     # 0008: the erasure audit trail, readable by the analyst only
     assert "db_user text NOT NULL DEFAULT session_user" in sql
     assert "CREATE POLICY erasures_analyst ON erasures FOR SELECT TO vitrine_analyst" in sql
