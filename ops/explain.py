@@ -183,7 +183,7 @@ def training_reference(ctx: Context, model: LoadedModel, model_key: str) -> Refe
         _, embeddings = model.forward(raw_to_model_input(images, model.spec.preprocess))
         cache.parent.mkdir(parents=True, exist_ok=True)
         partial = cache.with_suffix(".part.npz")
-        np.savez_compressed(
+        np.savez(
             partial, indices=chosen, images=images, labels=labels, embeddings=embeddings
         )
         partial.replace(cache)  # never a half-written cache for the next command
