@@ -68,7 +68,8 @@ EXPECTED = {
     | _cols("embeddings", "UPDATE", "embedding created_at"),
     "vitrine_analyst": READ_ALL
     | {"duplicate_candidates:SELECT", "merchant_logins:SELECT", "schema:USAGE"}
-    | {f"{f}:EXECUTE" for f in (*SEARCH_FUNCTIONS, "vitrine_embedding_merchant")},
+    | {f"{f}:EXECUTE" for f in (*SEARCH_FUNCTIONS, "vitrine_embedding_merchant")}
+    | {"erasures:SELECT"},  # the audit trail of vitrine forget (0008): read, never written
     "vitrine_merchant": (READ_ALL - {"alembic_version:SELECT"})
     | {"duplicate_candidates:SELECT", "merchant_logins:SELECT", "schema:USAGE"}
     | {f"{f}:EXECUTE" for f in SEARCH_FUNCTIONS},
@@ -176,7 +177,7 @@ def test_analyst_reads_everything_and_writes_nothing(db: RoleDb) -> None:
         "SELECT relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace "
         "AND relkind IN ('r', 'v') AND relname <> 'api_clients' ORDER BY relname",
     )
-    assert len(relations) == 9
+    assert len(relations) == 9 + 1  # + erasures (0008)
     for (name,) in relations:  # every row of every table and view, as the owner sees them
         count = f"SELECT count(*) FROM {name}"
         assert run(analyst, count) == run(db.admin, count), name
