@@ -183,9 +183,7 @@ def training_reference(ctx: Context, model: LoadedModel, model_key: str) -> Refe
         _, embeddings = model.forward(raw_to_model_input(images, model.spec.preprocess))
         cache.parent.mkdir(parents=True, exist_ok=True)
         partial = cache.with_suffix(".part.npz")
-        np.savez(
-            partial, indices=chosen, images=images, labels=labels, embeddings=embeddings
-        )
+        np.savez(partial, indices=chosen, images=images, labels=labels, embeddings=embeddings)
         partial.replace(cache)  # never a half-written cache for the next command
     description = f"{len(images)} training images of {where} (cached in {cache})"
     return Reference(chosen, images, labels, embeddings.astype(np.float32), description)
