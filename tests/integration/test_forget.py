@@ -27,7 +27,7 @@ from db.types import ImageResult
 from ops import api_uploads
 from ops.ingest import staged
 from ops.uploads import file_uri
-from pipeline.types import ImageInfo, Prediction, Upload
+from pipeline.types import ImageInfo, ImageQuality, Prediction, Upload
 from tests.integration._roles import GROUPS, grants, refused, register, role_db, run
 from tests.integration.conftest import vitrine
 
@@ -62,6 +62,10 @@ def _register(engine: Engine, uploads: list[Upload]) -> list[int]:
         return repo.upsert_pending_images(conn, uploads=uploads)
 
 
+# Stored in image_quality (0007) with the results: one more image-keyed table to erase.
+QUALITY = ImageQuality(28, 0.9, 0.5, 0.8, False, 50.0, 240.0, 100.0)
+
+
 def _result(conn: Connection, image_id: int) -> ImageResult:
     model = repo.active_model(conn)
     assert model is not None
@@ -70,7 +74,9 @@ def _result(conn: Connection, image_id: int) -> ImageResult:
     return ImageResult(
         image_id=image_id,
         model_id=model.id,
-        info=ImageInfo(sha256=f"sha-{image_id}", width=28, height=28, format="PNG"),
+        info=ImageInfo(
+            sha256=f"sha-{image_id}", width=28, height=28, format="PNG", quality=QUALITY
+        ),
         prediction=Prediction(
             label="Shirt", label_index=6, confidence=0.9, top_k=(("Shirt", 0.9),), embedding=vec
         ),
@@ -156,7 +162,7 @@ def test_forget_a_merchant_rows_files_and_audit(
         "db_user": None,
     }  # fmt: skip
     left = _left(db, mine)
-    assert (left["images"], left["predictions"], left["embeddings"]) == (5, 5, 5)
+    assert left == dict.fromkeys(("images", "predictions", "embeddings", "image_quality"), 5)
     assert all(p.is_file() for p in files.values())
     assert run(db, "SELECT count(*) FROM erasures") == [(0,)]
 

@@ -31,6 +31,7 @@ def test_short_and_long_help(flag: str) -> None:
 COMMANDS_WITH_JSON = [
     ["submit"], ["ingest"], ["backfill"], ["requeue"], ["similar"], ["status"], ["train"],
     ["eval"], ["bench"], ["demo"], ["db", "upgrade"], ["services", "status"], ["models", "list"],
+    ["forget"],
 ]  # fmt: skip
 
 

@@ -15,6 +15,7 @@ import io
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -208,11 +209,12 @@ def test_exif_gps_and_serial_never_reach_what_is_stored() -> None:
     # ...and the worker's preprocessing, with every measurement it stores switched on,
     # hands the database nothing of them: the info equals that of the same pixels without
     # EXIF, except the hash of the bytes, which cannot be read back into EXIF.
-    flags = {
+    flags: dict[str, Any] = {
         name: True
         for name in inspect.signature(preprocess_bytes).parameters
         if name.startswith("with_")
     }
+    assert {"with_phash", "with_quality"} <= set(flags)
     spec, limits = PreprocessSpec(), ImageLimits(max_bytes=1 << 24, max_pixels=1 << 26)
     array, info = preprocess_bytes(with_exif, spec, limits=limits, **flags)
     plain_array, plain_info = preprocess_bytes(without, spec, limits=limits, **flags)
