@@ -38,6 +38,7 @@ bench-smoke: install
 	$(VENV)/bin/vitrine bench ingest --images 40 --naive-images 8 --latency-uploads 10 --json
 	$(VENV)/bin/vitrine bench search --vectors 20000 --json
 	$(VENV)/bin/vitrine bench duplicates --items 40 --json
+	$(VENV)/bin/vitrine bench quality --items 40 --json
 	$(VENV)/bin/vitrine bench explain --items 20 --json
 
 test: lint unit integration bench-smoke

@@ -130,3 +130,18 @@ def register(app: typer.Typer) -> None:
 
         results = run_explain_bench(get_settings(), items=items, seed=seed, progress=progress_bar)
         _show(results, json_out, "bench explain")
+
+    @bench_app.command("quality")
+    @friendly
+    def bench_quality(
+        items: int = typer.Option(
+            300, "--items", min=7, help="Items: a clean photo each, and a copy with a defect."
+        ),
+        seed: int = typer.Option(2026, "--seed"),
+        json_out: bool = JSON,
+    ) -> None:
+        """Precision and recall per listing-photo rule on photos with known defects."""
+        from ops.bench_quality import run_quality_bench
+
+        results = run_quality_bench(get_settings(), items=items, seed=seed, progress=progress_bar)
+        _show(results, json_out, "bench quality")

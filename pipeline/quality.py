@@ -41,7 +41,8 @@ from pipeline.types import ImageQuality
 WORK_SIZE = 256  # longest side of the working copy, px
 RING = 0.03  # backdrop ring: this share of the shorter side on each edge (>= 2 px)
 WHITE_LEVEL = 235  # "near white": every channel at least this
-OBJECT_DELTA = 48  # object pixels differ from the backdrop colour by more than this
+OBJECT_DELTA = 48  # the backdrop ring is plain where near its median colour by this
+OBJECT_MIN, OBJECT_REL = 16, 0.2  # object pixels: deviation over both (see _object_mask)
 PLAIN_SHARE = 0.6  # a plain backdrop: this share of its ring near its median colour
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -54,10 +55,10 @@ class QualityRules:
 
     min_side: int = 1000  # longest side, px: the zoom threshold of the large marketplaces
     min_white_share: float = 0.9  # of the backdrop ring near white
-    min_span: float = 0.6  # product spans at least this of the frame, long direction
-    min_sharpness: float = 40.0
-    min_highlight: float = 170.0  # 99th-percentile luminance below this: too dark
-    max_object_luminance: float = 235.0  # the product's mean luminance above this: washed out
+    min_span: float = 0.5  # product spans at least this of the frame, long direction
+    min_sharpness: float = 8.5  # ~ edges blurred by a Gaussian of over 4.7 px at 256 px
+    min_highlight: float = 155.0  # 99th-percentile luminance below this: too dark
+    max_object_luminance: float = 245.0  # the product's mean luminance above this: washed out
 
 
 #: Reason codes in the order they are reported, with their human text (the view's too).
@@ -117,20 +118,26 @@ def _ring(rgb: np.ndarray) -> np.ndarray:
 
 
 def _object_mask(rgb: np.ndarray, backdrop: np.ndarray) -> np.ndarray:
-    """Pixels far from the backdrop colour, specks removed (3x3 opening)."""
-    far = np.abs(rgb.astype(np.int16) - backdrop.astype(np.int16)).max(axis=2) > OBJECT_DELTA
-    mask = Image.fromarray(far.astype(np.uint8) * 255)
-    mask = mask.filter(ImageFilter.MinFilter(3)).filter(ImageFilter.MaxFilter(3))
-    return np.asarray(mask) > 0
+    """Pixels far from the backdrop colour, specks removed (3x3 opening). "Far": over
+    `OBJECT_REL` of the strongest deviation, and over `OBJECT_MIN`, so a dark or
+    low-contrast photo still has its object and JPEG noise never is one."""
+    dev = np.abs(rgb.astype(np.int16) - backdrop.astype(np.int16)).max(axis=2)
+    eroded = Image.fromarray(dev.astype(np.uint8)).filter(ImageFilter.MinFilter(3))
+    top = int(np.asarray(eroded).max())
+    hot = eroded.point(lambda v: 255 if v > max(OBJECT_MIN, OBJECT_REL * top) else 0)
+    return np.asarray(hot.filter(ImageFilter.MaxFilter(3))) > 0
 
 
-def _laplacian_ratio(grey: np.ndarray) -> float:
-    """Var(4-neighbour Laplacian) / var(grey) x 1000 over `grey` (0 when flat)."""
+def _edge_sharpness(grey: np.ndarray) -> float:
+    """100 x the 99th percentile of the gradient magnitude / the grey range (1st to 99th
+    percentile) over `grey`: a step of any contrast blurred by a Gaussian of sigma px has
+    its steepest slope at contrast / (2.5 sigma), so this is about 40 / edge sigma."""
     if min(grey.shape) < 3:
         return 0.0
-    lap = 4 * grey[1:-1, 1:-1] - grey[:-2, 1:-1] - grey[2:, 1:-1] - grey[1:-1, :-2] - grey[1:-1, 2:]
-    spread = float(grey.var())
-    return 0.0 if spread < 1.0 else 1000.0 * float(lap.var()) / spread
+    gy, gx = np.gradient(grey)
+    low, high = np.percentile(grey, [1, 99])
+    steep = float(np.percentile(np.hypot(gx, gy), 99))
+    return 100.0 * steep / max(16.0, float(high - low))
 
 
 def measure_quality(img: Image.Image, original_size: tuple[int, int]) -> ImageQuality:
@@ -141,21 +148,26 @@ def measure_quality(img: Image.Image, original_size: tuple[int, int]) -> ImageQu
     grey = rgb.astype(np.float32) @ _LUMA
     ring = _ring(rgb)
     backdrop = np.median(ring, axis=0)
-    white_share = float((ring.min(axis=1) >= WHITE_LEVEL).mean())
     near = np.abs(ring.astype(np.int16) - backdrop.astype(np.int16)).max(axis=1) <= OBJECT_DELTA
+    plain = float(near.mean()) >= PLAIN_SHARE
     mask = _object_mask(rgb, backdrop)
+    # Backdrop = the ring less a (cut-off) product on it, where there is a plain backdrop.
+    backdrop_px = ring[~_ring(mask[..., None].repeat(3, axis=2))[:, 0]] if plain else ring
+    white_share = (
+        float((backdrop_px.min(axis=1) >= WHITE_LEVEL).mean()) if backdrop_px.size else 0.0
+    )
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     fill = span = touches = luminance = None
     region = grey
     if rows.size:
         y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
         region = grey[max(0, y0 - 2) : y1 + 2, max(0, x0 - 2) : x1 + 2]
-        if float(near.mean()) >= PLAIN_SHARE:
+        if plain:
             fill = (y1 - y0) * (x1 - x0) / float(h * w)
             span = max((y1 - y0) / h, (x1 - x0) / w)
             touches = y0 == 0 or x0 == 0 or y1 == h or x1 == w
             luminance = float(grey[mask].mean())
-    elif float(near.mean()) >= PLAIN_SHARE:  # a blank frame: nothing there
+    elif plain:  # a blank frame: nothing there
         fill, span, touches = 0.0, 0.0, False
     return ImageQuality(
         longest_side_px=int(max(original_size)),
@@ -163,7 +175,7 @@ def measure_quality(img: Image.Image, original_size: tuple[int, int]) -> ImageQu
         fill_ratio=None if fill is None else round(fill, 4),
         object_span=None if span is None else round(span, 4),
         touches_border=touches,
-        sharpness=round(_laplacian_ratio(region), 3),
+        sharpness=round(_edge_sharpness(region), 3),
         highlight_luminance=round(float(np.percentile(grey, 99)), 2),
         object_luminance=None if luminance is None else round(luminance, 2),
     )

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from pipeline.quality import QualityRules, rule_names
 from pipeline.types import DEFAULT_MAX_DECODE_SECONDS, ImageLimits
 from worker.sources import SourcePolicy, parse_networks
 
@@ -102,6 +103,16 @@ class Settings(BaseSettings):
     #: Where the CLI stages local files it submits, and where uploaded files land.
     upload_dir: Path | None = None
 
+    # Listing-photo quality rules (pipeline.quality.QualityRules; `vitrine bench quality`).
+    # The view `quality_issues` reads the same thresholds from the PostgreSQL settings
+    # vitrine.quality_<name> (docs/sql.md); the defaults are equal (tests/unit/test_quality).
+    quality_min_side: int = QualityRules.min_side
+    quality_min_white_share: float = QualityRules.min_white_share
+    quality_min_span: float = QualityRules.min_span
+    quality_min_sharpness: float = QualityRules.min_sharpness
+    quality_min_highlight: float = QualityRules.min_highlight
+    quality_max_object_luminance: float = QualityRules.max_object_luminance
+
     # HTTP API (`vitrine serve`)
     #: Largest request body accepted (413 beyond); default: the file limit plus 1 MiB for
     #: the rest of a multipart form.
@@ -157,6 +168,10 @@ class Settings(BaseSettings):
             timeout=self.fetch_timeout_s,
             max_redirects=self.fetch_max_redirects,
         )
+
+    @property
+    def quality_rules(self) -> QualityRules:
+        return QualityRules(**{n: getattr(self, f"quality_{n}") for n in rule_names()})
 
     @property
     def image_limits(self) -> ImageLimits:

@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, text
+from sqlalchemy import Connection, func, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from db.schema import image_quality
@@ -39,7 +39,7 @@ def save_quality(conn: Connection, *, measures: Mapping[int, ImageQuality]) -> N
     conn.execute(_UPSERT_QUALITY, rows).close()
 
 
-def quality_of(row: Row[Any]) -> ImageQuality | None:
+def quality_of(row: Any) -> ImageQuality | None:
     """The measurements in a row that selected `MEASURES` (None: not measured)."""
     if row.longest_side_px is None:
         return None

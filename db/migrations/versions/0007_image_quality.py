@@ -35,10 +35,10 @@ WORKER, ANALYST, MERCHANT = "vitrine_worker", "vitrine_analyst", "vitrine_mercha
 DEFAULTS: dict[str, tuple[str, str]] = {
     "min_side": ("integer", "1000"),
     "min_white_share": ("real", "0.9"),
-    "min_span": ("real", "0.6"),
-    "min_sharpness": ("real", "40.0"),
-    "min_highlight": ("real", "170.0"),
-    "max_object_luminance": ("real", "235.0"),
+    "min_span": ("real", "0.5"),
+    "min_sharpness": ("real", "8.5"),
+    "min_highlight": ("real", "155.0"),
+    "max_object_luminance": ("real", "245.0"),
 }
 MEASURES = (
     "longest_side_px, white_background_share, fill_ratio, object_span, touches_border, "
