@@ -143,7 +143,7 @@ def test_upgrade_is_idempotent_and_safe_concurrently(empty_db: str) -> None:
         for f in futures:
             f.result(timeout=120)
     upgrade(empty_db)  # and once more: nothing to do
-    assert current_revision(empty_db) == head_revision() == "0006"
+    assert current_revision(empty_db) == head_revision() == "0008"
     eng = make_engine(empty_db)
     try:
         with eng.connect() as conn:
@@ -159,6 +159,7 @@ def test_upgrade_is_idempotent_and_safe_concurrently(empty_db: str) -> None:
                 ).scalars()
             )
             assert {"active_model", "image_labels", "duplicate_candidates"} <= names
+            assert "quality_issues" in names  # 0007
             funcs = set(
                 conn.execute(
                     text("SELECT proname FROM pg_proc WHERE proname LIKE 'similar_%'")

@@ -65,14 +65,21 @@ EXPECTED = {
     | _cols("images", "UPDATE", "sku status error attempts sha256 width height format")
     | _cols("images", "UPDATE", "updated_at processed_at phash")
     | _cols("predictions", "UPDATE", "label label_index confidence top_k created_at")
-    | _cols("embeddings", "UPDATE", "embedding created_at"),
+    | _cols("embeddings", "UPDATE", "embedding created_at")
+    # listing-photo quality (0007): measurements written, the view read
+    | {"image_quality:SELECT", "image_quality:INSERT", "quality_issues:SELECT"}
+    | _cols("image_quality", "UPDATE", "longest_side_px white_background_share fill_ratio")
+    | _cols("image_quality", "UPDATE", "object_span touches_border sharpness measured_at")
+    | _cols("image_quality", "UPDATE", "highlight_luminance object_luminance"),
     "vitrine_analyst": READ_ALL
     | {"duplicate_candidates:SELECT", "merchant_logins:SELECT", "schema:USAGE"}
     | {f"{f}:EXECUTE" for f in (*SEARCH_FUNCTIONS, "vitrine_embedding_merchant")}
-    | {"erasures:SELECT"},  # the audit trail of vitrine forget (0008): read, never written
+    | {"erasures:SELECT"}  # the audit trail of vitrine forget (0008): read, never written
+    | {"image_quality:SELECT", "quality_issues:SELECT"},
     "vitrine_merchant": (READ_ALL - {"alembic_version:SELECT"})
     | {"duplicate_candidates:SELECT", "merchant_logins:SELECT", "schema:USAGE"}
-    | {f"{f}:EXECUTE" for f in SEARCH_FUNCTIONS},
+    | {f"{f}:EXECUTE" for f in SEARCH_FUNCTIONS}
+    | {"image_quality:SELECT", "quality_issues:SELECT"},  # own rows: policy, invoker view
 }
 
 
@@ -80,7 +87,7 @@ def test_each_group_holds_exactly_its_privileges(db: RoleDb) -> None:
     assert group_roles(db) == dict.fromkeys(GROUPS, False)  # NOLOGIN
     for role, expected in EXPECTED.items():
         if role == "vitrine_merchant" and not invoker_views(db.admin):  # PostgreSQL 14
-            expected = expected - {f"{v}:SELECT" for v in MERCHANT_VIEWS}
+            expected = expected - {f"{v}:SELECT" for v in (*MERCHANT_VIEWS, "quality_issues")}
         assert grants(db, role) == expected, role
 
 
@@ -177,7 +184,7 @@ def test_analyst_reads_everything_and_writes_nothing(db: RoleDb) -> None:
         "SELECT relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace "
         "AND relkind IN ('r', 'v') AND relname <> 'api_clients' ORDER BY relname",
     )
-    assert len(relations) == 9 + 1  # + erasures (0008)
+    assert len(relations) == 9 + 2 + 1  # + image_quality, quality_issues (0007), erasures
     for (name,) in relations:  # every row of every table and view, as the owner sees them
         count = f"SELECT count(*) FROM {name}"
         assert run(analyst, count) == run(db.admin, count), name
