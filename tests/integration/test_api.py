@@ -17,6 +17,7 @@ from celery.result import AsyncResult
 from PIL import Image
 
 from embedded.common import free_port
+from tests.integration._prom import samples as _samples
 from tests.integration.conftest import vitrine
 
 BODY_LIMIT = 300_000
@@ -294,12 +295,3 @@ def test_metrics_count_what_was_answered(api: str, tokens, catalog) -> None:  # 
     missing = 'method="GET",route="/v1/images/{image_id}",status="404"'
     assert delta(f"vitrine_api_requests_total{{{missing}}}") == 1
     assert not any('status="500"' in name for name in after), "no request may end in a 500"
-
-
-def _samples(text: str) -> dict[str, float]:
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    return samples

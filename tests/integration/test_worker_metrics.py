@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.integration._prom import samples
 from tests.integration.conftest import vitrine
 from worker.names import INGEST_TASK
 
@@ -91,13 +92,7 @@ def run(ctx, engine, catalog, tmp_path_factory) -> Iterator[Run]:  # type: ignor
 
 def _samples(port: int) -> dict[str, float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-        body = resp.read().decode()
-    samples = {}
-    for line in body.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    return samples
+        return samples(resp.read().decode())
 
 
 def test_metrics_count_every_upload(run: Run) -> None:
