@@ -2,8 +2,12 @@
 
 What goes, in one database transaction: the images rows (predictions, embeddings and
 every other image-keyed row by ON DELETE CASCADE, checked afterwards), then the upload
-files vitrine itself wrote for them, then an `erasures` audit row; the commit comes
-last, so a failure anywhere before it leaves the database as it was.
+files vitrine itself wrote for them, then an `erasures` audit row, then the commit. A
+failure before the files leaves everything as it was; one after some files went (or a
+failed commit) leaves rows whose files are gone, and running forget again finishes.
+The rows stay locked until the commit, so no worker stores anything for them meanwhile.
+A photo the API receives again for another merchant while its file is being removed
+can lose its file (that upload then fails, and sending it again stores it again).
 
 Which files are vitrine's own is decided from the URI alone (`owned_upload`): only the
 canonical `file:` URI of a regular file under the upload directory, laid out as the API

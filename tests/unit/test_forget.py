@@ -57,8 +57,9 @@ def uploads(tmp_path: Path) -> Path:
 def test_vitrines_own_files_are_recognised(uploads: Path) -> None:
     api = _api_file(uploads, b"photo")
     staged = _staged_file(uploads)
-    assert owned_upload(api.resolve().as_uri(), uploads) == api.resolve()
-    assert owned_upload(staged.resolve().as_uri(), uploads) == staged.resolve()
+    odd_name = _staged_file(uploads, "Hemd blau 100%.jpg")  # as_uri percent-encodes it
+    for path in (api, staged, odd_name):
+        assert owned_upload(path.resolve().as_uri(), uploads) == path.resolve()
 
 
 def test_nothing_outside_the_upload_directory(uploads: Path, tmp_path: Path) -> None:
