@@ -235,6 +235,29 @@ erasures = Table(
 )
 
 
+# Created by migration 0010: review-desk decisions (api/desk.py), one row per approve or
+# relabel; `label` is the label a person vouched for, read by `vitrine train --corrections`.
+label_corrections = Table(
+    "label_corrections",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("image_id", BigInteger, ForeignKey("images.id", ondelete="CASCADE"), nullable=False),
+    Column("model_id", Integer, ForeignKey("models.id")),
+    Column("action", Text, nullable=False),
+    Column("label", Text, nullable=False),
+    Column("previous_label", Text),
+    Column("queue", Text),
+    Column("decided_by", Text, nullable=False),
+    Column("decided_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("action IN ('approve', 'relabel')", name="action"),
+    Index(None, "image_id"),
+    comment=(
+        "Review-desk decisions: approve keeps the label, relabel corrects it; read by "
+        "vitrine train --corrections."
+    ),
+)
+
+
 def positive_int(value: int, what: str) -> int:
     """Return `value` if it is a plain int >= 1, else raise `ValueError` naming `what`.
 

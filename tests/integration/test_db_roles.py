@@ -75,11 +75,13 @@ EXPECTED = {
     | {"duplicate_candidates:SELECT", "merchant_logins:SELECT", "schema:USAGE"}
     | {f"{f}:EXECUTE" for f in (*SEARCH_FUNCTIONS, "vitrine_embedding_merchant")}
     | {"erasures:SELECT"}  # the audit trail of vitrine forget (0008): read, never written
+    | {"label_corrections:SELECT"}  # review-desk decisions (0010): the owner writes
     | {"image_quality:SELECT", "quality_issues:SELECT"},
     "vitrine_merchant": (READ_ALL - {"alembic_version:SELECT"})
     | {"duplicate_candidates:SELECT", "merchant_logins:SELECT", "schema:USAGE"}
     | {f"{f}:EXECUTE" for f in SEARCH_FUNCTIONS}
-    | {"image_quality:SELECT", "quality_issues:SELECT"},  # own rows: policy, invoker view
+    | {"image_quality:SELECT", "quality_issues:SELECT"}  # own rows: policy, invoker view
+    | {"label_corrections:SELECT"},  # own images' decisions (0010): its desk queues
 }
 
 

@@ -90,6 +90,7 @@ def test_make_engine_uses_psycopg3_and_pre_ping_without_connecting() -> None:
 def test_tables_and_keys() -> None:
     tables = {"models", "images", "predictions", "embeddings", "merchant_logins", "api_clients"}
     tables |= {"erasures", "image_quality"}
+    tables |= {"label_corrections"}  # 0010: review-desk decisions
     assert set(metadata.tables) == tables
     assert [c.name for c in predictions.primary_key.columns] == ["image_id", "model_id"]
     assert [c.name for c in embeddings.primary_key.columns] == ["image_id", "model_id"]
@@ -266,7 +267,7 @@ def test_db_imports_only_pipeline_types_from_the_project() -> None:
 def test_single_head_and_ini_inside_migrations() -> None:
     assert ALEMBIC_INI.parent == MIGRATIONS_DIR == DB_DIR / "migrations"
     script = ScriptDirectory.from_config(alembic_config())
-    assert script.get_heads() == ["0008"] == [head_revision()]
+    assert script.get_heads() == ["0010"] == [head_revision()]
 
 
 def test_offline_sql_from_another_directory(
@@ -310,6 +311,9 @@ def test_offline_sql_from_another_directory(
     # 0008: the erasure audit trail, readable by the analyst only
     assert "db_user text NOT NULL DEFAULT session_user" in sql
     assert "CREATE POLICY erasures_analyst ON erasures FOR SELECT TO vitrine_analyst" in sql
+    # 0010: review-desk decisions, written by the owner, read by the analyst and merchants
+    assert "CONSTRAINT label_corrections_action_check CHECK (action IN" in sql
+    assert "CREATE POLICY label_corrections_merchant ON label_corrections FOR SELECT" in sql
     # format() placeholders survive SQLAlchemy's %-escaping
     assert "e.embedding::vector(%1$s) <=> $1" in sql
     # 0002: group roles and row-level security, all plain SQL, so offline scripts work too
