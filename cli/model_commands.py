@@ -26,6 +26,39 @@ def _log(message: str) -> None:
     err_console.print(message)
 
 
+def _train_corrections(
+    out: Path, init: Path | None, fashion: Path | None, epochs: int | None, seed: int,
+    learning_rate: float | None, version: str | None, json_out: bool,
+) -> None:  # fmt: skip
+    """`train --corrections`: the new model and the before/after table the operator
+    decides on (the model is written, never registered or activated)."""
+    from ops.corrections import CorrectionsRequest, train_on_corrections
+
+    request = CorrectionsRequest(
+        out=out, init=init, fashion=fashion, epochs=epochs, seed=seed,
+        learning_rate=learning_rate, version=version,
+    )  # fmt: skip
+    result = train_on_corrections(open_context(), request, log=_log)
+    summary = {
+        "model": result.spec.key, "base": result.base, "out": str(out),
+        "corrections": result.corrections, "relabelled": result.relabelled,
+        "replay": result.replay, "skipped": result.skipped, "compare": result.compare,
+        "train_seconds": result.spec.training.get("train_seconds"),
+    }  # fmt: skip
+    if json_out:
+        emit_json(summary)
+        return
+
+    def shown(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    rows = [(what, c["n"], shown(c["before"]), shown(c["after"]))
+            for what, c in result.compare.items()]  # fmt: skip
+    out_console.print(table(("accuracy on", "images", result.base, result.spec.key), rows))
+    out_console.print(f"wrote {out} (not registered: `vitrine models add {out}`, then "
+                      "`vitrine models activate` if the figures say so)")  # fmt: skip
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     @friendly
@@ -62,19 +95,35 @@ def register(app: typer.Typer) -> None:
             None, "--input-size", min=8, help="Input size for --data (28; 96 with a backbone)."
         ),
         init: Path = typer.Option(
-            None, "--init", help="Fine-tune this model directory instead of starting afresh."
+            None, "--init", help="Fine-tune this model directory (--corrections: or `active`)."
         ),
         learning_rate: float = typer.Option(
             None, "--learning-rate", min=0.0, help="Peak rate (default 2e-3; 2e-4 with --init)."
         ),
         name: str = typer.Option(None, "--name", help="Model name (default: fashion-cnn)."),
-        version: str = typer.Option("1", "--version"),
+        version: str = typer.Option(
+            None, "--version", help="Default: 1 (--corrections: the base's + .cTIMESTAMP)."
+        ),
+        corrections: bool = typer.Option(
+            False,
+            "--corrections",
+            help="Fine-tune the active model (or --init) on the "
+            "review desk's corrections plus replayed training data; prints before/after.",
+        ),
         json_out: bool = JSON,
     ) -> None:
         """Train a model: Fashion-MNIST by default, or your own taxonomy with --data."""
         from ops.training import TrainRequest
         from ops.training import train as run_training
 
+        if corrections:
+            if data or backbone or weights or input_size or limit or name:
+                raise UserError("--corrections fine-tunes a Fashion-MNIST model; "
+                                "--data, --backbone, --weights, --input-size, --limit and "
+                                "--name do not apply")  # fmt: skip
+            _train_corrections(out, init, fashion, epochs, seed, learning_rate, version, json_out)
+            return
+        version = version or "1"
         request = TrainRequest(
             out=out, fashion=fashion, data=data, epochs=epochs, seed=seed, limit=limit,
             widths=widths, embedding_dim=embedding_dim, blur=blur, gamma=gamma, tilt=tilt,

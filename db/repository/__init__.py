@@ -11,7 +11,8 @@ the whole batch. Import from here; the submodules are an implementation detail:
 - `search`: similarity, and the SQL an analyst types for it;
 - `backfill`: what a model has not embedded yet, bulk COPY, stale rows;
 - `erasures`: `vitrine forget` (delete by merchant or image, check, audit row);
-- `quality`: listing-photo quality measurements, and the images that fail a rule.
+- `quality`: listing-photo quality measurements, and the images that fail a rule;
+- `corrections`: the review desk's latest decision per image, for `train --corrections`.
 
 Image life cycle::
 
@@ -43,6 +44,7 @@ from db.repository.clients import (
     list_api_clients,
     revoke_api_client,
 )
+from db.repository.corrections import CorrectedImage, latest_corrections
 from db.repository.erasures import (
     delete_images,
     image_rows_left,
@@ -102,6 +104,8 @@ __all__ = [
     "list_api_clients",
     "revoke_api_client",
     "ClaimedImage",
+    "CorrectedImage",
+    "latest_corrections",
     "EmbeddingRow",
     "Erasure",
     "delete_images",

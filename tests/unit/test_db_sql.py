@@ -220,6 +220,7 @@ def test_repository_package_keeps_every_name() -> None:
         "list_api_clients", "revoke_api_client",
         "Erasure", "delete_images", "image_rows_left", "record_erasure", "referenced_uris",
         "quality_issues", "save_quality",
+        "CorrectedImage", "latest_corrections",
     }  # fmt: skip
     assert set(package.__all__) == before_split | added
     assert len(package.__all__) == len(set(package.__all__))
