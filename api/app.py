@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from api import errors, health, metrics, routes
+from api import desk, errors, health, metrics, routes
 from api.limits import BodyLimit
 from ops.context import Context, open_context
 from ops.photo_search import PhotoEmbedder
@@ -19,6 +19,9 @@ DESCRIPTION = """Uploads in, labels and similar items out.
 Every `/v1` route needs `Authorization: Bearer <token>` (`vitrine api-token create`).
 A merchant's token sees and acts for that merchant only. Errors are JSON
 `{"error": "<reason>"}`.
+
+The [review desk](/desk) is the same data as web pages for people: browse the catalog,
+work quality and label queues, search by photo (log in with an API token).
 """
 
 
@@ -38,6 +41,7 @@ def create_app(ctx: Context | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(routes.router)
+    app.include_router(desk.router)
     # Outermost first in the list below: limits refuse a body before anything reads it,
     # and metrics see every answer, the refusals too.
     app.add_middleware(BodyLimit, max_bytes=ctx.settings.api_body_limit)

@@ -12,6 +12,7 @@ from api.auth import Client, context, merchant_for, scoped
 from api.metrics import SEARCHES, UPLOADS
 from api.schemas import ImageOut, SearchOut, SimilarOut, UploadAccepted, UploadRequest
 from db import repository
+from db.types import ApiClient
 from ops.api_uploads import queue_photo, queue_reference
 from ops.catalog import SearchFilters, check_label
 from ops.photo_search import PhotoEmbedder
@@ -121,13 +122,26 @@ def search(
     label: Annotated[str | None, Form()] = None,
     k: Annotated[int, Form(ge=1, le=100)] = 10,
 ) -> SearchOut:
+    return search_photo(request, caller, file.file.read(), merchant_id, label, k)
+
+
+def search_photo(
+    request: Request,
+    caller: ApiClient,
+    photo: bytes,
+    merchant_id: str | None,
+    label: str | None,
+    k: int,
+) -> SearchOut:
+    """Embed `photo` with the active model and find its neighbours (also the review
+    desk's search by dropped photo)."""
     ctx = context(request)
     if caller.merchant_id is not None:
         merchant_id = merchant_for(caller, merchant_id)
     embedder: PhotoEmbedder = request.app.state.embedder
     active = embedder.active_model()
     check_label(active, SearchFilters(merchant_id, label))
-    embedded = embedder.embed(file.file.read(), active=active)
+    embedded = embedder.embed(photo, active=active)
     with scoped(ctx, caller) as conn:
         neighbours = repository.similar_to_vector(
             conn,

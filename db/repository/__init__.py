@@ -12,7 +12,8 @@ the whole batch. Import from here; the submodules are an implementation detail:
 - `backfill`: what a model has not embedded yet, bulk COPY, stale rows;
 - `erasures`: `vitrine forget` (delete by merchant or image, check, audit row);
 - `quality`: listing-photo quality measurements, and the images that fail a rule;
-- `corrections`: the review desk's latest decision per image, for `train --corrections`.
+- `corrections`: the review desk's latest decision per image, for `train --corrections`;
+- `desk`: the review desk's pages (keyset), work queues and decisions.
 
 Image life cycle::
 
@@ -45,6 +46,15 @@ from db.repository.clients import (
     revoke_api_client,
 )
 from db.repository.corrections import CorrectedImage, latest_corrections
+from db.repository.desk import (
+    browse,
+    corrections_for,
+    merchants,
+    photo_source,
+    queue_items,
+    readable_views,
+    record_correction,
+)
 from db.repository.erasures import (
     delete_images,
     image_rows_left,
@@ -106,6 +116,13 @@ __all__ = [
     "ClaimedImage",
     "CorrectedImage",
     "latest_corrections",
+    "browse",
+    "corrections_for",
+    "merchants",
+    "photo_source",
+    "queue_items",
+    "readable_views",
+    "record_correction",
     "EmbeddingRow",
     "Erasure",
     "delete_images",

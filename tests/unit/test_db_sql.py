@@ -220,6 +220,8 @@ def test_repository_package_keeps_every_name() -> None:
         "list_api_clients", "revoke_api_client",
         "Erasure", "delete_images", "image_rows_left", "record_erasure", "referenced_uris",
         "quality_issues", "save_quality",
+        "browse", "corrections_for", "merchants", "queue_items", "readable_views",
+        "record_correction", "photo_source",
         "CorrectedImage", "latest_corrections",
     }  # fmt: skip
     assert set(package.__all__) == before_split | added
