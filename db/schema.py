@@ -43,6 +43,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from db.schema_reviews import reviews_table
+
 PHASH_BITS = 320  # pipeline.phash.BITS (db does not import pipeline's pixel code)
 IMAGE_STATUSES: tuple[str, ...] = ("pending", "processing", "done", "failed")
 
@@ -55,6 +57,10 @@ NAMING_CONVENTION = {
 }
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
+_DECLARED = (
+    "Category the merchant declared, as sent; compared case-insensitively to the model's "
+    "labels by view label_mismatches."
+)
 
 
 models = Table(
@@ -103,6 +109,7 @@ images = Table(
             "compare with <~> (Hamming distance). NULL: not hashed."
         ),
     ),
+    Column("declared_label", Text, comment=_DECLARED),  # migration 0009
     # The idempotency key of an upload: the same merchant sending the same URI again
     # refers to the same row.
     UniqueConstraint("merchant_id", "uri"),
@@ -256,6 +263,9 @@ label_corrections = Table(
         "vitrine train --corrections."
     ),
 )
+
+# Created by migration 0009: shoppers' review photos (db/schema_reviews.py says what).
+reviews = reviews_table(metadata)
 
 
 def positive_int(value: int, what: str) -> int:

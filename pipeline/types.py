@@ -34,6 +34,9 @@ class Upload:
     uri: str
     merchant_id: str
     sku: str | None = None
+    # The category the merchant declared (any text, as sent); view label_mismatches
+    # compares it case-insensitively to the model's labels.
+    declared_label: str | None = None
 
 
 @dataclass(frozen=True)

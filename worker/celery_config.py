@@ -22,6 +22,7 @@ from worker.names import (
     EMBED_BATCH_TASK,
     INGEST_BATCH_TASK,
     INGEST_TASK,
+    REVIEW_TASK,
     UPLOADS_QUEUE,
 )
 from worker.settings import Settings, get_settings
@@ -49,6 +50,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_default_queue": UPLOADS_QUEUE,
         "task_routes": {
             INGEST_TASK: {"queue": UPLOADS_QUEUE},
+            REVIEW_TASK: {"queue": UPLOADS_QUEUE},
             INGEST_BATCH_TASK: {"queue": UPLOADS_QUEUE},
             EMBED_BATCH_TASK: {"queue": BACKFILL_QUEUE},
         },

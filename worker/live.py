@@ -79,6 +79,8 @@ def _event(req: SimpleRequest) -> dict[str, Any]:
     kwargs = dict(req.kwargs or {})
     if not kwargs.get("uri") or not kwargs.get("merchant_id"):
         raise ValueError("an upload event needs `uri` and `merchant_id`")
+    if not isinstance(kwargs.get("declared_label") or "", str):
+        raise ValueError("`declared_label` must be text")
     return kwargs
 
 
@@ -116,7 +118,7 @@ def _register(events: Sequence[tuple[SimpleRequest, dict[str, Any]]]) -> list[in
     created: list[int] = []
     if new:
         uploads = [
-            Upload(uri=e["uri"], merchant_id=e["merchant_id"], sku=e.get("sku")) for e in new
+            Upload(e["uri"], e["merchant_id"], e.get("sku"), e.get("declared_label")) for e in new
         ]
         with runtime.engine().begin() as conn:
             created = repository.upsert_pending_images(conn, uploads=uploads)

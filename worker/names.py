@@ -8,6 +8,8 @@ from __future__ import annotations
 
 #: One upload event, as the platform publishes it (kwargs uri, merchant_id, sku).
 INGEST_TASK = "vitrine.ingest"
+#: A shopper's review photo of a listing (kwargs uri, merchant_id, sku, review_ref).
+REVIEW_TASK = "vitrine.review"
 #: A chunk of already-registered uploads: one forward pass for the chunk (bulk ingest).
 INGEST_BATCH_TASK = "vitrine.ingest_batch"
 #: A chunk of done images (re-)embedded with a named model (backfill).

@@ -2,8 +2,9 @@
 (`worker.live` for the micro-batched upload events).
 
 Message contract (for producers in any language) is documented in docs/producers.md:
-task `vitrine.ingest`, kwargs `{"uri": ..., "merchant_id": ..., "sku": ...}`, queue
-`uploads`, JSON body.
+task `vitrine.ingest`, kwargs `{"uri": ..., "merchant_id": ..., "sku": ...,
+"declared_label": ...}` (the last two optional), queue `uploads`, JSON body; task
+`vitrine.review` for a shopper's review photo of a listing (`worker.reviews`).
 
 Retries are Celery's own: a database error (down, restarting, a deadlock victim) retries
 the whole task through `autoretry_for` with exponential backoff and full jitter; images
@@ -33,9 +34,16 @@ from worker import metrics, runtime
 from worker.celery_app import app
 from worker.fetch import TransientError
 from worker.live import LiveBatches, handle_events
-from worker.names import EMBED_BATCH_TASK, INGEST_BATCH_TASK, INGEST_TASK, READY_FD_ENV
+from worker.names import (
+    EMBED_BATCH_TASK,
+    INGEST_BATCH_TASK,
+    INGEST_TASK,
+    READY_FD_ENV,
+    REVIEW_TASK,
+)
 from worker.processing import WorkItem, fail_images, process_batch
 from worker.reaper import Reaper
+from worker.reviews import give_up, process_review, review_event
 from worker.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -137,8 +145,8 @@ def _run(task: Task, items: list[WorkItem], model_key: str | None, claim: bool) 
     acks_late=True,
 )
 def ingest(requests: list[SimpleRequest]) -> dict[str, int]:
-    """Upload events (kwargs `uri`, `merchant_id`, `sku`, and `image_id` from vitrine's own
-    producers), gathered into micro-batches: see `worker.live`."""
+    """Upload events (kwargs `uri`, `merchant_id`, `sku`, `declared_label`, and `image_id`
+    from vitrine's own producers), gathered into micro-batches: see `worker.live`."""
     return handle_events(app, requests)
 
 
@@ -152,3 +160,18 @@ def ingest_batch(self: Task, items: list[dict[str, Any]]) -> dict[str, Any]:
 def embed_batch(self: Task, items: list[dict[str, Any]], model_key: str) -> dict[str, Any]:
     """Backfill: (re-)compute predictions and embeddings of done images with `model_key`."""
     return _run(self, [WorkItem(**d) for d in items], model_key, claim=False)
+
+
+@app.task(name=REVIEW_TASK, **RETRYING)
+def review(self: Task, **kwargs: Any) -> dict[str, Any]:
+    """A shopper's review photo of a listing (kwargs `uri`, `merchant_id`, `sku`,
+    `review_ref`): prediction and match score in one pass, see `worker.reviews`. A source's
+    transient trouble retries with the same backoff as uploads, then fails the review."""
+    event = review_event(kwargs)
+    try:
+        return process_review(event)
+    except TransientError as exc:
+        if self.request.retries >= self.max_retries:
+            give_up(event, f"gave up after {self.request.retries + 1} tries: {exc}")
+            return {"status": "failed", "error": str(exc)}
+        raise self.retry(exc=exc, countdown=_countdown(self)) from None

@@ -12,6 +12,7 @@ the whole batch. Import from here; the submodules are an implementation detail:
 - `backfill`: what a model has not embedded yet, bulk COPY, stale rows;
 - `erasures`: `vitrine forget` (delete by merchant or image, check, audit row);
 - `quality`: listing-photo quality measurements, and the images that fail a rule;
+- `reviews`: shoppers' review photos of a listing and their match with it;
 - `corrections`: the review desk's latest decision per image, for `train --corrections`;
 - `desk`: the review desk's pages (keyset), work queues and decisions.
 
@@ -90,6 +91,14 @@ from db.repository.models import (
     register_model,
 )
 from db.repository.quality import quality_issues, save_quality
+from db.repository.reviews import (
+    ListingMatch,
+    ReviewRow,
+    fail_review,
+    listing_match,
+    save_review,
+    upsert_review,
+)
 from db.repository.search import similar, similar_raw_sql, similar_sql, similar_to_vector
 from db.repository.timings import commit_times, database_clock, delete_merchants, settled_counts
 from db.types import (
@@ -105,6 +114,12 @@ from db.types import (
 )
 
 __all__ = [
+    "ListingMatch",
+    "ReviewRow",
+    "fail_review",
+    "listing_match",
+    "save_review",
+    "upsert_review",
     "MAX_ERROR_CHARS",
     "MODELS_LOCK_KEY",
     "ApiClient",

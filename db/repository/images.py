@@ -41,6 +41,9 @@ _UPSERT_IMAGES = _img_insert.on_conflict_do_update(
     index_elements=[images.c.merchant_id, images.c.uri],
     set_={
         "sku": func.coalesce(_img_insert.excluded.sku, images.c.sku),
+        "declared_label": func.coalesce(
+            _img_insert.excluded.declared_label, images.c.declared_label
+        ),
         "status": case((_img_failed, literal("pending")), else_=images.c.status),
         "error": case((_img_failed, None), else_=images.c.error),
         "attempts": case((_img_failed, 0), else_=images.c.attempts),
@@ -53,23 +56,29 @@ def upsert_pending_images(conn: Connection, *, uploads: Sequence[Upload]) -> lis
     """Record uploads; return one image id per upload, in input order.
 
     Keyed on (merchant_id, uri): re-uploading returns the existing id. A new non-null
-    sku replaces the stored one. A `done` or in-flight row keeps its status; a `failed`
-    row goes back to `pending` with error cleared and attempts reset to 0. Duplicates
-    within `uploads` get the same id.
+    sku (or declared label) replaces the stored one. A `done` or in-flight row keeps its
+    status; a `failed` row goes back to `pending` with error cleared and attempts reset
+    to 0. Duplicates within `uploads` get the same id.
     """
     if not uploads:
         return []
-    unique: dict[tuple[str, str], str | None] = {}
+    unique: dict[tuple[str, str], tuple[str | None, str | None]] = {}
     for upload in uploads:
         key = (upload.merchant_id, upload.uri)
-        # Last non-null sku wins, matching what sequential re-uploads would do.
-        if upload.sku is not None or key not in unique:
-            unique[key] = upload.sku
+        # Last non-null sku (declared label) wins, as sequential re-uploads would do.
+        sku, declared = unique.get(key, (None, None))
+        unique[key] = (
+            sku if upload.sku is None else upload.sku,
+            declared if upload.declared_label is None else upload.declared_label,
+        )
 
     # Input order, so ids grow in upload order. (Two producers re-sending the same
     # existing rows in opposite orders at the same moment can deadlock; PostgreSQL
     # aborts one of them with a DBAPIError, which callers already retry.)
-    rows = [{"merchant_id": m, "uri": u, "sku": s} for (m, u), s in unique.items()]
+    rows = [
+        {"merchant_id": m, "uri": u, "sku": s, "declared_label": d}
+        for (m, u), (s, d) in unique.items()
+    ]
     ids: dict[tuple[str, str], int] = {}
     for row in conn.execute(_UPSERT_IMAGES, rows):
         ids[(row.merchant_id, row.uri)] = int(row.id)

@@ -90,6 +90,7 @@ def test_make_engine_uses_psycopg3_and_pre_ping_without_connecting() -> None:
 def test_tables_and_keys() -> None:
     tables = {"models", "images", "predictions", "embeddings", "merchant_logins", "api_clients"}
     tables |= {"erasures", "image_quality"}
+    tables |= {"reviews"}  # 0009: shoppers' review photos
     tables |= {"label_corrections"}  # 0010: review-desk decisions
     assert set(metadata.tables) == tables
     assert [c.name for c in predictions.primary_key.columns] == ["image_id", "model_id"]
@@ -220,6 +221,8 @@ def test_repository_package_keeps_every_name() -> None:
         "list_api_clients", "revoke_api_client",
         "Erasure", "delete_images", "image_rows_left", "record_erasure", "referenced_uris",
         "quality_issues", "save_quality",
+        "ListingMatch", "ReviewRow", "fail_review", "listing_match", "save_review",
+        "upsert_review",
         "browse", "corrections_for", "merchants", "queue_items", "readable_views",
         "record_correction", "photo_source",
         "CorrectedImage", "latest_corrections",
@@ -314,6 +317,12 @@ def test_offline_sql_from_another_directory(
     # 0008: the erasure audit trail, readable by the analyst only
     assert "db_user text NOT NULL DEFAULT session_user" in sql
     assert "CREATE POLICY erasures_analyst ON erasures FOR SELECT TO vitrine_analyst" in sql
+    # 0009: declared categories, review photos, the two views and their settings
+    assert "ALTER TABLE images ADD COLUMN declared_label text" in sql
+    assert "CONSTRAINT reviews_merchant_id_sku_uri_key UNIQUE (merchant_id, sku, uri)" in sql
+    assert "current_setting('vitrine.mismatch_min_confidence', true)" in sql
+    assert "current_setting('vitrine.review_min_match', true)" in sql
+    assert "CREATE POLICY reviews_merchant ON reviews FOR SELECT TO vitrine_merchant" in sql
     # 0010: review-desk decisions, written by the owner, read by the analyst and merchants
     assert "CONSTRAINT label_corrections_action_check CHECK (action IN" in sql
     assert "CREATE POLICY label_corrections_merchant ON label_corrections FOR SELECT" in sql
