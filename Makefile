@@ -40,6 +40,8 @@ bench-smoke: install
 	$(VENV)/bin/vitrine bench duplicates --items 40 --json
 	$(VENV)/bin/vitrine bench quality --items 40 --json
 	$(VENV)/bin/vitrine bench explain --items 20 --json
+	$(VENV)/bin/vitrine bench mismatches --items 40 --json
+	$(VENV)/bin/vitrine bench reviews --pairs 20 --json
 
 test: lint unit integration bench-smoke
 

@@ -145,3 +145,33 @@ def register(app: typer.Typer) -> None:
 
         results = run_quality_bench(get_settings(), items=items, seed=seed, progress=progress_bar)
         _show(results, json_out, "bench quality")
+
+    @bench_app.command("mismatches")
+    @friendly
+    def bench_mismatches(
+        items: int = typer.Option(2000, "--items", min=20, help="Test items as photos (N)."),
+        seed: int = typer.Option(2026, "--seed"),
+        json_out: bool = JSON,
+    ) -> None:
+        """Precision and recall of label_mismatches with 5 % of categories declared wrong."""
+        from ops.bench_mismatches import run_mismatches_bench
+
+        results = run_mismatches_bench(
+            get_settings(), items=items, seed=seed, progress=progress_bar
+        )
+        _show(results, json_out, "bench mismatches")
+
+    @bench_app.command("reviews")
+    @friendly
+    def bench_reviews(
+        pairs: int = typer.Option(
+            500, "--pairs", min=2, help="Listings (N), each with 3 review photos."
+        ),
+        seed: int = typer.Option(2026, "--seed"),
+        json_out: bool = JSON,
+    ) -> None:
+        """ROC AUC of the review match score: same item vs another item or class."""
+        from ops.bench_reviews import run_reviews_bench
+
+        results = run_reviews_bench(get_settings(), pairs=pairs, seed=seed, progress=progress_bar)
+        _show(results, json_out, "bench reviews")

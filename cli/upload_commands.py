@@ -45,12 +45,18 @@ def register(app: typer.Typer) -> None:
         ),
         merchant: str = typer.Option(..., "--merchant", help="Merchant the uploads belong to."),
         sku: str = typer.Option(None, "--sku", help="SKU (only with a single image)."),
+        declared_label: str = typer.Option(
+            None, "--declared-label", help="The merchant's category, e.g. Dress (any text)."
+        ),
         wait: bool = typer.Option(False, "--wait", help="Return when every image is done."),
         timeout: float = typer.Option(600.0, "--timeout", help="Seconds --wait waits at most."),
         json_out: bool = JSON,
     ) -> None:
         """Queue uploads, one event per image as the platform sends them."""
-        uploads = collect_uploads(sources, merchant=merchant, sku=sku, manifest_merchants=False)
+        uploads = collect_uploads(
+            sources, merchant=merchant, sku=sku, manifest_merchants=False,
+            declared_label=declared_label,
+        )  # fmt: skip
         ctx = open_context()
         if wait and not ops_ingest.workers_online(ctx):
             err_console.print("no worker answered yet; waiting anyway (start one: vitrine worker)")

@@ -24,8 +24,6 @@ from sqlalchemy import (
     text,
 )
 
-REVIEW_STATUSES: tuple[str, ...] = ("pending", "done", "failed")
-
 
 def reviews_table(metadata: MetaData) -> Table:
     """`reviews`, defined on `metadata` (that of `db.schema`)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -52,10 +52,17 @@ def queue_reference(ctx: Context, upload: Upload) -> Queued:
                 "file uri is not under the workers' file roots (VITRINE_FILE_ROOTS); "
                 "send the photo itself as multipart `file` instead"
             )
-    return _queue(ctx, Upload(uri=uri, merchant_id=upload.merchant_id, sku=upload.sku))
+    return _queue(ctx, replace(upload, uri=uri))
 
 
-def queue_photo(ctx: Context, data: bytes, *, merchant_id: str, sku: str | None) -> Queued:
+def queue_photo(
+    ctx: Context,
+    data: bytes,
+    *,
+    merchant_id: str,
+    sku: str | None,
+    declared_label: str | None = None,
+) -> Queued:
     """Store the photo's bytes where workers read them, and queue it."""
     limit = ctx.settings.max_file_bytes
     if not data:
@@ -70,7 +77,7 @@ def queue_photo(ctx: Context, data: bytes, *, merchant_id: str, sku: str | None)
         partial = target.with_name(f".{name}.{os.getpid()}.part")
         partial.write_bytes(data)
         os.replace(partial, target)  # readers never see half a file
-    return _queue(ctx, Upload(uri=file_uri(target), merchant_id=merchant_id, sku=sku))
+    return _queue(ctx, Upload(file_uri(target), merchant_id, sku, declared_label))
 
 
 def _queue(ctx: Context, upload: Upload) -> Queued:

@@ -14,6 +14,7 @@ import hashlib
 import os
 import shutil
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -48,9 +49,15 @@ def image_files(directory: Path) -> list[Path]:
 
 
 def collect_uploads(
-    sources: Sequence[str], *, merchant: str, sku: str | None = None, manifest_merchants: bool
+    sources: Sequence[str],
+    *,
+    merchant: str,
+    sku: str | None = None,
+    manifest_merchants: bool,
+    declared_label: str | None = None,
 ) -> list[Upload]:
-    """Upload events for `sources`, in order.
+    """Upload events for `sources`, in order; `declared_label` applies to every one that
+    its manifest row does not declare.
 
     `manifest_merchants`: whether a folder's manifest may name each row's merchant
     (`ingest`, a catalog of many shops) or `merchant` applies to every row (`submit`).
@@ -66,7 +73,7 @@ def collect_uploads(
             if manifest.is_file():
                 rows = read_manifest(manifest, merchant=merchant)
                 if not manifest_merchants:
-                    rows = [Upload(uri=u.uri, merchant_id=merchant, sku=u.sku) for u in rows]
+                    rows = [replace(u, merchant_id=merchant) for u in rows]
                 uploads.extend(rows)
             else:
                 uploads.extend(Upload(file_uri(f), merchant) for f in image_files(path))
@@ -79,13 +86,18 @@ def collect_uploads(
     if sku is not None:
         if len(uploads) > 1:
             raise UserError("--sku applies to one image; got several (use a manifest.csv)")
-        uploads = [Upload(uri=uploads[0].uri, merchant_id=uploads[0].merchant_id, sku=sku)]
+        uploads = [replace(uploads[0], sku=sku)]
+    if declared_label is not None:
+        uploads = [
+            u if u.declared_label else replace(u, declared_label=declared_label) for u in uploads
+        ]
     return uploads
 
 
 def read_manifest(manifest: Path, *, merchant: str, base: Path | None = None) -> list[Upload]:
     """Rows of a CSV with a `file` (relative to `base`, default the CSV's folder) or `uri`
-    column, and optional `sku` and `merchant_id` (default `merchant`) columns."""
+    column, and optional `sku`, `merchant_id` (default `merchant`) and `declared_label`
+    (the merchant's category, as text) columns."""
     base = base or manifest.parent
     try:
         with manifest.open(newline="", encoding="utf-8-sig") as fh:
@@ -100,6 +112,7 @@ def read_manifest(manifest: Path, *, merchant: str, base: Path | None = None) ->
                         uri=_row_uri(row, base, f"{manifest}:{line}"),
                         merchant_id=(row.get("merchant_id") or "").strip() or merchant,
                         sku=(row.get("sku") or "").strip() or None,
+                        declared_label=(row.get("declared_label") or "").strip() or None,
                     )
                 )
     except OSError as exc:
@@ -158,7 +171,7 @@ def stage_local_files(
         key = hashlib.sha256(str(source).encode()).hexdigest()[:16]
         target = staging / key / source.name
         _link_or_copy(source, target)
-        staged.append(Upload(uri=file_uri(target), merchant_id=upload.merchant_id, sku=upload.sku))
+        staged.append(replace(upload, uri=file_uri(target)))
     return staged
 
 

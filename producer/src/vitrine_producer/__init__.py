@@ -16,14 +16,16 @@ from vitrine_producer.errors import (
     ProducerConfigError,
     ProducerError,
 )
-from vitrine_producer.message import UploadEvent, build_message
-from vitrine_producer.names import INGEST_TASK, REDIS_URL_ENV, UPLOADS_QUEUE
+from vitrine_producer.message import ReviewEvent, UploadEvent, build_message
+from vitrine_producer.names import INGEST_TASK, REDIS_URL_ENV, REVIEW_TASK, UPLOADS_QUEUE
 
 __version__ = "0.1.0"
 
 __all__ = [
     "INGEST_TASK",
     "REDIS_URL_ENV",
+    "REVIEW_TASK",
+    "ReviewEvent",
     "UPLOADS_QUEUE",
     "BrokerUnavailableError",
     "InvalidUpload",

@@ -21,7 +21,7 @@ from vitrine_producer.errors import (
     ProducerConfigError,
     ProducerError,
 )
-from vitrine_producer.message import UploadEvent, build_message, check_queue
+from vitrine_producer.message import ReviewEvent, UploadEvent, build_message, check_queue
 from vitrine_producer.names import REDIS_URL_ENV, UPLOADS_QUEUE
 
 #: A broker that does not answer fails the call in seconds rather than hang the service.
@@ -32,7 +32,8 @@ PUSH_CHUNK = 500
 
 NO_BROKER = f"no broker: set {REDIS_URL_ENV} (e.g. redis://redis:6379/0)"
 
-UploadLike = UploadEvent | Mapping[str, Any]
+UploadLike = UploadEvent | ReviewEvent | Mapping[str, Any]
+_FIELDS = ("uri", "merchant_id", "sku", "declared_label")
 
 
 def resolve_redis_url(redis_url: str | None = None) -> str:
@@ -66,9 +67,9 @@ def _scrub(text: str, url: str) -> str:
     return line.replace(password, "***") if password else line
 
 
-def _as_event(item: UploadLike, index: int) -> UploadEvent:
-    """An UploadEvent from `item`; errors name the item's position in the batch."""
-    if isinstance(item, UploadEvent):
+def _as_event(item: UploadLike, index: int) -> UploadEvent | ReviewEvent:
+    """An event from `item` (a mapping is an upload); errors name its position."""
+    if isinstance(item, UploadEvent | ReviewEvent):
         return item
     try:
         if not isinstance(item, Mapping):
@@ -76,12 +77,12 @@ def _as_event(item: UploadLike, index: int) -> UploadEvent:
                 f"expected an UploadEvent or a mapping with uri and merchant_id, got "
                 f"{type(item).__name__}"
             )
-        if unknown := set(item) - {"uri", "merchant_id", "sku"}:
+        if unknown := set(item) - set(_FIELDS):
             raise InvalidUpload(
                 f"unknown field(s) {', '.join(sorted(map(str, unknown)))}: "
-                "an upload has uri, merchant_id and sku"
+                "an upload has uri, merchant_id, sku and declared_label"
             )
-        return UploadEvent(item.get("uri"), item.get("merchant_id"), item.get("sku"))  # type: ignore[arg-type]
+        return UploadEvent(*(item.get(f) for f in _FIELDS))  # type: ignore[arg-type]
     except InvalidUpload as exc:
         raise InvalidUpload(f"upload #{index}: {exc}") from None
 
@@ -113,10 +114,30 @@ class Producer:
         return f"Producer(<redis at {self.address}>)"
 
     def submit_upload(
-        self, uri: str, *, merchant_id: str, sku: str | None = None, queue: str = UPLOADS_QUEUE
+        self,
+        uri: str,
+        *,
+        merchant_id: str,
+        sku: str | None = None,
+        declared_label: str | None = None,
+        queue: str = UPLOADS_QUEUE,
     ) -> str:
         """Publish one upload event; returns its task id."""
-        return self.submit_many([UploadEvent(uri, merchant_id, sku)], queue=queue)[0]
+        event = UploadEvent(uri, merchant_id, sku, declared_label)
+        return self.submit_many([event], queue=queue)[0]
+
+    def submit_review(
+        self,
+        uri: str,
+        *,
+        merchant_id: str,
+        sku: str,
+        review_ref: str | None = None,
+        queue: str = UPLOADS_QUEUE,
+    ) -> str:
+        """Publish a shopper's review photo of the listing (merchant_id, sku); returns its
+        task id."""
+        return self.submit_many([ReviewEvent(uri, merchant_id, sku, review_ref)], queue=queue)[0]
 
     def submit_many(
         self, uploads: Iterable[UploadLike], *, queue: str = UPLOADS_QUEUE
@@ -170,11 +191,14 @@ def submit_upload(
     *,
     merchant_id: str,
     sku: str | None = None,
+    declared_label: str | None = None,
     redis_url: str | None = None,
     queue: str = UPLOADS_QUEUE,
 ) -> str:
     """Publish one upload event and return its task id (a connection for this call only)."""
-    event = UploadEvent(uri, merchant_id, sku)  # bad input fails before any broker lookup
+    event = UploadEvent(
+        uri, merchant_id, sku, declared_label
+    )  # bad input fails before any broker lookup
     check_queue(queue)
     with Producer(redis_url) as producer:
         return producer.submit_many([event], queue=queue)[0]
@@ -186,8 +210,8 @@ def submit_many(
     redis_url: str | None = None,
     queue: str = UPLOADS_QUEUE,
 ) -> list[str]:
-    """Publish many upload events (UploadEvent or {uri, merchant_id, sku} mappings) in one
-    round trip; returns their task ids in order."""
+    """Publish many events (UploadEvent, ReviewEvent, or {uri, merchant_id, sku,
+    declared_label} mappings) in one round trip; returns their task ids in order."""
     events = [_as_event(u, i) for i, u in enumerate(uploads)]  # bad input: nothing is sent
     check_queue(queue)
     with Producer(redis_url) as producer:

@@ -14,10 +14,10 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from vitrine_producer.errors import InvalidUpload
-from vitrine_producer.names import INGEST_TASK, UPLOADS_QUEUE
+from vitrine_producer.names import INGEST_TASK, REVIEW_TASK, UPLOADS_QUEUE
 
 #: Longest value quoted back in an error message (messages stay one readable line).
 _QUOTE_MAX = 60
@@ -41,15 +41,49 @@ class UploadEvent:
     uri: str
     merchant_id: str
     sku: str | None = None
+    #: The merchant's category for the photo (any text, e.g. "Dress"); vitrine lists the
+    #: uploads whose confident prediction disagrees (view label_mismatches).
+    declared_label: str | None = None
+    task: ClassVar[str] = INGEST_TASK
 
     def __post_init__(self) -> None:
         _require_text("uri", self.uri, "where the worker reads the image, e.g. https://...")
         _require_text("merchant_id", self.merchant_id, "the merchant's id, e.g. 'm-42'")
         if self.sku is not None:
             _require_text("sku", self.sku, "the product id, or None for no sku")
+        if self.declared_label is not None:
+            _require_text("declared_label", self.declared_label, "a category, or None")
 
     def kwargs(self) -> dict[str, Any]:
-        return {"uri": self.uri, "merchant_id": self.merchant_id, "sku": self.sku}
+        kwargs = {"uri": self.uri, "merchant_id": self.merchant_id, "sku": self.sku}
+        if self.declared_label is not None:  # absent, the message is what it always was
+            kwargs["declared_label"] = self.declared_label
+        return kwargs
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewEvent:
+    """A shopper's review photo of a listing (merchant_id + sku); `review_ref` is the
+    platform's own id of the review, kept beside the result."""
+
+    uri: str
+    merchant_id: str
+    sku: str
+    review_ref: str | None = None
+    task: ClassVar[str] = REVIEW_TASK
+
+    def __post_init__(self) -> None:
+        _require_text("uri", self.uri, "where the worker reads the photo, e.g. https://...")
+        _require_text("merchant_id", self.merchant_id, "the listing's merchant, e.g. 'm-42'")
+        _require_text("sku", self.sku, "the listing's product id")
+        if self.review_ref is not None:
+            _require_text("review_ref", self.review_ref, "the review's id, or None")
+
+    def kwargs(self) -> dict[str, Any]:
+        return {
+            "uri": self.uri, "merchant_id": self.merchant_id, "sku": self.sku,
+            "review_ref": self.review_ref,
+        }  # fmt: skip
 
 
 def check_queue(queue: object) -> str:
@@ -63,7 +97,7 @@ def _origin() -> str:
 
 
 def build_message(
-    event: UploadEvent, *, queue: str = UPLOADS_QUEUE, task_id: str | None = None
+    event: UploadEvent | ReviewEvent, *, queue: str = UPLOADS_QUEUE, task_id: str | None = None
 ) -> tuple[str, str]:
     """`(task_id, JSON text)` of the message to LPUSH onto the list named `queue`."""
     task_id = task_id or str(uuid.uuid4())
@@ -76,7 +110,7 @@ def build_message(
         "content-type": "application/json",
         "headers": {
             "lang": "py",
-            "task": INGEST_TASK,
+            "task": event.task,
             "id": task_id,
             "shadow": None,
             "eta": None,

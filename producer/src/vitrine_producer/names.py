@@ -11,6 +11,9 @@ from typing import Final
 
 #: The task the workers run for one upload event (kwargs uri, merchant_id, sku).
 INGEST_TASK: Final = "vitrine.ingest"
+#: The task the workers run for one shopper's review photo of a listing (kwargs uri,
+#: merchant_id, sku, review_ref).
+REVIEW_TASK: Final = "vitrine.review"
 #: The queue, and so the Redis list, the workers consume upload events from.
 UPLOADS_QUEUE: Final = "uploads"
 #: The environment variable that names the broker when no URL is passed.
