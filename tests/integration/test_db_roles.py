@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 import sqlalchemy.exc
 from sqlalchemy import text
@@ -52,6 +53,7 @@ def _cols(obj: str, privilege: str, columns: str) -> set[str]:
     return {f"{obj}:{privilege}({c})" for c in columns.split()}
 
 
+SHOP_FLOOR_VIEWS = ("label_mismatches", "review_mismatches")
 SEARCH_FUNCTIONS = ("similar_images", "similar_to_vector", "vitrine_knn", "vitrine_merchant_scope")
 READ_ALL = {f"{r}:SELECT" for r in ("models", "images", "predictions", "embeddings")} | {
     f"{r}:SELECT" for r in ("alembic_version", "active_model", "image_labels")
@@ -70,18 +72,27 @@ EXPECTED = {
     | {"image_quality:SELECT", "image_quality:INSERT", "quality_issues:SELECT"}
     | _cols("image_quality", "UPDATE", "longest_side_px white_background_share fill_ratio")
     | _cols("image_quality", "UPDATE", "object_span touches_border sharpness measured_at")
-    | _cols("image_quality", "UPDATE", "highlight_luminance object_luminance"),
+    | _cols("image_quality", "UPDATE", "highlight_luminance object_luminance")
+    # shop floor (0009): declared categories and review photos written, views not read
+    | _cols("images", "INSERT", "declared_label")
+    | _cols("images", "UPDATE", "declared_label")
+    | {"reviews:SELECT", "reviews_id_seq:USAGE"}
+    | _cols("reviews", "INSERT", "merchant_id sku review_ref uri")
+    | _cols("reviews", "UPDATE", "review_ref status error label confidence listing_label")
+    | _cols("reviews", "UPDATE", "match_score model_id processed_at"),
     "vitrine_analyst": READ_ALL
     | {"duplicate_candidates:SELECT", "merchant_logins:SELECT", "schema:USAGE"}
     | {f"{f}:EXECUTE" for f in (*SEARCH_FUNCTIONS, "vitrine_embedding_merchant")}
     | {"erasures:SELECT"}  # the audit trail of vitrine forget (0008): read, never written
     | {"label_corrections:SELECT"}  # review-desk decisions (0010): the owner writes
+    | {f"{r}:SELECT" for r in ("reviews", *SHOP_FLOOR_VIEWS)}  # 0009
     | {"image_quality:SELECT", "quality_issues:SELECT"},
     "vitrine_merchant": (READ_ALL - {"alembic_version:SELECT"})
     | {"duplicate_candidates:SELECT", "merchant_logins:SELECT", "schema:USAGE"}
     | {f"{f}:EXECUTE" for f in SEARCH_FUNCTIONS}
     | {"image_quality:SELECT", "quality_issues:SELECT"}  # own rows: policy, invoker view
-    | {"label_corrections:SELECT"},  # own images' decisions (0010): its desk queues
+    | {"label_corrections:SELECT"}  # own images' decisions (0010): its desk queues
+    | {f"{r}:SELECT" for r in ("reviews", *SHOP_FLOOR_VIEWS)},  # own rows (0009)
 }
 
 
@@ -89,7 +100,8 @@ def test_each_group_holds_exactly_its_privileges(db: RoleDb) -> None:
     assert group_roles(db) == dict.fromkeys(GROUPS, False)  # NOLOGIN
     for role, expected in EXPECTED.items():
         if role == "vitrine_merchant" and not invoker_views(db.admin):  # PostgreSQL 14
-            expected = expected - {f"{v}:SELECT" for v in (*MERCHANT_VIEWS, "quality_issues")}
+            views = (*MERCHANT_VIEWS, "quality_issues", *SHOP_FLOOR_VIEWS)
+            expected = expected - {f"{v}:SELECT" for v in views}
         assert grants(db, role) == expected, role
 
 
@@ -174,6 +186,38 @@ def test_worker_runs_the_pipeline_and_nothing_else(db: RoleDb) -> None:
     refused(worker, lambda c: repo.drop_hnsw_index(c, model_id=model_id))
 
 
+def test_worker_records_declared_labels_and_reviews(db: RoleDb) -> None:
+    """0009: the worker's shop-floor statements run under its grants and the policies."""
+    with db.admin.begin() as conn:
+        model_id = register(conn)
+    worker = db.login("t_worker", "vitrine_worker")
+    ups = [
+        Upload("s3://m-1/0.png", "m-1", "sku1", "Dress"),
+        Upload("s3://m-1/1.png", "m-1", "sku1"),
+    ]
+    ids = run(worker, lambda c: repo.upsert_pending_images(c, uploads=ups))
+    run(worker, lambda c: [repo.claim_image(c, image_id=i) for i in ids])
+    done = [result(ids[0], model_id, [1, 0, 0, 0]), result(ids[1], model_id, [0, 1, 0, 0])]
+    run(worker, lambda c: repo.save_results(c, results=done))
+    review = {"merchant_id": "m-1", "sku": "sku1", "uri": "s3://r/1.jpg"}
+    row = run(worker, lambda c: repo.upsert_review(c, **review, review_ref="r-1"))
+    vec = np.array([0.6, 0.8, 0, 0], dtype=np.float32)
+    match = run(
+        worker,
+        lambda c: repo.listing_match(c, merchant_id="m-1", sku="sku1", model_id=model_id,
+                                     embedding=vec),
+    )  # fmt: skip
+    assert match.match_score == pytest.approx(0.8)
+    saved = {"model_id": model_id, "label": "Bag", "confidence": 0.9, "match": match}
+    run(worker, lambda c: repo.save_review(c, review_id=row.id, **saved))
+    again = run(worker, lambda c: repo.upsert_review(c, **review, review_ref=None))
+    assert again == repo.ReviewRow(row.id, "done")  # a re-sent event: nothing to do
+    run(worker, lambda c: repo.fail_review(c, review_id=row.id, error="late"))  # stays done
+    assert run(db.admin, "SELECT declared_label FROM images ORDER BY id") == [("Dress",), (None,)]
+    assert run(db.admin, "SELECT status, review_ref FROM reviews") == [("done", "r-1")]
+    refused(worker, "UPDATE reviews SET merchant_id = 'm-2'")
+
+
 def test_analyst_reads_everything_and_writes_nothing(db: RoleDb) -> None:
     with db.admin.begin() as conn:
         model_id = register(conn)
@@ -186,7 +230,9 @@ def test_analyst_reads_everything_and_writes_nothing(db: RoleDb) -> None:
         "SELECT relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace "
         "AND relkind IN ('r', 'v') AND relname <> 'api_clients' ORDER BY relname",
     )
-    assert len(relations) == 9 + 2 + 1  # + image_quality, quality_issues (0007), erasures
+    # + image_quality, quality_issues (0007), erasures, reviews and its 2 views (0009),
+    # label_corrections (0010)
+    assert len(relations) == 9 + 2 + 1 + 3 + 1
     for (name,) in relations:  # every row of every table and view, as the owner sees them
         count = f"SELECT count(*) FROM {name}"
         assert run(analyst, count) == run(db.admin, count), name
