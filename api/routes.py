@@ -26,7 +26,7 @@ K = Annotated[int, Query(ge=1, le=100, description="how many neighbours")]
     "/uploads",
     status_code=HTTP_202_ACCEPTED,
     response_model=UploadAccepted,
-    summary="Queue an upload: JSON {uri, merchant_id, sku}, or a multipart `file`",
+    summary="Queue an upload: JSON {uri, merchant_id, sku, declared_label}, or multipart `file`",
     openapi_extra={
         "requestBody": {
             "content": {
@@ -39,6 +39,7 @@ K = Annotated[int, Query(ge=1, le=100, description="how many neighbours")]
                             "file": {"type": "string", "format": "binary"},
                             "merchant_id": {"type": "string"},
                             "sku": {"type": "string"},
+                            "declared_label": {"type": "string"},
                         },
                     }
                 },
@@ -56,18 +57,20 @@ async def create_upload(request: Request, caller: Client) -> UploadAccepted:
         except ValueError as exc:
             raise HTTPException(422, _first_line(exc)) from None
         merchant = merchant_for(caller, body.merchant_id)
-        upload = Upload(uri=body.uri, merchant_id=merchant, sku=body.sku)
+        upload = Upload(body.uri, merchant, body.sku, body.declared_label)
         queued = await _run(queue_reference, ctx, upload)
-        sku = body.sku
+        sku, declared = body.sku, body.declared_label
     elif kind == "multipart/form-data":
         async with request.form(max_files=1, max_fields=10) as form:
             photo = form.get("file")
             if not isinstance(photo, StarletteUpload):
                 raise HTTPException(422, "multipart upload needs a `file` part")
             merchant = merchant_for(caller, _text(form.get("merchant_id")))
-            sku = _text(form.get("sku"))
+            sku, declared = _text(form.get("sku")), _text(form.get("declared_label"))
             data = await photo.read()
-            queued = await _run(queue_photo, ctx, data, merchant_id=merchant, sku=sku)
+            queued = await _run(
+                queue_photo, ctx, data, merchant_id=merchant, sku=sku, declared_label=declared
+            )
     else:
         raise HTTPException(415, "send application/json or multipart/form-data")
     UPLOADS.labels("reference" if kind == "application/json" else "file").inc()
@@ -76,6 +79,7 @@ async def create_upload(request: Request, caller: Client) -> UploadAccepted:
         task_id=queued.task_id,
         merchant_id=merchant,
         sku=sku,
+        declared_label=declared,
         uri=queued.uri,
         href=f"/v1/images/{queued.image_id}",
     )

@@ -20,6 +20,10 @@ class UploadRequest(BaseModel):
         default=None, min_length=1, max_length=200, description="optional for a merchant token"
     )
     sku: str | None = Field(default=None, max_length=200)
+    declared_label: str | None = Field(
+        default=None, min_length=1, max_length=200, examples=["Dress"],
+        description="the merchant's category, any text; see view label_mismatches",
+    )  # fmt: skip
 
 
 class UploadAccepted(BaseModel):
@@ -27,6 +31,7 @@ class UploadAccepted(BaseModel):
     task_id: str
     merchant_id: str
     sku: str | None
+    declared_label: str | None = None
     uri: str
     status: str = "pending"
     href: str
