@@ -7,7 +7,8 @@ item of the same class, (c) an item of another class. Every photo goes through t
 workers' preprocessing and the default model; the match score is what the worker stores
 (`pipeline.shop_floor.match_scores`). Reports the ROC AUC of the match score for (c) vs
 (a) and for (b) vs (a), and what `review_mismatches` flags at its default threshold
-(match score under it, or predicted class not the listing's) and at the best one.
+(match score under it, or predicted class not the listing's) and at the best one, and
+what the match score alone would flag.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from worker.settings import Settings
 #: Default of setting `vitrine.review_min_match` (migration 0009), measured here.
 VIEW_MIN_MATCH = 0.8
 KINDS = ("same_item", "same_class", "other_class")
-THRESHOLDS = tuple(round(t, 3) for t in np.arange(0.3, 1.0, 0.02))
+THRESHOLDS = tuple(round(t, 3) for t in np.arange(0.0, 1.0, 0.05))
 
 
 def run_reviews_bench(
@@ -71,8 +72,8 @@ def run_reviews_bench(
         scores = np.concatenate([match[:, kind], match[:, 0]])
         return round(roc_auc(-scores, np.arange(2 * n) < n), 4)
 
-    def flagged(t: float) -> dict[str, float]:
-        rule = (match < t) | label_differs
+    def flagged(t: float, labels: bool = True) -> dict[str, float]:
+        rule = (match < t) | (label_differs & labels)
         return {k: round(float(rule[:, c].mean()), 4) for c, k in enumerate(KINDS)}
 
     sweep = {f"{t:g}": flagged(t) for t in THRESHOLDS}
@@ -99,4 +100,6 @@ def run_reviews_bench(
             k: round(float(label_differs[:, c].mean()), 4) for c, k in enumerate(KINDS)
         },
         "sweep": sweep,
+        # the match score alone, without the class rule: what the threshold adds
+        "sweep_match_only": {f"{t:g}": flagged(t, labels=False) for t in THRESHOLDS},
     }
