@@ -66,6 +66,7 @@ def test_wire_names_equal_the_workers() -> None:
 
     assert vitrine_producer.INGEST_TASK == names.INGEST_TASK == "vitrine.ingest"
     assert vitrine_producer.UPLOADS_QUEUE == names.UPLOADS_QUEUE == "uploads"
+    assert vitrine_producer.REVIEW_TASK == names.REVIEW_TASK == "vitrine.review"
 
 
 # -- (b) what the package may import ----------------------------------------------------
@@ -106,6 +107,24 @@ def _decode(raw: str) -> tuple[dict, list]:  # type: ignore[type-arg]
     envelope = json.loads(raw)
     assert envelope["properties"]["body_encoding"] == "base64"
     return envelope, json.loads(base64.b64decode(envelope["body"]))
+
+
+def test_declared_labels_and_reviews_are_their_own_messages() -> None:
+    """0009: `declared_label` rides on the upload only when given; a review is a
+    `vitrine.review` message on the same queue."""
+    plain = _decode(build_message(UploadEvent("https://c/1.jpg", "m-1"))[1])[1][1]
+    assert "declared_label" not in plain
+    declared = UploadEvent("https://c/1.jpg", "m-1", declared_label="Dress")
+    assert _decode(build_message(declared)[1])[1][1]["declared_label"] == "Dress"
+    review = vitrine_producer.ReviewEvent("https://c/r.jpg", "m-1", "SKU-1", "rev-9")
+    envelope, (_, kwargs, _) = _decode(build_message(review)[1])
+    assert envelope["headers"]["task"] == "vitrine.review"
+    assert kwargs == {"uri": "https://c/r.jpg", "merchant_id": "m-1", "sku": "SKU-1",
+                      "review_ref": "rev-9"}  # fmt: skip
+    with pytest.raises(InvalidUpload, match="sku"):
+        vitrine_producer.ReviewEvent("https://c/r.jpg", "m-1", "")  # a review names a listing
+    with pytest.raises(InvalidUpload, match="declared_label"):
+        UploadEvent("https://c/1.jpg", "m-1", declared_label=" ")
 
 
 def test_message_is_the_documented_protocol_2_message() -> None:
