@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from api import desk, errors, health, metrics, routes
+from api import desk, errors, health, metrics, reviews, routes
 from api.limits import BodyLimit
 from ops.context import Context, open_context
 from ops.photo_search import PhotoEmbedder
@@ -41,6 +41,7 @@ def create_app(ctx: Context | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(routes.router)
+    app.include_router(reviews.router)
     app.include_router(desk.router)
     # Outermost first in the list below: limits refuse a body before anything reads it,
     # and metrics see every answer, the refusals too.

@@ -24,6 +24,7 @@ from ops.dispatch import publish_uploads
 from ops.errors import UserError
 from ops.uploads import file_uri, register_uploads
 from pipeline.types import Upload
+from worker.client import submit_review
 from worker.processing import WorkItem
 
 _SCHEMES = ("http", "https", "file")
@@ -38,7 +39,12 @@ class Queued:
 
 def queue_reference(ctx: Context, upload: Upload) -> Queued:
     """Register and queue an upload by URI."""
-    uri = upload.uri.strip()
+    return _queue(ctx, replace(upload, uri=checked_uri(ctx, upload.uri)))
+
+
+def checked_uri(ctx: Context, uri: str) -> str:
+    """A URI a remote caller may hand the workers (a bare path becomes a file URI)."""
+    uri = uri.strip()
     scheme = urlsplit(uri).scheme.lower()
     if uri.startswith("/"):
         uri, scheme = Path(uri).as_uri(), "file"
@@ -52,7 +58,7 @@ def queue_reference(ctx: Context, upload: Upload) -> Queued:
                 "file uri is not under the workers' file roots (VITRINE_FILE_ROOTS); "
                 "send the photo itself as multipart `file` instead"
             )
-    return _queue(ctx, replace(upload, uri=uri))
+    return uri
 
 
 def queue_photo(
@@ -64,6 +70,12 @@ def queue_photo(
     declared_label: str | None = None,
 ) -> Queued:
     """Store the photo's bytes where workers read them, and queue it."""
+    uri = store_photo(ctx, data)
+    return _queue(ctx, Upload(uri, merchant_id, sku, declared_label))
+
+
+def store_photo(ctx: Context, data: bytes) -> str:
+    """Store a photo's bytes content-addressed under the upload directory; its file URI."""
     limit = ctx.settings.max_file_bytes
     if not data:
         raise UserError("the file is empty")
@@ -77,7 +89,16 @@ def queue_photo(
         partial = target.with_name(f".{name}.{os.getpid()}.part")
         partial.write_bytes(data)
         os.replace(partial, target)  # readers never see half a file
-    return _queue(ctx, Upload(file_uri(target), merchant_id, sku, declared_label))
+    return file_uri(target)
+
+
+def queue_review(
+    ctx: Context, *, uri: str, merchant_id: str, sku: str, review_ref: str | None
+) -> str:
+    """Queue a shopper's review photo (a URI from `checked_uri` or `store_photo`) of the
+    listing (merchant_id, sku); the worker creates its `reviews` row. Its task id."""
+    ctx.broker_url()
+    return str(submit_review(uri, merchant_id=merchant_id, sku=sku, review_ref=review_ref).id)
 
 
 def _queue(ctx: Context, upload: Upload) -> Queued:

@@ -12,11 +12,16 @@ from __future__ import annotations
 from celery.result import AsyncResult
 
 from worker.celery_app import app, broker_configured
-from worker.names import INGEST_TASK, UPLOADS_QUEUE
+from worker.names import INGEST_TASK, REVIEW_TASK, UPLOADS_QUEUE
 
 
 def submit_upload(
-    uri: str, *, merchant_id: str, sku: str | None = None, image_id: int | None = None
+    uri: str,
+    *,
+    merchant_id: str,
+    sku: str | None = None,
+    image_id: int | None = None,
+    declared_label: str | None = None,
 ) -> AsyncResult:
     """Queue one upload for processing; returns the Celery result handle."""
     if not uri or not merchant_id:
@@ -26,4 +31,18 @@ def submit_upload(
     kwargs: dict[str, object] = {"uri": uri, "merchant_id": merchant_id, "sku": sku}
     if image_id is not None:
         kwargs["image_id"] = image_id
+    if declared_label is not None:
+        kwargs["declared_label"] = declared_label
     return app.send_task(INGEST_TASK, kwargs=kwargs, queue=UPLOADS_QUEUE)
+
+
+def submit_review(
+    uri: str, *, merchant_id: str, sku: str, review_ref: str | None = None
+) -> AsyncResult:
+    """Queue a shopper's review photo of the listing (merchant_id, sku): `vitrine.review`."""
+    if not (uri and merchant_id and sku):
+        raise ValueError("submit_review needs a non-empty uri, merchant_id and sku")
+    if not broker_configured():
+        raise RuntimeError("no broker: set REDIS_URL (e.g. redis://redis:6379/0)")
+    kwargs = {"uri": uri, "merchant_id": merchant_id, "sku": sku, "review_ref": review_ref}
+    return app.send_task(REVIEW_TASK, kwargs=kwargs, queue=UPLOADS_QUEUE)

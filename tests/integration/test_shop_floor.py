@@ -120,3 +120,55 @@ def test_declared_labels_and_reviews_through_the_worker(
     with clean_db.connect() as conn:  # read at query time: every score is under 2, but a
         conn.execute(text("SET vitrine.review_min_match = '2'"))  # review with no listing
         assert conn.execute(text("SELECT count(*) FROM review_mismatches")).scalar() == 2
+
+
+def test_review_photos_through_the_api(
+    pipeline_env: dict[str, str],
+    celery_worker_process: Any,
+    clean_db: Engine,
+    ctx: Any,
+    fashion_slice: Any,
+    tmp_path: Path,
+) -> None:
+    """POST /v1/reviews, by reference and as bytes, in process (the worker is real)."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from ops.api_clients import create_token
+
+    with clean_db.begin() as conn:
+        conn.execute(text("DELETE FROM reviews"))
+    token = create_token(ctx, name=f"reviews-{tmp_path.name}", merchant_id=None).token
+    auth = {"Authorization": f"Bearer {token}"}
+    same = _review(fashion_slice, TROUSER, tmp_path / "same.jpg", 6)
+    with TestClient(create_app(ctx)) as client:
+        by_uri = client.post(
+            "/v1/reviews",
+            json={"uri": same, "merchant_id": MERCHANT, "sku": "TR-9", "review_ref": "r-9"},
+            headers=auth,
+        )
+        as_file = client.post(
+            "/v1/reviews",
+            files={"file": ("photo.jpg", (tmp_path / "same.jpg").read_bytes(), "image/jpeg")},
+            data={"merchant_id": MERCHANT, "sku": "TR-9"},
+            headers=auth,
+        )
+        no_sku = client.post(
+            "/v1/reviews",
+            files={"file": ("photo.jpg", b"x", "image/jpeg")},
+            data={"merchant_id": MERCHANT},
+            headers=auth,
+        )
+        elsewhere = client.post(
+            "/v1/reviews",
+            json={"uri": "ftp://x/1.jpg", "merchant_id": MERCHANT, "sku": "TR-9"},
+            headers=auth,
+        )
+    assert by_uri.status_code == as_file.status_code == 202, (by_uri.text, as_file.text)
+    assert no_sku.status_code == 422 and elsewhere.status_code in (400, 422)
+    outcomes = [_outcome(r.json()["task_id"]) for r in (by_uri, as_file)]
+    assert [o["status"] for o in outcomes] == ["done", "done"], outcomes
+    assert outcomes[0]["label"] == outcomes[1]["label"] == "Trouser"
+    stored = _rows(clean_db, "SELECT review_ref, uri FROM reviews ORDER BY id")
+    assert [r.review_ref for r in stored] == ["r-9", None]
+    assert stored[1].uri.startswith("file://") and stored[1].uri != same  # stored bytes
