@@ -6,9 +6,10 @@ transaction, so a merchant's desk sees its own images only (row-level security).
 
 Queues are SQL sources of `(image_id, reason)`; an image leaves a queue once a decision
 in `label_corrections` names that queue, and leaves every label queue (low confidence,
-wrong category, review mismatch) once any decision fixed its label, since a person has
-then vouched for it. Views made by later migrations (`label_mismatches`,
-`review_mismatches`) are queues only where they exist and the caller may read them.
+wrong category, review mismatch) once any decision, from any queue or the item page,
+fixed its label, since a person has then vouched for it. Views of later migrations
+(`label_mismatches`, `review_mismatches`) are queues only where they exist and the caller
+may read them.
 """
 
 from __future__ import annotations
@@ -109,9 +110,8 @@ def queue_items(
     """Undecided images of `queue` with an id above `after`, in id order, with why they
     wait (`reason`). `below` is the low-confidence threshold."""
     source = QUEUE_SOURCES[queue].format(view=queue)
-    decided = "c.queue = :queue" + (
-        " OR c.queue = ANY(CAST(:label_queues AS text[]))" if queue in LABEL_QUEUES else ""
-    )
+    # a label queue is done with an image once any decision (from any queue) fixed its label
+    decided = "true" if queue in LABEL_QUEUES else "c.queue = :queue"
     rows = conn.execute(
         text(
             "SELECT " + _PHOTO.format(more=", s.reason ") + f" JOIN ({source}) s "
@@ -124,7 +124,6 @@ def queue_items(
         ),
         {
             "queue": queue,
-            "label_queues": list(LABEL_QUEUES),
             "merchant": merchant_id,
             "after": after,
             "limit": limit,
