@@ -98,7 +98,7 @@ def register(app: typer.Typer) -> None:
             None, "--init", help="Fine-tune this model directory (--corrections: or `active`)."
         ),
         learning_rate: float = typer.Option(
-            None, "--learning-rate", min=0.0, help="Peak rate (default 2e-3; 2e-4 with --init)."
+            None, "--learning-rate", min=0.0, help="Default 2e-3; --init 2e-4; --corrections 1e-3."
         ),
         name: str = typer.Option(None, "--name", help="Model name (default: fashion-cnn)."),
         version: str = typer.Option(
