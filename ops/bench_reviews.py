@@ -26,7 +26,7 @@ from pipeline.studio import make_studio_photo
 from worker.settings import Settings
 
 #: Default of setting `vitrine.review_min_match` (migration 0009), measured here.
-VIEW_MIN_MATCH = 0.8
+VIEW_MIN_MATCH = 0.6
 KINDS = ("same_item", "same_class", "other_class")
 THRESHOLDS = tuple(round(t, 3) for t in np.arange(0.0, 1.0, 0.05))
 

@@ -122,8 +122,34 @@ def _populate(url: str) -> None:
                     "WHERE merchant_id = 'acme' AND id % 3 = 0"
                 )
             )
+            _shop_floor(conn)
     finally:
         engine.dispose()
+
+
+def _shop_floor(conn: Any) -> None:
+    """0009: categories acme declared on 1-20 (mostly Dress against shoes predicted at
+    0.8 or 0.45; 'Shoes', none of the labels), and shoppers' review photos of sku-42: one that matches, one that
+    does not (another class, low match), one of a listing without images."""
+    conn.execute(
+        text(
+            "UPDATE images SET declared_label = CASE WHEN id % 4 = 0 THEN 'sneaker' "
+            "WHEN id % 5 = 0 THEN 'Shoes' ELSE 'Dress' END "
+            "WHERE merchant_id = 'acme' AND id <= 20"
+        )
+    )
+    conn.execute(
+        text(
+            "INSERT INTO reviews (merchant_id, sku, review_ref, uri, status, label, confidence,"
+            " listing_label, match_score, model_id, processed_at) VALUES "
+            "('acme', 'sku-42', 'r-1', 's3://reviews/1.jpg', 'done', 'Sneaker', 0.97,"
+            " 'Sneaker', 0.93, 1, now()),"
+            "('acme', 'sku-42', 'r-2', 's3://reviews/2.jpg', 'done', 'Bag', 0.99,"
+            " 'Sneaker', 0.12, 1, now()),"
+            "('acme', 'sku-99', 'r-3', 's3://reviews/3.jpg', 'done', 'Dress', 0.9,"
+            " NULL, NULL, 1, now())"
+        )
+    )
 
 
 def test_docs_have_examples() -> None:

@@ -39,7 +39,7 @@ depends_on: str | Sequence[str] | None = None
 WORKER, ANALYST, MERCHANT = "vitrine_worker", "vitrine_analyst", "vitrine_merchant"
 #: Defaults of the settings vitrine.mismatch_min_confidence / vitrine.review_min_match.
 MISMATCH_MIN_CONFIDENCE = "0.95"
-REVIEW_MIN_MATCH = "0.8"
+REVIEW_MIN_MATCH = "0.6"
 REVIEW_RESULTS = "status, error, label, confidence, listing_label, match_score, model_id"
 
 CREATE = """
