@@ -129,8 +129,9 @@ def _populate(url: str) -> None:
 
 def _shop_floor(conn: Any) -> None:
     """0009: categories acme declared on 1-20 (mostly Dress against shoes predicted at
-    0.8 or 0.45; 'Shoes', none of the labels), and shoppers' review photos of sku-42: one that matches, one that
-    does not (another class, low match), one of a listing without images."""
+    0.8 or 0.45; 'Shoes', none of the labels), and shoppers' review photos of sku-42:
+    one that matches, one that does not (another class, low match), and one of a
+    listing without images."""
     conn.execute(
         text(
             "UPDATE images SET declared_label = CASE WHEN id % 4 = 0 THEN 'sneaker' "
