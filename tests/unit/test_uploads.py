@@ -58,6 +58,26 @@ def test_a_folder_with_a_manifest_uses_its_rows(tmp_path: Path) -> None:
     assert [u.merchant_id for u in ingested] == ["merchant-07", "m1"]  # ingest: rows may
 
 
+def test_declared_labels_from_the_manifest_or_the_option(tmp_path: Path) -> None:
+    """0009: a manifest row's `declared_label` wins; `--declared-label` fills the rest."""
+    _image(tmp_path / "shop" / "a.png")
+    _image(tmp_path / "shop" / "b.png")
+    (tmp_path / "shop" / "manifest.csv").write_text(
+        "file,sku,declared_label\na.png,SKU-A, Dress \nb.png,SKU-B,\n"
+    )
+    rows = collect_uploads([str(tmp_path / "shop")], merchant="m1", manifest_merchants=False)
+    assert [u.declared_label for u in rows] == ["Dress", None]
+    filled = collect_uploads(
+        [str(tmp_path / "shop")], merchant="m1", manifest_merchants=False, declared_label="Bag"
+    )
+    assert [(u.sku, u.declared_label) for u in filled] == [("SKU-A", "Dress"), ("SKU-B", "Bag")]
+    one = collect_uploads(
+        [str(tmp_path / "shop" / "a.png")], merchant="m1", sku="S", manifest_merchants=False,
+        declared_label="any text",
+    )  # fmt: skip
+    assert [(u.sku, u.declared_label) for u in one] == [("S", "any text")]
+
+
 def test_manifest_uri_column(tmp_path: Path) -> None:
     photo = _image(tmp_path / "x.png")
     manifest = tmp_path / "m.csv"
