@@ -168,14 +168,14 @@ def test_browse_open_relabel_and_approve_in_a_browser(  # type: ignore[no-untype
     assert browser.find_elements(By.CSS_SELECTOR, "#queue .row")
     target = stocked[0]
     browser.get(f"{api}/desk/queues/quality?after={target - 1}")  # ours, whatever ran before
+    _shot(browser, "queue")  # first: elements found before a screenshot may go stale
     row = browser.find_element(By.ID, f"row-{target}")
     assert "longest side" in row.find_element(By.CLASS_NAME, "reason").text
-    _shot(browser, "queue")
     picker = Select(row.find_element(By.TAG_NAME, "select"))
     before = picker.first_selected_option.text
     new = next(o.text for o in picker.options if o.text != before)
     picker.select_by_visible_text(new)
-    _go(browser, row.find_element(By.CLASS_NAME, "relabel"))
+    _go(browser, browser.find_element(By.CSS_SELECTOR, f"#row-{target} .relabel"))
     assert "/desk/queues/quality" in browser.current_url
     assert not browser.find_elements(By.ID, f"row-{target}")  # it left the queue
     with engine.connect() as conn:
