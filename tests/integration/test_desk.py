@@ -24,7 +24,9 @@ from sqlalchemy import Engine, text
 
 from tests.integration.test_api import _token, _wait_done, api  # noqa: F401  (fixture)
 
-CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+#: Debian's browser and driver (overridable, e.g. to check the skip line).
+CHROMIUM = os.environ.get("VITRINE_CHROMIUM", "/usr/bin/chromium")
+DRIVER = os.environ.get("VITRINE_CHROMEDRIVER", "/usr/bin/chromedriver")
 try:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
