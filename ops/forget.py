@@ -31,6 +31,7 @@ from urllib.parse import unquote, urlsplit
 from db import repository
 from ops.context import Context
 from ops.errors import OpsError, UserError
+from ops.thumbnails import drop_thumbnails
 
 _API_NAME = re.compile(r"[0-9a-f]{64}")
 _STAGED_KEY = re.compile(r"[0-9a-f]{16}")
@@ -103,6 +104,8 @@ def forget(
         shared = repository.referenced_uris(conn, uris=list(owned))
         doomed = files_to_remove(owned, shared)
         files = len(doomed) if dry_run else remove_files(doomed)
+        if not dry_run:  # the review desk's cached thumbnails go too (not counted)
+            drop_thumbnails(ctx, [i for i, _ in deleted])
         report = ForgetReport(
             scope=scope,
             subject=subject,

@@ -61,3 +61,15 @@ def shrink(data: bytes, side: int) -> bytes:
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise UserError(f"cannot make a thumbnail: {exc}") from None
     return out.getvalue()
+
+
+def drop_thumbnails(ctx: Context, image_ids: list[int]) -> int:
+    """Remove every cached thumbnail of these images (`vitrine forget` erases them with
+    the rows); how many files went. `12-*` never matches image 123's `123-...`."""
+    root = ctx.settings.data_dir / "desk-thumbs"
+    removed = 0
+    for image_id in image_ids:
+        for path in (root / f"{image_id % 256:02x}").glob(f"{int(image_id)}-*.jpg"):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed

@@ -14,7 +14,7 @@ from api.desk import page
 from api.desk_session import Session, form_token
 from db.types import ApiClient
 from ops.errors import UserError
-from ops.thumbnails import shrink, thumbnail_path
+from ops.thumbnails import drop_thumbnails, shrink, thumbnail_path
 
 EVIL = '<script>alert("x")</script>'
 
@@ -74,3 +74,15 @@ def test_thumbnail_names_follow_the_bytes() -> None:
     a = thumbnail_path(ctx, image_id=258, sha256="ab" * 32, size="s")  # type: ignore[arg-type]
     b = thumbnail_path(ctx, image_id=258, sha256="cd" * 32, size="s")  # type: ignore[arg-type]
     assert a != b and a.parent == Path("/data/desk-thumbs/02") and a.name.endswith("-s.jpg")
+
+
+def test_forgetting_an_image_drops_its_thumbnails(tmp_path: Path) -> None:
+    ctx = SimpleNamespace(settings=SimpleNamespace(data_dir=tmp_path))
+    kept = []
+    for image_id, size in ((12, "s"), (12, "m"), (123, "s"), (268, "s")):
+        path = thumbnail_path(ctx, image_id=image_id, sha256="ab" * 32, size=size)  # type: ignore[arg-type]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"jpeg")
+        kept.append(path)
+    assert drop_thumbnails(ctx, [12, 999]) == 2  # type: ignore[arg-type]
+    assert [p.exists() for p in kept] == [False, False, True, True]
