@@ -166,6 +166,9 @@ def register(app: typer.Typer) -> None:
         report: Path = typer.Option(
             None, "--report", help="Write confusion-matrix and neighbour PNGs here."
         ),
+        corrections: bool = typer.Option(
+            False, "--corrections", help="Also the accuracy on the review desk's corrections."
+        ),
         json_out: bool = JSON,
     ) -> None:
         """Accuracy, per-class precision/recall and retrieval quality."""
@@ -175,7 +178,12 @@ def register(app: typer.Typer) -> None:
             model=model, data=data_dir, images=images, manifest=manifest, retrieval=retrieval,
             hnsw=hnsw, k=k, gallery_limit=gallery_limit, report=report,
         )  # fmt: skip
-        result = run_eval(open_context(), request)
+        ctx = open_context()
+        result = run_eval(ctx, request)
+        if corrections:
+            from ops.corrections import corrections_accuracy
+
+            result["corrections"] = corrections_accuracy(ctx, model or ctx.settings.model_dir)
         if json_out:
             emit_json(result)
             return
@@ -193,6 +201,9 @@ def register(app: typer.Typer) -> None:
         if "retrieval" in result:
             flat = {k: v for k, v in result["retrieval"].items() if not isinstance(v, dict)}
             out_console.print(key_values(flat, title="retrieval"))
+        if "corrections" in result:
+            flat = {k: v for k, v in result["corrections"].items() if k != "skipped"}
+            out_console.print(key_values(flat, title="corrected items"))
         if "report" in result:
             out_console.print(f"pictures: {result['report']}")
 

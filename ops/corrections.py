@@ -145,6 +145,28 @@ def train_on_corrections(ctx: Context, req: CorrectionsRequest, *, log: Log) -> 
     )  # fmt: skip
 
 
+def corrections_accuracy(ctx: Context, model_dir: Path) -> dict[str, Any]:
+    """`eval --corrections`: a model on the corrected items as they stand now, overall and
+    the relabelled alone, so any model can be checked again after more decisions land."""
+    from pipeline.model import load_model_dir
+
+    check_model_dir(model_dir)
+    with ctx.engine().connect() as conn:
+        rows = repository.latest_corrections(conn)
+    model = load_model_dir(model_dir)
+    photos = _corrected_inputs(ctx, rows, model, lambda _: None)
+    changed = photos.relabelled
+    return {
+        "n": len(photos.labels),
+        "accuracy": accuracy(model.keras_model, photos.x, photos.labels),
+        "relabelled": int(changed.sum()),
+        "relabelled_accuracy": accuracy(
+            model.keras_model, photos.x[changed], photos.labels[changed]
+        ),
+        "skipped": photos.skipped,
+    }
+
+
 def _enough(n: int, what: str) -> None:
     if n < MIN_CORRECTIONS:
         raise UserError(

@@ -139,6 +139,15 @@ def test_train_on_corrections_writes_a_new_model_and_reports_before_after(
     assert sorted(loaded.spec.training["corrected_image_ids"]) == sorted(latest)
     assert loaded.spec.metrics["test_accuracy"] == compare["test"]["after"]
     assert not (out / "checkpoint").exists()
+    # `eval --corrections` scores any model on the same items: the same figures.
+    for model_args, when in (([], "before"), (["--model", str(out)], "after")):
+        proc = vitrine(pipeline_env, "eval", *model_args, "--corrections", "--no-retrieval",
+                       "--json", timeout=600)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        scored = json.loads(proc.stdout)["corrections"]
+        assert (scored["n"], scored["relabelled"]) == (13, 6)
+        assert scored["accuracy"] == compare["corrected"][when]
+        assert scored["relabelled_accuracy"] == compare["relabelled"][when]
     # Written, not registered or activated: that stays the operator's decision.
     assert _active_key(clean_db) == active_before
     with clean_db.connect() as conn:
