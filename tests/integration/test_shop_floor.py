@@ -108,10 +108,12 @@ def test_declared_labels_and_reviews_through_the_worker(
     assert results[2]["match_score"] is None and results[2]["listing_label"] is None
     assert again == {"review_id": results[0]["review_id"], "status": "done", "skipped": True}
     flagged = _rows(
-        clean_db, "SELECT review_id, review_ref, reasons, listing_label FROM review_mismatches"
+        clean_db,
+        "SELECT review_id, review_ref, reasons, listing_label, image_id FROM review_mismatches",
     )
-    assert [tuple(r) for r in flagged] == [
-        (results[1]["review_id"], "r-2", ["low_match", "other_class"], "Trouser")
+    (listing,) = _rows(clean_db, "SELECT id FROM images WHERE sku = 'TR-1'")
+    assert [tuple(r) for r in flagged] == [  # image_id: the listing's image, for the desk
+        (results[1]["review_id"], "r-2", ["low_match", "other_class"], "Trouser", listing.id)
     ]
     # review photos are not catalog images: nothing of theirs is in `images`
     assert _rows(clean_db, "SELECT count(*) FROM images WHERE merchant_id = :m", m=MERCHANT) == [
@@ -169,6 +171,7 @@ def test_review_photos_through_the_api(
     outcomes = [_outcome(r.json()["task_id"]) for r in (by_uri, as_file)]
     assert [o["status"] for o in outcomes] == ["done", "done"], outcomes
     assert outcomes[0]["label"] == outcomes[1]["label"] == "Trouser"
-    stored = _rows(clean_db, "SELECT review_ref, uri FROM reviews ORDER BY id")
+    # the two tasks may run in either order: rows by review_ref, not by id
+    stored = _rows(clean_db, "SELECT review_ref, uri FROM reviews ORDER BY review_ref")
     assert [r.review_ref for r in stored] == ["r-9", None]
     assert stored[1].uri.startswith("file://") and stored[1].uri != same  # stored bytes

@@ -19,7 +19,9 @@ Create Date: 2026-11-29
   NULL listing figures: the listing had no done image.
 - `review_mismatches`: done reviews under the active model whose match score is under
   `vitrine.review_min_match` (default `REVIEW_MIN_MATCH`, measured by `vitrine bench
-  reviews`) or whose predicted class is not the listing's; worst match first.
+  reviews`) or whose predicted class is not the listing's; worst match first. `image_id`
+  is the listing's first done image (lowest id), so that catalog tools (the review desk's
+  queues) can join a review to the listing it disputes.
 - Grants as 0002/0007 decided: the worker writes the new columns and rows, the analyst
   reads, a merchant reads its own reviews through a policy; both views are
   security_invoker where PostgreSQL >= 15 allows it (merchants may read them only there).
@@ -87,7 +89,10 @@ SELECT i.id AS image_id, i.merchant_id, i.sku, i.uri, i.declared_label,
 
 REVIEW_MISMATCHES = f"""
 CREATE VIEW review_mismatches AS
-SELECT r.id AS review_id, r.merchant_id, r.sku, r.review_ref, r.uri, r.label,
+SELECT r.id AS review_id,
+       (SELECT min(i.id) FROM images i WHERE i.merchant_id = r.merchant_id
+           AND i.sku = r.sku AND i.status = 'done') AS image_id,
+       r.merchant_id, r.sku, r.review_ref, r.uri, r.label,
        r.confidence, r.listing_label, r.match_score,
        array_remove(ARRAY[
            CASE WHEN r.match_score < t.min_match THEN 'low_match' END,
