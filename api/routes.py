@@ -15,6 +15,7 @@ from db import repository
 from db.types import ApiClient
 from ops.api_uploads import queue_photo, queue_reference
 from ops.catalog import SearchFilters, check_label
+from ops.errors import UserError
 from ops.photo_search import PhotoEmbedder
 from pipeline.types import Upload
 
@@ -145,7 +146,10 @@ def search_photo(
     embedder: PhotoEmbedder = request.app.state.embedder
     active = embedder.active_model()
     check_label(active, SearchFilters(merchant_id, label))
-    embedded = embedder.embed(photo, active=active)
+    try:
+        embedded = embedder.embed(photo, active=active)
+    except UserError as exc:
+        raise UserError(f"not a usable photo: {exc}") from None
     with scoped(ctx, caller) as conn:
         neighbours = repository.similar_to_vector(
             conn,

@@ -57,7 +57,7 @@ class PhotoEmbedder:
                 data, model.spec.preprocess, limits=self._ctx.settings.image_limits
             )
         except BadImageError as exc:
-            raise UserError(f"not a usable photo: {exc}") from None
+            raise UserError(str(exc)) from None  # callers say which photo
         (prediction,) = model.predict(array[None])
         return EmbeddedPhoto(active, prediction)
 
