@@ -129,6 +129,7 @@ images = Table(
     comment="One row per merchant upload, unique on (merchant_id, uri).",
 )
 
+_NULL = "(NULL: none declared, not a label, or copied)"
 predictions = Table(
     "predictions",
     metadata,
@@ -138,6 +139,8 @@ predictions = Table(
     Column("label_index", Integer, nullable=False),
     Column("confidence", REAL, nullable=False),
     Column("top_k", JSONB, nullable=False),
+    # Migration 0011: what the model thinks of the merchant's declared category.
+    Column("declared_score", REAL, comment=f"Probability of the declared category {_NULL}."),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("image_id", "model_id"),
     # label_counts / "how many shoes" filter by model, then group by label.

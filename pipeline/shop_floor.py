@@ -4,8 +4,8 @@ Pure numpy, shared by `vitrine bench mismatches` / `bench reviews` and their uni
 so that what the benches measure is the rule the SQL views apply:
 
 * `label_mismatches` flags a done image whose declared category is one of the model's
-  labels (case-insensitively), differs from the predicted label, and whose prediction
-  is at least `vitrine.mismatch_min_confidence` confident (`flag_mismatches`);
+  labels (case-insensitively), differs from the predicted label, and gets a probability
+  under `vitrine.mismatch_max_declared_score` from the model (`flag_mismatches`);
 * `review_mismatches` flags a review whose match score, the best cosine similarity of
   its embedding to the listing's images' embeddings (`match_scores`), is under
   `vitrine.review_min_match`, or whose predicted class is not the listing's.
@@ -37,12 +37,19 @@ def declare_labels(
 
 def flag_mismatches(
     declared: npt.NDArray[np.integer],
-    predicted: npt.NDArray[np.integer],
-    confidence: npt.NDArray[np.floating],
-    threshold: float,
+    probabilities: npt.NDArray[np.floating],
+    max_declared_score: float,
 ) -> npt.NDArray[np.bool_]:
-    """What `label_mismatches` lists: a confident prediction that disagrees."""
-    return (np.asarray(declared) != np.asarray(predicted)) & (np.asarray(confidence) >= threshold)
+    """What `label_mismatches` lists: the prediction disagrees with the declared class and
+    gives it a probability under `max_declared_score`.
+
+    Not "a confident prediction disagrees": the model's confident mistakes are mostly
+    between look-alike classes (a shirt taken for a T-shirt at 0.97), where the declared
+    class keeps a few per cent, while a wrongly declared class gets next to nothing."""
+    p = np.asarray(probabilities)
+    declared = np.asarray(declared)
+    declared_score = p[np.arange(len(p)), declared]
+    return (p.argmax(axis=1) != declared) & (declared_score < max_declared_score)
 
 
 @dataclass(frozen=True)
@@ -54,7 +61,7 @@ class Score:
 
     def as_dict(self) -> dict[str, float | int]:
         return {
-            "threshold": round(self.threshold, 4),
+            "threshold": float(f"{self.threshold:.6g}"),
             "precision": round(self.precision, 4),
             "recall": round(self.recall, 4),
             "flagged": self.flagged,

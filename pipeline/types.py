@@ -135,6 +135,19 @@ class Prediction:
     confidence: float
     top_k: tuple[tuple[str, float], ...]
     embedding: npt.NDArray[np.float32]
+    #: Every label's probability, in the model's label order; empty where a stored
+    #: prediction was copied (known bytes). Only the declared category's is stored.
+    scores: tuple[float, ...] = ()
+
+    def score_of(self, label: str | None, labels: tuple[str, ...]) -> float | None:
+        """The probability of `label` (trimmed, any case) if it is one of `labels`."""
+        if label is None or not self.scores:
+            return None
+        wanted = label.strip().lower()
+        for name, score in zip(labels, self.scores, strict=True):
+            if name.lower() == wanted:
+                return score
+        return None
 
 
 #: Default of `ImageLimits.max_decode_seconds`. The largest uploads the other limits let

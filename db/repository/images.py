@@ -25,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from db.repository._shared import model_labels
 from db.repository.quality import save_quality
 from db.schema import embeddings, images, predictions
 from db.types import ClaimedImage, ImageResult
@@ -163,6 +164,7 @@ _UPSERT_PREDICTIONS = _pred_insert.on_conflict_do_update(
         "label_index": _pred_insert.excluded.label_index,
         "confidence": _pred_insert.excluded.confidence,
         "top_k": _pred_insert.excluded.top_k,
+        "declared_score": _pred_insert.excluded.declared_score,
         "created_at": func.now(),
     },
 ).returning(predictions.c.image_id)
@@ -178,7 +180,7 @@ _UPSERT_EMBEDDINGS = _emb_insert.on_conflict_do_update(
 # The images of a batch that still exist, locked against deletion (not against the
 # worker's own UPDATE) in id order, as claim_images locks them.
 _LOCK_LIVE = (
-    select(images.c.id)
+    select(images.c.id, images.c.declared_label)
     .where(images.c.id == func.any(bindparam("ids", type_=ARRAY(BigInteger))))
     .order_by(images.c.id)
     .with_for_update(read=True, key_share=True)
@@ -217,11 +219,12 @@ def save_results(conn: Connection, *, results: Sequence[ImageResult]) -> list[in
     latest: dict[tuple[int, int], ImageResult] = {}
     for result in results:
         latest[(result.image_id, result.model_id)] = result
-    live = set(conn.execute(_LOCK_LIVE, {"ids": sorted({i for i, _ in latest})}).scalars())
+    declared = dict(conn.execute(_LOCK_LIVE, {"ids": sorted({i for i, _ in latest})}).all())
     # Sorted: concurrent batches touching the same rows lock them in the same order.
-    batch = [latest[key] for key in sorted(latest) if key[0] in live]
+    batch = [latest[key] for key in sorted(latest) if key[0] in declared]
     if not batch:
         return []
+    labels = model_labels(conn, {r.model_id for r in batch if declared[r.image_id]})
 
     conn.execute(
         _UPSERT_PREDICTIONS,
@@ -235,6 +238,9 @@ def save_results(conn: Connection, *, results: Sequence[ImageResult]) -> list[in
                 "top_k": [
                     {"label": label, "score": float(score)} for label, score in r.prediction.top_k
                 ],
+                "declared_score": r.prediction.score_of(
+                    declared[r.image_id], labels.get(r.model_id, ())
+                ),
             }
             for r in batch
         ],

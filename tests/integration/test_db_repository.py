@@ -143,7 +143,7 @@ def test_upgrade_is_idempotent_and_safe_concurrently(empty_db: str) -> None:
         for f in futures:
             f.result(timeout=120)
     upgrade(empty_db)  # and once more: nothing to do
-    assert current_revision(empty_db) == head_revision() == "0010"
+    assert current_revision(empty_db) == head_revision() == "0011"
     eng = make_engine(empty_db)
     try:
         with eng.connect() as conn:

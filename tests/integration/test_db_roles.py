@@ -66,7 +66,7 @@ EXPECTED = {
     | _cols("images", "INSERT", "merchant_id uri sku")
     | _cols("images", "UPDATE", "sku status error attempts sha256 width height format")
     | _cols("images", "UPDATE", "updated_at processed_at phash")
-    | _cols("predictions", "UPDATE", "label label_index confidence top_k created_at")
+    | _cols("predictions", "UPDATE", "label label_index confidence top_k declared_score created_at")
     | _cols("embeddings", "UPDATE", "embedding created_at")
     # listing-photo quality (0007): measurements written, the view read
     | {"image_quality:SELECT", "image_quality:INSERT", "quality_issues:SELECT"}

@@ -50,7 +50,7 @@ def _outcome(task_id: str) -> Any:
 def _rows(engine: Engine, sql: str, **params: Any) -> list[Any]:
     with engine.connect() as conn:
         conn.execute(text("SET vitrine.review_min_match = '0.5'"))
-        conn.execute(text("SET vitrine.mismatch_min_confidence = '0'"))
+        conn.execute(text("SET vitrine.mismatch_max_declared_score = '1'"))
         return list(conn.execute(text(sql), params))
 
 
@@ -100,6 +100,15 @@ def test_declared_labels_and_reviews_through_the_worker(
     # "Shoes" is none of the model's labels: kept, never judged
     listed = _rows(clean_db, "SELECT sku, predicted_label FROM label_mismatches")
     assert [tuple(r) for r in listed] == [("BAG-1", "Bag")]
+    # the worker stored what the model thinks of each declared category
+    scores = dict(
+        _rows(
+            clean_db,
+            "SELECT i.sku, p.declared_score FROM images i JOIN predictions p ON p.image_id = i.id",
+        )
+    )
+    assert scores["BOOT-1"] is None  # not one of the model's labels
+    assert scores["TR-1"] > 0.5 and scores["BAG-1"] < 1e-4  # the view's default threshold
 
     assert [r["status"] for r in results] == ["done", "done", "done"], results
     assert results[0]["label"] == "Trouser" and results[0]["listing_label"] == "Trouser"

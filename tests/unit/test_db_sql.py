@@ -273,7 +273,7 @@ def test_db_imports_only_pipeline_types_from_the_project() -> None:
 def test_single_head_and_ini_inside_migrations() -> None:
     assert ALEMBIC_INI.parent == MIGRATIONS_DIR == DB_DIR / "migrations"
     script = ScriptDirectory.from_config(alembic_config())
-    assert script.get_heads() == ["0010"] == [head_revision()]
+    assert script.get_heads() == ["0011"] == [head_revision()]
 
 
 def test_offline_sql_from_another_directory(
@@ -321,6 +321,9 @@ def test_offline_sql_from_another_directory(
     assert "ALTER TABLE images ADD COLUMN declared_label text" in sql
     assert "CONSTRAINT reviews_merchant_id_sku_uri_key UNIQUE (merchant_id, sku, uri)" in sql
     assert "current_setting('vitrine.mismatch_min_confidence', true)" in sql
+    # 0011: wrong categories by the declared class's probability
+    assert "ALTER TABLE predictions ADD COLUMN declared_score real" in sql
+    assert "current_setting('vitrine.mismatch_max_declared_score', true)" in sql
     assert "current_setting('vitrine.review_min_match', true)" in sql
     assert "CREATE POLICY reviews_merchant ON reviews FOR SELECT TO vitrine_merchant" in sql
     # 0010: review-desk decisions, written by the owner, read by the analyst and merchants

@@ -27,12 +27,18 @@ def test_declared_labels_are_wrong_for_exactly_the_share_and_never_the_truth() -
     assert ((declared >= 0) & (declared < 10)).all()
 
 
-def test_a_mismatch_needs_disagreement_and_confidence() -> None:
-    declared, predicted = np.array([1, 1, 2, 3]), np.array([1, 2, 3, 4])
-    confidence = np.array([0.99, 0.99, 0.5, 0.95])
-    assert flag_mismatches(declared, predicted, confidence, 0.95).tolist() == [
-        False, True, False, True,
-    ]  # fmt: skip
+def test_a_mismatch_needs_disagreement_and_an_unlikely_declared_class() -> None:
+    probabilities = np.array(
+        [
+            [0.98, 0.02, 0.0],  # declared 0, predicted 0: agrees
+            [0.97, 0.03, 0.0],  # declared 1, the model's look-alike doubt: kept
+            [0.99999, 0.0, 0.00001],  # declared 2, next to nothing: listed
+            [0.5, 0.49995, 0.00005],  # declared 2, unconfident prediction, still listed
+        ]
+    )
+    declared = np.array([0, 1, 2, 2])
+    assert flag_mismatches(declared, probabilities, 1e-4).tolist() == [False, False, True, True]
+    assert flag_mismatches(declared, probabilities, 0.05).tolist() == [False, True, True, True]
 
 
 def test_precision_recall_and_the_best_threshold() -> None:
@@ -64,11 +70,12 @@ def test_match_score_is_the_best_cosine_to_the_listing() -> None:
 
 
 def test_view_defaults_are_what_the_benches_measure() -> None:
-    from ops.bench_mismatches import VIEW_MIN_CONFIDENCE
+    from ops.bench_mismatches import VIEW_MAX_DECLARED_SCORE
     from ops.bench_reviews import VIEW_MIN_MATCH
 
     migration = revision_module("0009_shop_floor.py")
-    assert float(migration.MISMATCH_MIN_CONFIDENCE) == VIEW_MIN_CONFIDENCE
+    declared = revision_module("0011_declared_score.py")
+    assert float(declared.MISMATCH_MAX_DECLARED_SCORE) == VIEW_MAX_DECLARED_SCORE
     assert float(migration.REVIEW_MIN_MATCH) == VIEW_MIN_MATCH
-    assert "vitrine.mismatch_min_confidence" in migration.LABEL_MISMATCHES
+    assert "vitrine.mismatch_max_declared_score" in declared.LABEL_MISMATCHES
     assert "vitrine.review_min_match" in migration.REVIEW_MISMATCHES
