@@ -40,7 +40,8 @@ def _summary(report: ForgetReport) -> str:
     what = (
         f"merchant {report.subject!r}" if report.scope == "merchant" else f"image {report.subject}"
     )
-    counts = f"{report.images_deleted} image(s) and {report.files_deleted} upload file(s)" + (
+    reviews = f", {report.reviews_deleted} review photo(s)" if report.reviews_deleted else ""
+    counts = f"{report.images_deleted} image(s){reviews}, {report.files_deleted} upload file(s)" + (
         f"; {report.files_shared} file(s) kept, still used by other images"
         if report.files_shared
         else ""

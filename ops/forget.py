@@ -48,6 +48,7 @@ class ForgetReport:
     uris_not_ours: int  # URLs and files vitrine did not write: never touched
     erasure_id: int | None  # the audit row; None on a dry run
     db_user: str | None
+    reviews_deleted: int = 0  # shoppers' review photos of the merchant's listings
 
 
 class IncompleteErasure(OpsError):
@@ -90,7 +91,10 @@ def forget(
     uploads = ctx.settings.uploads
     with ctx.engine().connect() as conn:
         deleted = repository.delete_images(conn, scope=scope, subject=subject)
-        if not deleted:
+        reviews = (
+            repository.delete_reviews(conn, merchant_id=subject) if scope == "merchant" else []
+        )
+        if not deleted and not reviews:
             raise UserError(_nothing(scope, subject))
         left = repository.image_rows_left(conn, image_ids=[i for i, _ in deleted])
         if left:
@@ -99,7 +103,7 @@ def forget(
                 f"nothing was deleted: {tables} would keep rows of the erased images "
                 "(their image_id lacks ON DELETE CASCADE); fix the schema first"
             )
-        uris = sorted({uri for _, uri in deleted})
+        uris = sorted({uri for _, uri in deleted} | set(reviews))
         owned = {uri: path for uri in uris if (path := owned_upload(uri, uploads))}
         shared = repository.referenced_uris(conn, uris=list(owned))
         doomed = files_to_remove(owned, shared)
@@ -116,6 +120,7 @@ def forget(
             uris_not_ours=len(uris) - len(owned),
             erasure_id=None,
             db_user=None,
+            reviews_deleted=len(reviews),
         )
         if dry_run:
             conn.rollback()

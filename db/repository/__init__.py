@@ -58,6 +58,7 @@ from db.repository.desk import (
 )
 from db.repository.erasures import (
     delete_images,
+    delete_reviews,
     image_rows_left,
     record_erasure,
     referenced_uris,
@@ -141,6 +142,7 @@ __all__ = [
     "EmbeddingRow",
     "Erasure",
     "delete_images",
+    "delete_reviews",
     "image_rows_left",
     "record_erasure",
     "referenced_uris",

@@ -83,12 +83,23 @@ def image_rows_left(conn: Connection, *, image_ids: Sequence[int]) -> dict[str, 
     return left
 
 
+def delete_reviews(conn: Connection, *, merchant_id: str) -> list[str]:
+    """Delete the shoppers' review photos of a merchant's listings; their uris."""
+    gone = conn.execute(
+        text("DELETE FROM reviews WHERE merchant_id = :m RETURNING uri"), {"m": merchant_id}
+    )
+    return sorted(str(uri) for uri in gone.scalars())
+
+
 def referenced_uris(conn: Connection, *, uris: Sequence[str]) -> set[str]:
-    """Which of `uris` an images row (of any merchant) still names: a file they share
-    must stay. One scan of `images` (uri alone is not indexed), for the whole list."""
+    """Which of `uris` an images or reviews row (of any merchant) still names: a file
+    they share must stay. One scan of each table (uri alone is not indexed)."""
     if not uris:
         return set()
-    stmt = text("SELECT DISTINCT uri FROM images WHERE uri = ANY(CAST(:uris AS text[]))")
+    stmt = text(
+        "SELECT uri FROM images WHERE uri = ANY(CAST(:uris AS text[])) "
+        "UNION SELECT uri FROM reviews WHERE uri = ANY(CAST(:uris AS text[]))"
+    )
     return set(conn.execute(stmt, {"uris": list(set(uris))}).scalars())
 
 

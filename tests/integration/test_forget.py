@@ -159,7 +159,7 @@ def test_forget_a_merchant_rows_files_and_audit(
     assert rehearsal | {"db_user": None} == {
         "scope": "merchant", "subject": "m-a", "dry_run": True, "images_deleted": 5,
         "files_deleted": 2, "files_shared": 1, "uris_not_ours": 2, "erasure_id": None,
-        "db_user": None,
+        "db_user": None, "reviews_deleted": 0,
     }  # fmt: skip
     left = _left(db, mine)
     assert left == dict.fromkeys(("images", "predictions", "embeddings", "image_quality"), 5)
@@ -305,3 +305,27 @@ def test_audit_trail_is_the_owners_and_the_analysts(ctx: Any) -> None:
         assert run(worker, lambda c: repo.save_results(c, results=[_result(c, image_id)])) == [
             image_id
         ]
+
+
+def test_forgetting_a_merchant_takes_its_listings_review_photos(
+    pipeline_env: dict[str, str], ctx: Any, db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shoppers' review photos of the merchant's listings go with it, files included; a
+    review photo whose bytes another merchant's image shares keeps its file."""
+    _api_photo(ctx, monkeypatch, b"listing photo", "m-rev")
+    other = _api_photo(ctx, monkeypatch, b"shared review bytes", "m-other")
+    shared_uri = run(db, f"SELECT uri FROM images WHERE id = {other}")[0][0]
+    review_file = ctx.settings.uploads / "api" / "ab" / ("ab" + "0" * 62)  # the API's layout
+    review_file.parent.mkdir(parents=True, exist_ok=True)
+    review_file.write_bytes(b"a shopper's photo")
+    with db.begin() as conn:
+        for uri in (file_uri(review_file), shared_uri):
+            conn.execute(
+                text("INSERT INTO reviews (merchant_id, sku, uri) VALUES ('m-rev', 'S-1', :u)"),
+                {"u": uri},
+            )
+    report = _forget(pipeline_env, "--merchant", "m-rev")
+    assert report["reviews_deleted"] == 2 and report["images_deleted"] == 1
+    assert not review_file.exists()  # vitrine's file, named by nothing any more
+    assert Path(unquote(urlsplit(shared_uri).path)).exists()  # m-other's image needs it
+    assert run(db, "SELECT count(*) FROM reviews WHERE merchant_id = 'm-rev'") == [(0,)]
