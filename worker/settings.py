@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     #: no forward pass). Off only where every upload must be processed: `bench ingest`,
     #: which sends the same photos down every path.
     reuse_known_bytes: bool = True
+    #: A backfill of at least this many images into an inactive model drops the model's
+    #: HNSW index and builds it after the load, both CONCURRENTLY (ops.ingest.backfill).
+    backfill_index_after_rows: int = Field(default=1000, ge=1)
 
     # Recovery: Celery's exponential backoff with full jitter for transient errors
     # (`retry_backoff_s` * 2^n seconds, drawn from [0, that], at most `retry_backoff_max_s`);

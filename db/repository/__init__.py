@@ -38,7 +38,11 @@ from db.repository.backfill import (
     requeue_stale,
     stale_images,
 )
-from db.repository.bulk import build_hnsw_index_concurrently, copy_catalog
+from db.repository.bulk import (
+    build_hnsw_index_concurrently,
+    copy_catalog,
+    drop_hnsw_index_concurrently,
+)
 from db.repository.clients import (
     api_client_for_token,
     create_api_client,
@@ -153,6 +157,7 @@ __all__ = [
     "Neighbour",
     "activate_model",
     "build_hnsw_index_concurrently",
+    "drop_hnsw_index_concurrently",
     "active_model",
     "claim_image",
     "claim_images",

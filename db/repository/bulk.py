@@ -68,6 +68,14 @@ def copy_catalog(
     return ids
 
 
+def drop_hnsw_index_concurrently(engine: Engine, *, model_id: int) -> None:
+    """Drop model `model_id`'s HNSW index without blocking reads or writes of `embeddings`
+    (before a bulk load into a model that serves no searches yet; rebuild it after with
+    `build_hnsw_index_concurrently`)."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {hnsw_index_name(model_id)}"))
+
+
 def build_hnsw_index_concurrently(engine: Engine, *, model_id: int, embedding_dim: int) -> None:
     """(Re)build model `model_id`'s HNSW index without blocking writes to `embeddings`.
 

@@ -165,13 +165,19 @@ def started(ingest: Ingest, n: int = 300) -> Callable[[dict[str, int]], bool]:
     return lambda c: c.get("done", 0) >= n
 
 
+def mid_work(ingest: Ingest, n: int = 300) -> Callable[[dict[str, int]], bool]:
+    """Under way, and some upload claimed right now: a kill then has work to interrupt
+    (between two live micro-batches nothing is claimed, and nothing would be redone)."""
+    return lambda c: c.get("done", 0) >= n and c.get("processing", 0) > 0
+
+
 # --------------------------------------------------------------------------- the faults
 
 
 def test_a_worker_child_killed_mid_batch(ctx, ingest: Ingest, small_catalog) -> None:  # type: ignore[no-untyped-def]
     with fault_worker(ctx, "child") as proc:
         publish(ingest, small_catalog)
-        ingest.wait(started(ingest), 120, "the ingest to be under way")
+        ingest.wait(mid_work(ingest), 120, "the ingest to be under way, a batch claimed")
         # Every pool child at once: the one holding a claimed, unsaved batch is among them
         # (killing one child alone sometimes hit the one waiting between batches).
         for child in _children(proc.pid):
@@ -185,7 +191,7 @@ def test_a_worker_child_killed_mid_batch(ctx, ingest: Ingest, small_catalog) -> 
 def test_the_whole_worker_killed_then_started_again(ctx, ingest: Ingest, small_catalog) -> None:  # type: ignore[no-untyped-def]
     with fault_worker(ctx, "whole-1") as proc:
         publish(ingest, small_catalog)
-        ingest.wait(started(ingest), 120, "the ingest to be under way")
+        ingest.wait(mid_work(ingest), 120, "the ingest to be under way, a batch claimed")
         os.killpg(proc.pid, signal.SIGKILL)  # main process and children, no warm shutdown
         proc.wait()
     assert ingest.counts().get("done", 0) < N_UPLOADS

@@ -63,10 +63,23 @@ def test_two_models_coexist_and_switch(
     assert {m["key"]: m["active"] for m in listed} == {"fashion-cnn@1": True, "tiny@2": False}
 
     try:
+        # A bulk backfill (any size here) into the inactive model: its HNSW index is dropped
+        # and built after the load, CONCURRENTLY, and is valid when the command returns.
+        bulk = dict(pipeline_env, VITRINE_BACKFILL_INDEX_AFTER_ROWS="1")
         result = json.loads(
-            _ok(vitrine(pipeline_env, "backfill", "--model", "tiny@2", "--workers", "0", "--json"))
+            _ok(vitrine(bulk, "backfill", "--model", "tiny@2", "--workers", "0", "--json"))
         )
         assert result["images"] == len(submitted) and result["done"] == len(submitted)
+        assert result["index_rebuilt"] is True
+        with clean_db.connect() as conn:
+            valid = conn.execute(
+                text(
+                    "SELECT i.indisvalid FROM pg_index i JOIN models m "
+                    "ON i.indexrelid = to_regclass('embeddings_hnsw_m' || m.id) "
+                    "WHERE m.key = 'tiny@2'"
+                )
+            ).scalar_one()
+        assert valid is True
         # Resumable: a second run finds nothing left to do.
         again = json.loads(
             _ok(vitrine(pipeline_env, "backfill", "--model", "tiny@2", "--workers", "0", "--json"))

@@ -217,6 +217,7 @@ def test_repository_package_keeps_every_name() -> None:
         "iter_images_missing_embeddings", "labels_for", "model_count", "requeue_stale",
         "commit_times", "database_clock", "delete_merchants", "settled_counts", "claim_images",
         "known_results", "copy_catalog", "build_hnsw_index_concurrently",
+        "drop_hnsw_index_concurrently",
         "ApiClient", "api_client_for_token", "create_api_client", "image_detail",
         "list_api_clients", "revoke_api_client",
         "Erasure", "delete_images", "delete_reviews", "image_rows_left", "record_erasure",
