@@ -19,6 +19,7 @@ from db import repository
 from pipeline.model import load_model_dir
 from pipeline.types import FASHION_MNIST_LABELS
 from tests.integration.conftest import vitrine
+from worker.settings import SAMPLE_FASHION_DIR
 
 pytestmark = pytest.mark.integration
 
@@ -150,7 +151,7 @@ def test_train_on_corrections_writes_a_new_model_and_reports_before_after(
     # `eval --corrections` scores any model on the same items: the same figures.
     for model_args, when in (([], "before"), (["--model", str(out)], "after")):
         proc = vitrine(pipeline_env, "eval", *model_args, "--corrections", "--no-retrieval",
-                       "--json", timeout=600)  # fmt: skip
+                       "--data", str(SAMPLE_FASHION_DIR), "--json", timeout=600)  # fmt: skip
         assert proc.returncode == 0, proc.stderr
         scored = json.loads(proc.stdout)["corrections"]
         assert (scored["n"], scored["relabelled"]) == (13, 6)
