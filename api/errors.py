@@ -13,6 +13,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from api.limits import BodyTooLarge
@@ -54,8 +55,9 @@ def install(app: FastAPI) -> None:
         return error(500, "internal error (logged on the server)")
 
 
-def validation_reason(exc: RequestValidationError) -> str:
-    """The first problem as one line, e.g. `body.merchant_id: Field required`."""
+def validation_reason(exc: RequestValidationError | ValidationError) -> str:
+    """The first problem as one line, e.g. `merchant_id: Field required`, for FastAPI's
+    validation of parameters and for a body validated by hand (`api.bodies`)."""
     problems = exc.errors()
     if not problems:
         return "invalid request"

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as StarletteUpload
 from starlette.status import HTTP_202_ACCEPTED
 
 from api.auth import Client, context, merchant_for
+from api.bodies import JSON, body_kind, form_text, json_body
 from ops.api_uploads import checked_uri, queue_review, store_photo
 
 router = APIRouter(prefix="/v1")
@@ -69,32 +71,20 @@ class ReviewAccepted(BaseModel):
     },
 )
 async def create_review(request: Request, caller: Client) -> ReviewAccepted:
-    from starlette.concurrency import run_in_threadpool
-
     ctx = context(request)
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind == "application/json":
-        try:
-            body = ReviewRequest.model_validate_json(await request.body())
-        except ValueError as exc:
-            raise HTTPException(422, str(exc).splitlines()[0]) from None
+    if body_kind(request) == JSON:
+        body = await json_body(request, ReviewRequest)
         merchant, sku, ref = merchant_for(caller, body.merchant_id), body.sku, body.review_ref
         uri = await run_in_threadpool(checked_uri, ctx, body.uri)
-    elif kind == "multipart/form-data":
+    else:
         async with request.form(max_files=1, max_fields=10) as form:
-            photo, fields = form.get("file"), {k: _text(form.get(k)) for k in form}
+            photo, fields = form.get("file"), {k: form_text(form.get(k)) for k in form}
             if not isinstance(photo, StarletteUpload) or not fields.get("sku"):
                 raise HTTPException(422, "a multipart review needs a `file` and a `sku` part")
             merchant = merchant_for(caller, fields.get("merchant_id"))
             sku, ref = str(fields["sku"]), fields.get("review_ref")
             uri = await run_in_threadpool(store_photo, ctx, await photo.read())
-    else:
-        raise HTTPException(415, "send application/json or multipart/form-data")
     task_id = await run_in_threadpool(
         queue_review, ctx, uri=uri, merchant_id=merchant, sku=sku, review_ref=ref
     )
     return ReviewAccepted(task_id=task_id, merchant_id=merchant, sku=sku, review_ref=ref, uri=uri)
-
-
-def _text(value: object) -> str | None:
-    return value.strip() or None if isinstance(value, str) else None

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as StarletteUpload
 from starlette.status import HTTP_202_ACCEPTED
 
 from api.auth import Client, context, merchant_for, scoped
+from api.bodies import JSON, body_kind, form_text, json_body
 from api.metrics import SEARCHES, UPLOADS
 from api.schemas import ImageOut, SearchOut, SimilarOut, UploadAccepted, UploadRequest
 from db import repository
@@ -51,30 +53,25 @@ K = Annotated[int, Query(ge=1, le=100, description="how many neighbours")]
 )
 async def create_upload(request: Request, caller: Client) -> UploadAccepted:
     ctx = context(request)
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind == "application/json":
-        try:
-            body = UploadRequest.model_validate_json(await request.body())
-        except ValueError as exc:
-            raise HTTPException(422, _first_line(exc)) from None
+    kind = body_kind(request)
+    if kind == JSON:
+        body = await json_body(request, UploadRequest)
         merchant = merchant_for(caller, body.merchant_id)
         upload = Upload(body.uri, merchant, body.sku, body.declared_label)
-        queued = await _run(queue_reference, ctx, upload)
+        queued = await run_in_threadpool(queue_reference, ctx, upload)
         sku, declared = body.sku, body.declared_label
-    elif kind == "multipart/form-data":
+    else:
         async with request.form(max_files=1, max_fields=10) as form:
             photo = form.get("file")
             if not isinstance(photo, StarletteUpload):
                 raise HTTPException(422, "multipart upload needs a `file` part")
-            merchant = merchant_for(caller, _text(form.get("merchant_id")))
-            sku, declared = _text(form.get("sku")), _text(form.get("declared_label"))
+            merchant = merchant_for(caller, form_text(form.get("merchant_id")))
+            sku, declared = form_text(form.get("sku")), form_text(form.get("declared_label"))
             data = await photo.read()
-            queued = await _run(
+            queued = await run_in_threadpool(
                 queue_photo, ctx, data, merchant_id=merchant, sku=sku, declared_label=declared
             )
-    else:
-        raise HTTPException(415, "send application/json or multipart/form-data")
-    UPLOADS.labels("reference" if kind == "application/json" else "file").inc()
+    UPLOADS.labels("reference" if kind == JSON else "file").inc()
     return UploadAccepted(
         image_id=queued.image_id,
         task_id=queued.task_id,
@@ -165,24 +162,3 @@ def search_photo(
         confidence=round(embedded.prediction.confidence, 6),
         neighbours=neighbours,
     )
-
-
-async def _run(function, *args, **kwargs):  # type: ignore[no-untyped-def]
-    """Blocking work (database, broker, disk) off the event loop."""
-    from starlette.concurrency import run_in_threadpool
-
-    return await run_in_threadpool(function, *args, **kwargs)
-
-
-def _text(value: object) -> str | None:
-    return value.strip() or None if isinstance(value, str) else None
-
-
-def _first_line(exc: ValueError) -> str:
-    from pydantic import ValidationError
-
-    if isinstance(exc, ValidationError) and exc.errors():
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "body"
-        return f"{where}: {first.get('msg', 'invalid')}"
-    return str(exc).splitlines()[0]
