@@ -229,7 +229,7 @@ class LoadedModel:
             confidence=float(probs[order[0]]),
             top_k=tuple((labels[int(i)], float(probs[i])) for i in order),
             embedding=emb,
-            scores=tuple(float(x) for x in probs),
+            scores=tuple((name, float(p)) for name, p in zip(labels, probs, strict=True)),
         )
 
 

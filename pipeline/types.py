@@ -135,19 +135,16 @@ class Prediction:
     confidence: float
     top_k: tuple[tuple[str, float], ...]
     embedding: npt.NDArray[np.float32]
-    #: Every label's probability, in the model's label order; empty where a stored
-    #: prediction was copied (known bytes). Only the declared category's is stored.
-    scores: tuple[float, ...] = ()
+    #: Every label with its probability; empty where a stored prediction was copied
+    #: (known bytes). Only the declared category's is stored.
+    scores: tuple[tuple[str, float], ...] = ()
 
-    def score_of(self, label: str | None, labels: tuple[str, ...]) -> float | None:
-        """The probability of `label` (trimmed, any case) if it is one of `labels`."""
-        if label is None or not self.scores:
+    def score_of(self, label: str | None) -> float | None:
+        """The probability of `label` (trimmed, any case) if it is one of the labels."""
+        if label is None:
             return None
         wanted = label.strip().lower()
-        for name, score in zip(labels, self.scores, strict=True):
-            if name.lower() == wanted:
-                return score
-        return None
+        return next((score for name, score in self.scores if name.lower() == wanted), None)
 
 
 #: Default of `ImageLimits.max_decode_seconds`. The largest uploads the other limits let

@@ -5,16 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    ColumnElement,
-    Connection,
-    ScalarSelect,
-    any_,
-    cast,
-    literal,
-    select,
-)
+from sqlalchemy import BigInteger, ColumnElement, ScalarSelect, any_, cast, literal, select
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from db.schema import models
@@ -38,11 +29,3 @@ def id_in(column: ColumnElement[Any], ids: Iterable[int]) -> ColumnElement[bool]
     """
     array = literal([int(i) for i in ids], ARRAY(BigInteger))
     return column == any_(cast(array, ARRAY(BigInteger)))
-
-
-def model_labels(conn: Connection, model_ids: set[int]) -> dict[int, tuple[str, ...]]:
-    """Each model's labels (to find the probability of a merchant's declared category)."""
-    if not model_ids:
-        return {}
-    rows = conn.execute(select(models.c.id, models.c.labels).where(id_in(models.c.id, model_ids)))
-    return {int(i): tuple(names) for i, names in rows}

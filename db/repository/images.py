@@ -25,7 +25,6 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from db.repository._shared import model_labels
 from db.repository.quality import save_quality
 from db.schema import embeddings, images, predictions
 from db.types import ClaimedImage, ImageResult
@@ -224,7 +223,6 @@ def save_results(conn: Connection, *, results: Sequence[ImageResult]) -> list[in
     batch = [latest[key] for key in sorted(latest) if key[0] in declared]
     if not batch:
         return []
-    labels = model_labels(conn, {r.model_id for r in batch if declared[r.image_id]})
 
     conn.execute(
         _UPSERT_PREDICTIONS,
@@ -238,9 +236,7 @@ def save_results(conn: Connection, *, results: Sequence[ImageResult]) -> list[in
                 "top_k": [
                     {"label": label, "score": float(score)} for label, score in r.prediction.top_k
                 ],
-                "declared_score": r.prediction.score_of(
-                    declared[r.image_id], labels.get(r.model_id, ())
-                ),
+                "declared_score": r.prediction.score_of(declared[r.image_id]),
             }
             for r in batch
         ],
