@@ -44,7 +44,6 @@ def client(
         )
     if found is None:
         raise HTTPException(401, "unknown or revoked token", _CHALLENGE)
-    request.state.client = found.name  # for the access log
     return found
 
 

@@ -56,7 +56,6 @@ def session(request: Request) -> Session:
     found = lookup(request, token)
     if found is None:
         raise HTTPException(303, "log in at /desk/login", {"Location": LOGIN})
-    request.state.client = found.name  # for the access log
     return Session(found, form_token(token))
 
 
