@@ -24,14 +24,21 @@ ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
 COPY pyproject.toml README.md ./
+# The package `vitrine` (its folder links to the rooms copied beside it) with its model
+# and data as package data.
+COPY vitrine ./vitrine
+COPY models ./models
 COPY pipeline ./pipeline
+COPY sources ./sources
 COPY db ./db
 COPY worker ./worker
 COPY ops ./ops
+COPY bench ./bench
 COPY cli ./cli
 COPY api ./api
-# Not embedded/: the image talks to the PostgreSQL and Redis named by DATABASE_URL and
-# REDIS_URL, and carries no server manager (nor the `embedded` extra's binaries).
+# Not embedded/ (its link in vitrine/ dangles, so the wheel leaves it out): the image talks
+# to the PostgreSQL and Redis named by DATABASE_URL and REDIS_URL, and carries no server
+# manager (nor the `embedded` extra's binaries).
 RUN pip install --upgrade pip setuptools wheel \
     && pip install . \
     && vitrine --help > /dev/null
@@ -39,14 +46,13 @@ RUN pip install --upgrade pip setuptools wheel \
 # ---------------------------------------------------------------------------- runtime
 FROM python:3.11-slim
 
-# `pip install .` puts the code in site-packages, so the repo-relative default model path
-# of worker/settings.py does not exist here: VITRINE_MODEL_DIR points at the copied model.
+# The default model is package data in site-packages (read-only for the worker user): no
+# VITRINE_MODEL_DIR to set.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH=/opt/venv/bin:$PATH \
     TF_CPP_MIN_LOG_LEVEL=2 \
-    VITRINE_DATA_DIR=/data \
-    VITRINE_MODEL_DIR=/app/models/fashion-cnn
+    VITRINE_DATA_DIR=/data
 
 RUN groupadd --system --gid 10001 vitrine \
     && useradd --system --uid 10001 --gid vitrine --create-home --home-dir /home/vitrine \
@@ -56,15 +62,13 @@ RUN groupadd --system --gid 10001 vitrine \
 
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
-# Models are read-only for the worker user (owned by root).
-COPY models ./models
 
 USER vitrine:vitrine
 
 # Documentation only (publishing is the orchestrator's business, see docs/deploy.md):
-# 8000 `vitrine serve` (HTTP API, /healthz, /readyz, /metrics), 9808 a worker's /metrics
-# (VITRINE_METRICS_PORT).
-EXPOSE 8000 9808
+# 8000 `vitrine serve` (HTTP API, /healthz, /readyz), 9809 the API's /metrics
+# (VITRINE_API_METRICS_PORT), 9808 a worker's /metrics (VITRINE_METRICS_PORT).
+EXPOSE 8000 9808 9809
 
 ENTRYPOINT ["vitrine"]
 CMD ["--help"]

@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint unit integration bench-smoke audit clean
+.PHONY: install demo test lint unit integration bench-smoke audit clean wheel-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,12 +17,14 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/vitrine demo
 
-PACKAGES := pipeline db worker embedded ops cli api
+# The rooms of the one package `vitrine` (vitrine/ links to them) and the producer.
+ROOMS := pipeline sources db worker embedded ops bench cli api vitrine/__init__.py vitrine/__main__.py vitrine/settings.py
 
 lint: install
-	$(VENV)/bin/ruff check $(PACKAGES) tools tests
-	$(VENV)/bin/ruff format --check $(PACKAGES) tools tests
-	$(VENV)/bin/mypy $(PACKAGES) tools
+	$(VENV)/bin/ruff check $(ROOMS) producer/src tools tests
+	$(VENV)/bin/ruff format --check $(ROOMS) producer/src tools tests
+	$(VENV)/bin/mypy -p vitrine
+	$(VENV)/bin/mypy producer/src tools
 
 unit: install
 	$(PY) -m pytest -q tests/unit
@@ -42,6 +44,8 @@ bench-smoke: install
 	$(VENV)/bin/vitrine bench explain --items 20 --json
 	$(VENV)/bin/vitrine bench mismatches --items 40 --json
 	$(VENV)/bin/vitrine bench reviews --pairs 20 --json
+	$(VENV)/bin/vitrine bench catalog --items 30 --foreign 22 --json
+	$(VENV)/bin/vitrine bench desk --images 2000 --runs 2 --json
 
 test: lint unit integration bench-smoke
 
@@ -55,3 +59,9 @@ audit: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# The wheel as users install it: one name, its data, no tests; then a fresh venv and
+# `vitrine demo` (downloads dependencies, so `make test` leaves it out).
+wheel-check: install
+	$(PY) tools/wheel_check.py --install
+

@@ -17,10 +17,11 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Connection, text
 
-from db import repository
-from db.types import ApiClient
-from ops.api_clients import token_hash
-from ops.context import Context
+from vitrine.api.rate_limits import RateLimits
+from vitrine.db import repository
+from vitrine.db.types import ApiClient
+from vitrine.ops.api_clients import token_hash
+from vitrine.ops.context import Context
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `vitrine api-token create`")
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
@@ -31,10 +32,15 @@ def context(request: Request) -> Context:
     return ctx
 
 
-def client(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> ApiClient:
+def rate_limits(request: Request) -> RateLimits:
+    limits: RateLimits = request.app.state.rate_limits
+    return limits
+
+
+Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def client(request: Request, credentials: Bearer) -> ApiClient:
     """The calling client, or 401."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise HTTPException(401, "missing bearer token (Authorization: Bearer <token>)", _CHALLENGE)
@@ -48,6 +54,13 @@ def client(
 
 
 Client = Annotated[ApiClient, Depends(client)]
+
+
+def platform_client(caller: Client) -> ApiClient:
+    """A client that acts for the whole platform (no merchant), or 403."""
+    if caller.merchant_id is not None:
+        raise HTTPException(403, "this needs a platform token (one made without --merchant)")
+    return caller
 
 
 def merchant_for(caller: ApiClient, requested: str | None) -> str:

@@ -3,7 +3,8 @@
 `/healthz` answers as long as the process serves requests: a failing dependency must
 not get a healthy API process restarted. `/readyz` says whether requests can succeed
 now: the database answers at this code's schema revision, the broker answers a PING,
-and the active model's files are where the registry says.
+and the active model's files are where the registry says and are loaded for search by
+photo (a pod gets no searches that would wait seconds for the load).
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from db import repository
-from db.migrate import head_revision
-from ops.errors import OpsError
-from ops.models import check_model_dir
-from ops.servers import check_redis
+from vitrine.db import repository
+from vitrine.db.migrate import head_revision
+from vitrine.ops.errors import OpsError
+from vitrine.ops.models import check_model_dir
+from vitrine.ops.servers import check_redis
 
 router = APIRouter(tags=["health"])
 
@@ -52,6 +53,8 @@ def readyz(request: Request) -> JSONResponse:
                 check_model_dir(Path(active.path))
             except OpsError as exc:
                 checks["model"] = str(exc)
+            else:
+                checks["model"] = request.app.state.embedder.warm_state()
     try:
         check_redis(ctx.broker_url())
         checks["broker"] = "ok"

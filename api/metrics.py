@@ -4,6 +4,12 @@ Labelled by the route *template* (`/v1/images/{image_id}`), never the raw path, 
 id per request cannot grow the series without bound. With several uvicorn worker
 processes set PROMETHEUS_MULTIPROC_DIR (an empty directory per start) and the route
 aggregates them; with one process the default registry is served.
+
+Metrics say how busy the shop is and which routes fail, so not everyone may read them:
+by default `/metrics` wants a platform client's bearer token (VITRINE_API_METRICS=token;
+`public` opens it). With VITRINE_API_METRICS_PORT set they are served on that port alone,
+on VITRINE_API_METRICS_HOST (default 127.0.0.1), for a scraper on a private network, and
+`/metrics` on the API's port answers 404 (`vitrine.api.server` starts that listener).
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import os
 import time
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -22,6 +28,8 @@ from prometheus_client import (
 )
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from vitrine.api.auth import Bearer, client, context, platform_client
 
 REQUESTS = Counter(
     "vitrine_api_requests_total", "HTTP requests answered", ["method", "route", "status"]
@@ -38,13 +46,23 @@ SEARCHES = Counter("vitrine_api_searches_total", "Searches by photo answered")
 router = APIRouter()
 
 
-@router.get("/metrics", include_in_schema=False)
-def metrics() -> Response:
-    registry = DEFAULT_REGISTRY
+def registry() -> CollectorRegistry:
+    """What to serve: every API process's metrics (multiprocess mode), or this one's."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        combined = CollectorRegistry()
+        multiprocess.MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
+        return combined
+    return DEFAULT_REGISTRY
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics(request: Request, credentials: Bearer) -> Response:
+    settings = context(request).settings
+    if settings.api_metrics_port is not None:
+        raise HTTPException(404, "metrics are served on their own port (VITRINE_API_METRICS_PORT)")
+    if settings.api_metrics == "token":
+        platform_client(client(request, credentials))
+    return Response(generate_latest(registry()), media_type=CONTENT_TYPE_LATEST)
 
 
 class RequestMetrics:

@@ -8,32 +8,36 @@ prediction and the match score, and view `review_mismatches` the verdict.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile as StarletteUpload
 from starlette.status import HTTP_202_ACCEPTED
 
-from api.auth import Client, context, merchant_for
-from api.bodies import JSON, body_kind, form_text, json_body
-from ops.api_uploads import checked_uri, queue_review, store_photo
+from vitrine.api.auth import Client, context, merchant_for, rate_limits
+from vitrine.api.bodies import JSON, body_kind, form_fields, form_photo, json_body, photo_form
+from vitrine.api.public import public_uri
+from vitrine.api.schemas import MAX_FIELD, MerchantId
+from vitrine.ops.api_uploads import checked_uri, queue_review, review_event, store_photo
 
 router = APIRouter(prefix="/v1")
 
 
-class ReviewRequest(BaseModel):
-    """A review photo by reference, and the listing it is a review of."""
+class ReviewFields(BaseModel):
+    """The listing a review photo is of: the same limits as JSON and as a form."""
 
     model_config = ConfigDict(extra="forbid")
 
-    uri: str = Field(min_length=1, max_length=4096, examples=["https://cdn.example.com/r/9.jpg"])
-    merchant_id: str | None = Field(
-        default=None, min_length=1, max_length=200, description="optional for a merchant token"
-    )
-    sku: str = Field(min_length=1, max_length=200, description="the listing's product id")
+    merchant_id: MerchantId = None
+    sku: str = Field(min_length=1, max_length=MAX_FIELD, description="the listing's product id")
     review_ref: str | None = Field(
-        default=None, max_length=200, description="the platform's id of the review"
+        default=None, max_length=MAX_FIELD, description="the platform's id of the review"
     )
+
+
+class ReviewRequest(ReviewFields):
+    """A review photo by reference, and the listing it is a review of."""
+
+    uri: str = Field(min_length=1, max_length=4096, examples=["https://cdn.example.com/r/9.jpg"])
 
 
 class ReviewAccepted(BaseModel):
@@ -56,13 +60,10 @@ class ReviewAccepted(BaseModel):
                 "application/json": {"schema": ReviewRequest.model_json_schema()},
                 "multipart/form-data": {
                     "schema": {
-                        "type": "object",
+                        **ReviewFields.model_json_schema(),
                         "required": ["file", "sku"],
-                        "properties": {
-                            name: {"type": "string"}
-                            for name in ("merchant_id", "sku", "review_ref")
-                        }
-                        | {"file": {"type": "string", "format": "binary"}},
+                        "properties": {"file": {"type": "string", "format": "binary"}}
+                        | ReviewFields.model_json_schema()["properties"],
                     }
                 },
             },
@@ -72,19 +73,25 @@ class ReviewAccepted(BaseModel):
 )
 async def create_review(request: Request, caller: Client) -> ReviewAccepted:
     ctx = context(request)
+    rate_limits(request).hit("uploads", str(caller.id))
+    fields: ReviewFields
     if body_kind(request) == JSON:
         body = await json_body(request, ReviewRequest)
-        merchant, sku, ref = merchant_for(caller, body.merchant_id), body.sku, body.review_ref
-        uri = await run_in_threadpool(checked_uri, ctx, body.uri)
+        fields, merchant = body, merchant_for(caller, body.merchant_id)
+        files_allowed = caller.merchant_id is None
+        uri = await run_in_threadpool(checked_uri, ctx, body.uri, files_allowed)
     else:
-        async with request.form(max_files=1, max_fields=10) as form:
-            photo, fields = form.get("file"), {k: form_text(form.get(k)) for k in form}
-            if not isinstance(photo, StarletteUpload) or not fields.get("sku"):
-                raise HTTPException(422, "a multipart review needs a `file` and a `sku` part")
-            merchant = merchant_for(caller, fields.get("merchant_id"))
-            sku, ref = str(fields["sku"]), fields.get("review_ref")
-            uri = await run_in_threadpool(store_photo, ctx, await photo.read())
-    task_id = await run_in_threadpool(
-        queue_review, ctx, uri=uri, merchant_id=merchant, sku=sku, review_ref=ref
+        async with photo_form(request) as form:
+            fields = form_fields(form, ReviewFields)
+            merchant = merchant_for(caller, fields.merchant_id)
+            data = await form_photo(form).read()
+        uri = await run_in_threadpool(lambda: store_photo(ctx, data, merchant_id=merchant))
+    review = review_event(uri, merchant, fields.sku, fields.review_ref)
+    task_id = await run_in_threadpool(lambda: queue_review(ctx, review))
+    return ReviewAccepted(
+        task_id=task_id,
+        merchant_id=merchant,
+        sku=fields.sku,
+        review_ref=fields.review_ref,
+        uri=public_uri(ctx.settings, uri),
     )
-    return ReviewAccepted(task_id=task_id, merchant_id=merchant, sku=sku, review_ref=ref, uri=uri)

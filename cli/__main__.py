@@ -1,5 +1,5 @@
-"""`python -m cli` is the `vitrine` command."""
+"""`python -m vitrine.cli` is the `vitrine` command."""
 
-from cli.app import main
+from vitrine.cli.app import main
 
 main()

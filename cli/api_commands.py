@@ -1,4 +1,4 @@
-"""`serve` (the HTTP API) and `api-token create|list|revoke` (who may call it)."""
+"""`serve` (the HTTP API) and `api-token create|list|revoke|rotate` (who may call it)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import os
 
 import typer
 
-from cli.options import JSON
-from cli.output import emit_json, friendly, out_console, table
-from ops import api_clients
-from ops.context import open_context
+from vitrine.cli.options import JSON
+from vitrine.cli.output import emit_json, friendly, out_console, table
+from vitrine.ops import api_clients
+from vitrine.ops.context import open_context
 
 tokens_app = typer.Typer(no_args_is_help=True, help="Bearer tokens for the HTTP API.")
 
@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
         urls = ctx.urls()  # the database at this code's schema, the broker answering
         # uvicorn's processes open their own context: hand them the servers found here.
         os.environ["DATABASE_URL"], os.environ["REDIS_URL"] = urls.database_url, urls.redis_url
-        from api.server import serve as run_server
+        from vitrine.api.server import serve as run_server
 
         out_console.print(f"vitrine API on http://{host}:{port} (OpenAPI docs: /docs)")
         run_server(host=host, port=port, workers=workers)
@@ -44,13 +44,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = JSON,
     ) -> None:
         """Make a client and print its token (shown this once; only its hash is kept)."""
-        made = api_clients.create_token(open_context(), name=name, merchant_id=merchant)
-        if json_out:
-            emit_json({"name": made.client.name, "merchant_id": merchant, "token": made.token})
-            return
-        scope = f"merchant {merchant!r}" if merchant else "any merchant"
-        out_console.print(f"client {made.client.name!r} ({scope}); its token, shown once:")
-        out_console.print(made.token, soft_wrap=True)
+        _show(api_clients.create_token(open_context(), name=name, merchant_id=merchant), json_out)
 
     @tokens_app.command("list")
     @friendly
@@ -72,6 +66,25 @@ def register(app: typer.Typer) -> None:
         """Revoke a client's token at once (its next request gets 401)."""
         api_clients.revoke_token(open_context(), name=name)
         out_console.print(f"revoked {name!r}")
+
+    @tokens_app.command("rotate")
+    @friendly
+    def rotate(
+        name: str = typer.Argument(..., help="The client's name."), json_out: bool = JSON
+    ) -> None:
+        """Replace a client's token in one step: the old one stops working (desk sessions
+        included), a new one with the same merchant is printed once."""
+        _show(api_clients.rotate_token(open_context(), name=name), json_out)
+
+
+def _show(made: api_clients.NewToken, json_out: bool) -> None:
+    merchant = made.client.merchant_id
+    if json_out:
+        emit_json({"name": made.client.name, "merchant_id": merchant, "token": made.token})
+        return
+    scope = f"merchant {merchant!r}" if merchant else "any merchant"
+    out_console.print(f"client {made.client.name!r} ({scope}); its token, shown once:")
+    out_console.print(made.token, soft_wrap=True)
 
 
 def _state(client: api_clients.ApiClient) -> str:

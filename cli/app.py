@@ -6,11 +6,12 @@ option, manifest, model directory, un-migrated database), 3 a server cannot be r
 
 from __future__ import annotations
 
+import sys
 from importlib.metadata import PackageNotFoundError, version
 
 import typer
 
-from cli import (
+from vitrine.cli import (
     api_commands,
     bench_commands,
     explain_commands,
@@ -20,7 +21,8 @@ from cli import (
     server_commands,
     upload_commands,
 )
-from ops.logs import setup_cli_logging
+from vitrine.cli.output import emit_json
+from vitrine.ops.logs import setup_cli_logging
 
 
 def _version() -> str:
@@ -68,8 +70,28 @@ for commands in (
     commands.register(app)
 
 
+def _usage_error(exc: typer.TyperException) -> None:
+    """Click's message and exit code (2) for a bad option or argument; with --json, the
+    same as one JSON object on stdout, as every other error."""
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    if hasattr(exc, "show"):
+        exc.show()
+    else:
+        typer.echo(message, err=True)
+    exit_code = int(getattr(exc, "exit_code", 2))
+    if "--json" in sys.argv[1:]:
+        emit_json({"error": message, "exit_code": exit_code})
+    sys.exit(exit_code)
+
+
 def main() -> None:
     # TensorFlow's start-up chatter is noise on a terminal (real errors still show); log
     # lines never carry credentials.
     setup_cli_logging()
-    app()
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        sys.exit(1)
+    except typer.TyperException as exc:  # a bad option or argument: Click's words, exit 2
+        _usage_error(exc)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -6,10 +6,19 @@ from pathlib import Path
 
 import typer
 
-from cli.options import JSON, parse_positive_ints
-from cli.output import emit_json, friendly, key_values, out_console, progress_bar
-from ops.context import open_context
-from worker.settings import get_settings
+from vitrine.cli.options import JSON, parse_positive_ints
+from vitrine.cli.output import (
+    EXIT_FAILED,
+    emit_json,
+    err_console,
+    friendly,
+    key_values,
+    out_console,
+    progress_bar,
+    table,
+)
+from vitrine.ops.context import open_context
+from vitrine.settings import get_settings
 
 bench_app = typer.Typer(
     invoke_without_command=True,
@@ -43,8 +52,8 @@ def register(app: typer.Typer) -> None:
         """Forward pass, preprocessing and decode throughput on this machine."""
         if ctx.invoked_subcommand is not None:
             return
-        from ops.bench import run_bench
-        from ops.models import check_model_dir
+        from vitrine.bench.forward import run_bench
+        from vitrine.ops.models import check_model_dir
 
         if model is not None:
             check_model_dir(model)
@@ -67,12 +76,17 @@ def register(app: typer.Typer) -> None:
         json_out: bool = JSON,
     ) -> None:
         """Bound, bulk, live, naive and latency figures, measured in one run."""
-        from ops.bench_ingest import IngestBench, run_ingest_bench
+        from vitrine.bench.ingest import IngestBench, run_ingest_bench
 
         request = IngestBench(
-            images=images, seed=seed, concurrency=concurrency, naive_images=naive_images,
-            latency_uploads=latency_uploads, latency_rate=latency_rate, keep_rows=keep_rows,
-        )  # fmt: skip
+            images=images,
+            seed=seed,
+            concurrency=concurrency,
+            naive_images=naive_images,
+            latency_uploads=latency_uploads,
+            latency_rate=latency_rate,
+            keep_rows=keep_rows,
+        )
         results = run_ingest_bench(open_context(), request, progress=progress_bar)
         _show(results, json_out, "bench ingest")
 
@@ -93,13 +107,17 @@ def register(app: typer.Typer) -> None:
         json_out: bool = JSON,
     ) -> None:
         """Latency and recall@10 of similarity search over N vectors, plain and filtered."""
-        from ops.bench_search import SearchBench, run_search_bench
+        from vitrine.bench.search import SearchBench, run_search_bench
 
         request = SearchBench(
-            vectors=vectors, queries=queries, merchants=merchants, seed=seed,
-            ef_search=parse_positive_ints(ef_search, "--ef-search"), keep=keep or reuse,
+            vectors=vectors,
+            queries=queries,
+            merchants=merchants,
+            seed=seed,
+            ef_search=parse_positive_ints(ef_search, "--ef-search"),
+            keep=keep or reuse,
             reuse=reuse,
-        )  # fmt: skip
+        )
         results = run_search_bench(open_context(), request, progress=progress_bar)
         _show(results, json_out, "bench search")
 
@@ -111,12 +129,31 @@ def register(app: typer.Typer) -> None:
         json_out: bool = JSON,
     ) -> None:
         """Precision and recall of the perceptual hash on re-published listing photos."""
-        from ops.bench_duplicates import run_duplicates_bench
+        from vitrine.bench.duplicates import run_duplicates_bench
 
         results = run_duplicates_bench(
             get_settings(), items=items, seed=seed, progress=progress_bar
         )
         _show(results, json_out, "bench duplicates")
+
+    @bench_app.command("catalog")
+    @friendly
+    def bench_catalog(
+        items: int = typer.Option(300, "--items", min=10, help="Distinct items (N)."),
+        foreign: int = typer.Option(
+            110, "--foreign", min=1, help="Photos of none of the categories."
+        ),
+        seed: int = typer.Option(2026, "--seed"),
+        json_out: bool = JSON,
+    ) -> None:
+        """One realistic catalogue through the real path, in a scratch database: listings
+        kept, effective labels, unknown, near-duplicates, similar items; by photo style."""
+        from vitrine.bench.catalog import run_catalog_bench
+
+        results = run_catalog_bench(
+            open_context(), items=items, foreign=foreign, seed=seed, progress=progress_bar
+        )
+        _show(results, json_out, "bench catalog")
 
     @bench_app.command("explain")
     @friendly
@@ -126,7 +163,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = JSON,
     ) -> None:
         """Faithfulness of Grad-CAM maps: mass on the object, deletion test vs random."""
-        from ops.bench_explain import run_explain_bench
+        from vitrine.bench.explain import run_explain_bench
 
         results = run_explain_bench(get_settings(), items=items, seed=seed, progress=progress_bar)
         _show(results, json_out, "bench explain")
@@ -141,7 +178,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = JSON,
     ) -> None:
         """Precision and recall per listing-photo rule on photos with known defects."""
-        from ops.bench_quality import run_quality_bench
+        from vitrine.bench.quality import run_quality_bench
 
         results = run_quality_bench(get_settings(), items=items, seed=seed, progress=progress_bar)
         _show(results, json_out, "bench quality")
@@ -154,7 +191,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = JSON,
     ) -> None:
         """Precision and recall of label_mismatches with 5 % of categories declared wrong."""
-        from ops.bench_mismatches import run_mismatches_bench
+        from vitrine.bench.mismatches import run_mismatches_bench
 
         results = run_mismatches_bench(
             get_settings(), items=items, seed=seed, progress=progress_bar
@@ -171,7 +208,52 @@ def register(app: typer.Typer) -> None:
         json_out: bool = JSON,
     ) -> None:
         """ROC AUC of the review match score: same item vs another item or class."""
-        from ops.bench_reviews import run_reviews_bench
+        from vitrine.bench.reviews import run_reviews_bench
 
         results = run_reviews_bench(get_settings(), pairs=pairs, seed=seed, progress=progress_bar)
         _show(results, json_out, "bench reviews")
+
+    @bench_app.command("desk")
+    @friendly
+    def bench_desk(
+        images: int = typer.Option(100_000, "--images", min=100, help="Catalog size (N)."),
+        runs: int = typer.Option(5, "--runs", min=1, help="Timed fetches per page."),
+        page_budget_s: float = typer.Option(
+            10.0, "--page-budget-s", min=0.1, help="A page slower than this is timed once."
+        ),
+        seed: int = typer.Option(2026, "--seed"),
+        keep: bool = typer.Option(False, "--keep", help="Keep the scratch database."),
+        reuse: bool = typer.Option(
+            False, "--reuse", help="Measure a kept scratch database again (implies --keep)."
+        ),
+        json_out: bool = JSON,
+    ) -> None:
+        """The review desk's page times (median, max) on N images with decisions, as the
+        real app renders them: grid, deep pages, every queue, item pages."""
+        from vitrine.bench.desk import DeskBench, pages_table_rows, run_desk_bench
+
+        request = DeskBench(
+            images=images,
+            runs=runs,
+            seed=seed,
+            page_budget_s=page_budget_s,
+            keep=keep or reuse,
+            reuse=reuse,
+        )
+        results = run_desk_bench(open_context(), request, progress=progress_bar)
+        if json_out:
+            emit_json(results)
+        else:
+            sessions = ("pages", "merchant_pages")
+            flat = {k: v for k, v in results.items() if k not in sessions and k != "errors"}
+            flat["slow_pages"] = len(results["slow_pages"])
+            out_console.print(key_values(flat, title="bench desk"))
+            columns = ("page (ms; * slow)", "median", "max", "SQL", "slowest statement")
+            for key in sessions:
+                who = "platform desk" if key == "pages" else f"merchant {results.get('merchant')}"
+                out_console.print(table(columns, pages_table_rows(results, key), title=who))
+            out_console.print("Each page's path and slowest statement: --json.")
+        if results["errors"]:
+            for error in results["errors"]:
+                err_console.print(f"[bold red]error:[/] {error}", markup=True, highlight=False)
+            raise typer.Exit(EXIT_FAILED)

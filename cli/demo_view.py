@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from cli.output import emit_json, out_console, table
-from ops.demo import DemoReport
+from vitrine.cli.output import emit_json, out_console, table
+from vitrine.ops.demo import DemoReport
 
 
 def print_demo(report: DemoReport, json_out: bool) -> None:

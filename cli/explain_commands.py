@@ -6,10 +6,10 @@ from pathlib import Path
 
 import typer
 
-from cli.options import JSON
-from cli.output import emit_json, friendly, key_values, out_console
-from ops.context import open_context
-from ops.errors import UserError
+from vitrine.cli.options import JSON
+from vitrine.cli.output import emit_json, friendly, key_values, out_console
+from vitrine.ops.context import open_context
+from vitrine.ops.errors import UserError
 
 
 def register(app: typer.Typer) -> None:
@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = JSON,
     ) -> None:
         """Where the active model looked (Grad-CAM), its top 3, the nearest training images."""
-        from ops import explain as ops_explain
+        from vitrine.ops import explain as ops_explain
 
         if (image_id is None) == (image is None):
             raise UserError("give an IMAGE_ID or --image FILE (one of them)")
@@ -39,7 +39,8 @@ def register(app: typer.Typer) -> None:
             "model": found.model,
             "label": found.label,
             "confidence": round(found.confidence, 4),
-            "top_k": [{"label": lab, "confidence": round(p, 4)} for lab, p in found.top_k],
+            "unknown_score": None if found.unknown_score is None else round(found.unknown_score, 4),
+            "top_k": [{"label": lab, "score": round(p, 4)} for lab, p in found.top_k],
             "neighbours": [
                 {"train_index": n.index, "label": n.label, "distance": round(n.distance, 4)}
                 for n in found.neighbours

@@ -2,17 +2,17 @@
 
 A separate module because it is the one command that destroys data: it names exactly
 one target, can be rehearsed with `--dry-run`, and says what it did in one line (or one
-JSON object); the audit row it leaves is in table `erasures` (ops.forget).
+JSON object); the audit row it leaves is in table `erasures` (vitrine.ops.forget).
 """
 
 from __future__ import annotations
 
 import typer
 
-from cli.options import JSON
-from cli.output import emit_json, friendly, out_console
-from ops.context import open_context
-from ops.forget import ForgetReport, forget
+from vitrine.cli.options import JSON
+from vitrine.cli.output import emit_json, friendly, out_console
+from vitrine.ops.context import open_context
+from vitrine.ops.forget import ForgetReport, forget
 
 
 def register(app: typer.Typer) -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from cli.options import JSON
-from cli.output import (
+from vitrine.cli.options import JSON
+from vitrine.cli.output import (
     EXIT_FAILED,
     emit_json,
     err_console,
@@ -17,9 +17,9 @@ from cli.output import (
     progress_bar,
     table,
 )
-from ops.context import open_context
-from ops.errors import UserError
-from worker.settings import get_settings
+from vitrine.ops.context import open_context
+from vitrine.ops.errors import UserError
+from vitrine.settings import get_settings
 
 
 def _log(message: str) -> None:
@@ -27,24 +27,40 @@ def _log(message: str) -> None:
 
 
 def _train_corrections(
-    out: Path, init: Path | None, fashion: Path | None, epochs: int | None, seed: int,
-    learning_rate: float | None, version: str | None, json_out: bool,
-) -> None:  # fmt: skip
+    out: Path,
+    init: Path | None,
+    fashion: Path | None,
+    epochs: int | None,
+    seed: int,
+    learning_rate: float | None,
+    version: str | None,
+    json_out: bool,
+) -> None:
     """`train --corrections`: the new model and the before/after table the operator
     decides on (the model is written, never registered or activated)."""
-    from ops.corrections import CorrectionsRequest, train_on_corrections
+    from vitrine.ops.corrections import CorrectionsRequest, train_on_corrections
 
     request = CorrectionsRequest(
-        out=out, init=init, fashion=fashion, epochs=epochs, seed=seed,
-        learning_rate=learning_rate, version=version,
-    )  # fmt: skip
+        out=out,
+        init=init,
+        fashion=fashion,
+        epochs=epochs,
+        seed=seed,
+        learning_rate=learning_rate,
+        version=version,
+    )
     result = train_on_corrections(open_context(), request, log=_log)
     summary = {
-        "model": result.spec.key, "base": result.base, "out": str(out),
-        "corrections": result.corrections, "relabelled": result.relabelled,
-        "replay": result.replay, "skipped": result.skipped, "compare": result.compare,
+        "model": result.spec.key,
+        "base": result.base,
+        "out": str(out),
+        "corrections": result.corrections,
+        "relabelled": result.relabelled,
+        "replay": result.replay,
+        "skipped": result.skipped,
+        "compare": result.compare,
         "train_seconds": result.spec.training.get("train_seconds"),
-    }  # fmt: skip
+    }
     if json_out:
         emit_json(summary)
         return
@@ -52,11 +68,14 @@ def _train_corrections(
     def shown(value: float | None) -> str:
         return "-" if value is None else f"{value:.4f}"
 
-    rows = [(what, c["n"], shown(c["before"]), shown(c["after"]))
-            for what, c in result.compare.items()]  # fmt: skip
+    rows = [
+        (what, c["n"], shown(c["before"]), shown(c["after"])) for what, c in result.compare.items()
+    ]
     out_console.print(table(("accuracy on", "images", result.base, result.spec.key), rows))
-    out_console.print(f"wrote {out} (not registered: `vitrine models add {out}`, then "
-                      "`vitrine models activate` if the figures say so)")  # fmt: skip
+    out_console.print(
+        f"wrote {out} (not registered: `vitrine models add {out}`, then "
+        "`vitrine models activate` if the figures say so)"
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -113,23 +132,40 @@ def register(app: typer.Typer) -> None:
         json_out: bool = JSON,
     ) -> None:
         """Train a model: Fashion-MNIST by default, or your own taxonomy with --data."""
-        from ops.training import TrainRequest
-        from ops.training import train as run_training
+        from vitrine.ops.training import TrainRequest
+        from vitrine.ops.training import train as run_training
 
         if corrections:
             if data or backbone or weights or input_size or limit or name:
-                raise UserError("--corrections fine-tunes a Fashion-MNIST model; "
-                                "--data, --backbone, --weights, --input-size, --limit and "
-                                "--name do not apply")  # fmt: skip
+                raise UserError(
+                    "--corrections fine-tunes a Fashion-MNIST model; "
+                    "--data, --backbone, --weights, --input-size, --limit and "
+                    "--name do not apply"
+                )
             _train_corrections(out, init, fashion, epochs, seed, learning_rate, version, json_out)
             return
         version = version or "1"
         request = TrainRequest(
-            out=out, fashion=fashion, data=data, epochs=epochs, seed=seed, limit=limit,
-            widths=widths, embedding_dim=embedding_dim, blur=blur, gamma=gamma, tilt=tilt,
-            jpeg=jpeg, init=init, learning_rate=learning_rate, backbone=backbone,
-            weights=weights, input_size=input_size, name=name, version=version,
-        )  # fmt: skip
+            out=out,
+            fashion=fashion,
+            data=data,
+            epochs=epochs,
+            seed=seed,
+            limit=limit,
+            widths=widths,
+            embedding_dim=embedding_dim,
+            blur=blur,
+            gamma=gamma,
+            tilt=tilt,
+            jpeg=jpeg,
+            init=init,
+            learning_rate=learning_rate,
+            backbone=backbone,
+            weights=weights,
+            input_size=input_size,
+            name=name,
+            version=version,
+        )
         spec = run_training(request, limits=get_settings().image_limits, log=_log)
         summary = {
             "model": spec.key,
@@ -172,23 +208,36 @@ def register(app: typer.Typer) -> None:
         json_out: bool = JSON,
     ) -> None:
         """Accuracy, per-class precision/recall and retrieval quality."""
-        from ops.evaluation import EvalRequest, run_eval
+        from vitrine.ops.evaluation import EvalRequest, run_eval
 
         request = EvalRequest(
-            model=model, data=data_dir, images=images, manifest=manifest, retrieval=retrieval,
-            hnsw=hnsw, k=k, gallery_limit=gallery_limit, report=report,
-        )  # fmt: skip
+            model=model,
+            data=data_dir,
+            images=images,
+            manifest=manifest,
+            retrieval=retrieval,
+            hnsw=hnsw,
+            k=k,
+            gallery_limit=gallery_limit,
+            report=report,
+        )
         ctx = open_context()
         result = run_eval(ctx, request)
         if corrections:
-            from ops.corrections import corrections_accuracy
+            from vitrine.ops.corrections import corrections_accuracy
 
             result["corrections"] = corrections_accuracy(ctx, model or ctx.settings.model_dir)
         if json_out:
             emit_json(result)
             return
-        out_console.print(f"model {result['model']}: accuracy {result['accuracy']:.4f} "
-                          f"on {result['n']} images")  # fmt: skip
+        if "accuracy" in result:
+            accuracy, n = result["accuracy"], result["n"]
+            out_console.print(f"model {result['model']}: accuracy {accuracy:.4f} on {n} images")
+        if result.get("unknown_rate") is not None:
+            flat = {k: v for k, v in result.items() if k.startswith("unknown_")}
+            out_console.print(key_values(flat, title="none of the model's categories"))
+        if "per_class" not in result:
+            return
         out_console.print(
             table(
                 ("class", "precision", "recall", "support"),
@@ -214,18 +263,21 @@ def register(app: typer.Typer) -> None:
         n: int = typer.Option(2000, "--n", min=1, help="How many photos."),
         seed: int = typer.Option(None, "--seed", help="Default: 2024 (merchant), 2025 (studio)."),
         style: str = typer.Option(
-            "merchant", "--style", help="merchant (white/transparent) or studio (backdrops, tilt)."
+            "merchant",
+            "--style",
+            help="merchant (white/transparent), studio (backdrops, tilt), or foreign (none of "
+            "the categories: household, electronics, documents, food, plants, textures, scenes).",
         ),
         fashion: Path = typer.Option(
             None, "--fashion", help="Fashion-MNIST directory (default: Debian's)."
         ),
         sample: bool = typer.Option(False, "--sample", help="Use the slice shipped in the repo."),
     ) -> None:
-        """Make merchant-like photos of test items, for `eval --images/--manifest`."""
-        from ops.data import fashion_mnist
-        from ops.demo import write_photos
+        """Make merchant-like photos of test items (or of foreign things), for `eval --images`."""
+        from vitrine.ops.data import fashion_mnist
+        from vitrine.ops.demo import write_photos
 
-        data = fashion_mnist(fashion, sample=sample)
+        data = fashion_mnist(fashion, sample=sample or style == "foreign")
         manifest = write_photos(data, out, n=n, seed=seed, style=style, progress=progress_bar)
         out_console.print(f"wrote {n} {style} photos and {manifest}")
 
@@ -239,8 +291,8 @@ def register(app: typer.Typer) -> None:
         json_out: bool = JSON,
     ) -> None:
         """Write a sample catalog, ingest it, print labels and nearest neighbours."""
-        from cli.demo_view import print_demo
-        from ops.demo import run_demo
+        from vitrine.cli.demo_view import print_demo
+        from vitrine.ops.demo import run_demo
 
         if out is not None and out.exists() and not out.is_dir():
             raise UserError(f"--out {out} is a file; give a folder")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from worker.names import ALL_QUEUES
+from vitrine.worker.names import ALL_QUEUES
 
 JSON = typer.Option(False, "--json", help="Print one JSON object on stdout.")
 WORKERS = typer.Option(

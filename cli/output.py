@@ -33,8 +33,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from ops.errors import OpsError, ServerUnreachable
-from ops.progress import Tick
+from vitrine.ops.errors import OpsError, ServerUnreachable
+from vitrine.ops.progress import Tick
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -58,27 +58,33 @@ def _server_errors() -> tuple[type[BaseException], ...]:
     )
 
 
-def fail(message: str, code: int) -> typer.Exit:
+def fail(message: str, code: int, *, as_json: bool = False) -> typer.Exit:
+    """One line on stderr; with --json also `{"error", "exit_code"}` on stdout, so a
+    program reading the JSON learns what went wrong from the same stream."""
     err_console.print(f"[bold red]error:[/] {message}", markup=True)
+    if as_json:
+        emit_json({"error": message, "exit_code": code})
     return typer.Exit(code)
 
 
 def friendly(fn: Callable[P, R]) -> Callable[P, R]:
-    """Run a command; its errors become one line on stderr and an exit code."""
+    """Run a command; its errors become one line on stderr (and one JSON object on
+    stdout with --json) and an exit code."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        as_json = bool(kwargs.get("json_out"))
         try:
             return fn(*args, **kwargs)
         except OpsError as exc:
-            raise fail(str(exc), exc.exit_code) from None
+            raise fail(str(exc), exc.exit_code, as_json=as_json) from None
         except pydantic.ValidationError as exc:
             error = exc.errors()[0]
             name = "VITRINE_" + str(error["loc"][0]).upper() if error["loc"] else "a setting"
             message = error["msg"].removeprefix("Value error, ")
-            raise fail(f"{name}: {message}", EXIT_USER) from None
+            raise fail(f"{name}: {message}", EXIT_USER, as_json=as_json) from None
         except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
-            raise fail(str(exc), EXIT_USER) from None
+            raise fail(str(exc), EXIT_USER, as_json=as_json) from None
         except KeyboardInterrupt:
             err_console.print("interrupted; work already queued stays queued")
             raise typer.Exit(130) from None
@@ -87,11 +93,11 @@ def friendly(fn: Callable[P, R]) -> Callable[P, R]:
                 raise
             first = str(exc.orig).strip().splitlines()[0]
             message = f"the database refused: {first}; this command needs a role that may write"
-            raise fail(message, EXIT_USER) from None
+            raise fail(message, EXIT_USER, as_json=as_json) from None
         except _server_errors() as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             unreachable = ServerUnreachable(f"lost a server mid-command: {first}")
-            raise fail(str(unreachable), EXIT_UNREACHABLE) from None
+            raise fail(str(unreachable), EXIT_UNREACHABLE, as_json=as_json) from None
 
     return wrapper
 
@@ -134,7 +140,7 @@ class _RateColumn(ProgressColumn):
 
 @contextmanager
 def progress_bar(description: str, total: int) -> Iterator[Tick]:
-    """A bar on stderr for long work (`ops.progress.ProgressFactory`)."""
+    """A bar on stderr for long work (`vitrine.ops.progress.ProgressFactory`)."""
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),

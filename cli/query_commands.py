@@ -8,13 +8,15 @@ from pathlib import Path
 
 import typer
 
-from cli.options import JSON
-from cli.output import emit_json, friendly, key_values, out_console, table
-from cli.server_commands import print_services
-from ops import catalog
-from ops import models as ops_models
-from ops.context import open_context
-from ops.errors import UserError
+from vitrine.cli.options import JSON
+from vitrine.cli.output import emit_json, err_console, friendly, key_values, out_console, table
+from vitrine.cli.server_commands import print_services
+from vitrine.ops import catalog
+from vitrine.ops import models as ops_models
+from vitrine.ops.context import open_context
+from vitrine.ops.errors import UserError
+from vitrine.pipeline.types import UNKNOWN_LABEL
+from vitrine.settings import get_settings
 
 models_app = typer.Typer(no_args_is_help=True, help="Registered model versions.")
 
@@ -52,12 +54,13 @@ def register(app: typer.Typer) -> None:
                     "image_id": report.image_id,
                     "sql": report.sql,
                     "neighbours": report.neighbours,
+                    "note": report.note,
                     "contact_sheet": str(report.sheet) if report.sheet else None,
                 }
             )
             return
         out_console.print(report.sql, style="dim")
-        _print_neighbours(report.neighbours, report.sheet)
+        _print_neighbours(report.neighbours, report.sheet, report.note)
 
     @app.command()
     @friendly
@@ -96,16 +99,18 @@ def register(app: typer.Typer) -> None:
         rows = ops_models.list_models(open_context().engine())
         if json_out:
             emit_json(
-                [
-                    {
-                        "key": r.key,
-                        "active": r.is_active,
-                        "embedding_dim": r.embedding_dim,
-                        "path": r.path,
-                        "embeddings": r.n_embeddings,
-                    }
-                    for r in rows
-                ]
+                {
+                    "models": [
+                        {
+                            "key": r.key,
+                            "active": r.is_active,
+                            "embedding_dim": r.embedding_dim,
+                            "path": r.path,
+                            "embeddings": r.n_embeddings,
+                        }
+                        for r in rows
+                    ]
+                }
             )
             return
         out_console.print(
@@ -128,6 +133,39 @@ def register(app: typer.Typer) -> None:
         key = ops_models.register_model_dir(open_context().engine(), directory)
         out_console.print(f"registered {key} from {directory}")
 
+    @models_app.command("calibrate-unknown")
+    @friendly
+    def models_calibrate_unknown(
+        directory: Path = typer.Argument(..., help="A model directory (model.json + .keras)."),
+        fashion: Path = typer.Option(
+            None, "--fashion", help="Fashion-MNIST IDX files (default: Debian's)."
+        ),
+        reference: int = typer.Option(6000, "--reference", help="Photos the centroids learn."),
+        calibration: int = typer.Option(
+            2000, "--calibration", help="Other photos that set the threshold."
+        ),
+        json_out: bool = JSON,
+    ) -> None:
+        """Give a Fashion-MNIST model its "none of our categories" detector (unknown.npz):
+        generated photos of training items, EfficientNet-Lite0 features; minutes."""
+        from vitrine.ops.unknown import calibrate
+
+        done = calibrate(
+            directory,
+            fashion=fashion,
+            reference=reference,
+            calibration=calibration,
+            limits=get_settings().image_limits,
+            log=lambda line: err_console.print(line),
+        )
+        if json_out:
+            emit_json(done)
+            return
+        out_console.print(
+            f"{directory}: threshold {done.threshold:.4f} from {done.reference_photos} + "
+            f"{done.calibration_photos} photos in {done.seconds:.0f} s (unknown.npz, model.json)"
+        )
+
     @models_app.command("activate")
     @friendly
     def models_activate(
@@ -146,19 +184,30 @@ def _show_photo_search(found: catalog.PhotoSearch, json_out: bool) -> None:
                 "model": found.model,
                 "label": found.label,
                 "confidence": round(found.confidence, 4),
+                "unknown_score": found.unknown_score,
                 "neighbours": found.neighbours,
+                "note": found.note,
                 "contact_sheet": str(found.sheet) if found.sheet else None,
             }
         )
         return
-    out_console.print(f"{found.photo}: {found.label} ({found.confidence:.2f}, {found.model})")
-    _print_neighbours(found.neighbours, found.sheet)
+    if found.label == UNKNOWN_LABEL:  # the confidence is a best guess's, which no one reads
+        score = f", unknown score {found.unknown_score:.2f}" if found.unknown_score else ""
+        out_console.print(f"{found.photo}: none of {found.model}'s categories (unknown{score})")
+    else:
+        out_console.print(f"{found.photo}: {found.label} ({found.confidence:.2f}, {found.model})")
+    _print_neighbours(found.neighbours, found.sheet, found.note)
 
 
-def _print_neighbours(neighbours: Sequence[catalog.Neighbour], sheet: Path | None) -> None:
+def _print_neighbours(
+    neighbours: Sequence[catalog.Neighbour], sheet: Path | None, note: str | None
+) -> None:
+    if note:
+        out_console.print(note)
     rows = [
         (n.image_id, n.label, f"{n.distance:.4f}", n.merchant_id, n.sku, n.uri) for n in neighbours
     ]
-    out_console.print(table(("image", "label", "distance", "merchant", "sku", "uri"), rows))
+    if rows:
+        out_console.print(table(("image", "label", "distance", "merchant", "sku", "uri"), rows))
     if sheet:
         out_console.print(f"contact sheet: {sheet}")

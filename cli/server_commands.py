@@ -6,13 +6,13 @@ from typing import Any
 
 import typer
 
-from cli.options import JSON, QUEUES
-from cli.output import emit_json, friendly, out_console
-from ops import services as ops_services
-from ops.context import open_context
-from ops.health import check_worker
-from ops.workers import exec_worker
-from worker.settings import get_settings
+from vitrine.cli.options import JSON, QUEUES
+from vitrine.cli.output import emit_json, friendly, out_console
+from vitrine.ops import services as ops_services
+from vitrine.ops.context import open_context
+from vitrine.ops.health import check_worker
+from vitrine.ops.workers import exec_worker
+from vitrine.settings import get_settings
 
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 services_app = typer.Typer(no_args_is_help=True, help="Embedded PostgreSQL and Redis.")
@@ -44,6 +44,11 @@ def register(app: typer.Typer) -> None:
         out_console.print(f"database at revision {report.revision}")
         if report.registered_model:
             out_console.print(f"registered and activated {report.registered_model}")
+        if report.hashes_to_measure:
+            out_console.print(
+                f"{report.hashes_to_measure} image(s) need their perceptual hash measured "
+                "again (the recipe changed): run `vitrine backfill --hashes`"
+            )
 
     @services_app.command("status")
     @friendly

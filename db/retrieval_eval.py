@@ -11,7 +11,7 @@ import numpy as np
 from pgvector import Vector
 from sqlalchemy import Connection
 
-from db.engine import register_vector_types
+from vitrine.db.engine import register_vector_types
 
 
 def _copy(

@@ -7,7 +7,7 @@ cannot drift apart silently.
 
 Embeddings of different models have different dimensions, so `embeddings.embedding` is
 an unsized `vector`. HNSW needs a fixed dimension, so each registered model gets its own
-*partial expression* index, created by `db.repository.register_model`::
+*partial expression* index, created by `vitrine.db.repository.register_model`::
 
     CREATE INDEX embeddings_hnsw_m<id> ON embeddings
         USING hnsw ((embedding::vector(<dim>)) vector_cosine_ops) WHERE model_id = <id>
@@ -37,15 +37,14 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    Uuid,
     false,
     func,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-from db.schema_reviews import reviews_table
-
-PHASH_BITS = 320  # pipeline.phash.BITS (db does not import pipeline's pixel code)
+PHASH_BITS = 320  # vitrine.pipeline.inference.phash.BITS (db does not import pipeline's pixel code)
 IMAGE_STATUSES: tuple[str, ...] = ("pending", "processing", "done", "failed")
 
 NAMING_CONVENTION = {
@@ -110,15 +109,36 @@ images = Table(
         ),
     ),
     Column("declared_label", Text, comment=_DECLARED),  # migration 0009
-    # The idempotency key of an upload: the same merchant sending the same URI again
-    # refers to the same row.
-    UniqueConstraint("merchant_id", "uri"),
+    # Migration 0013: the upload event this row records. Its idempotency key: a redelivery
+    # of the same event finds this row; another event is another row, whatever its bytes.
+    # Migration 0014: the label of the latest review-desk decision, kept by a trigger.
+    Column(
+        "person_label",
+        Text,
+        comment=(
+            "Label of the latest review-desk decision (label_corrections), kept by a "
+            "trigger; wins over the model everywhere."
+        ),
+    ),
+    Column(
+        "event_id",
+        Text,
+        nullable=False,
+        unique=True,
+        server_default=text("('uuid:'::text || gen_random_uuid())"),
+        comment=(
+            "The upload event this row records: a redelivery of the same event finds this "
+            "row (docs/sql.md, Listings and upload events)."
+        ),
+    ),
     CheckConstraint(
         "status IN ('pending', 'processing', 'done', 'failed')",
         name="status",
     ),
     Index(None, "sha256"),
+    Index(None, "merchant_id", "uri"),
     Index(None, "merchant_id", "created_at"),
+    Index(None, "sku", postgresql_ops={"sku": "text_pattern_ops"}),
     Index(None, "status"),
     Index(
         "images_phash_hnsw_idx",
@@ -126,7 +146,10 @@ images = Table(
         postgresql_using="hnsw",
         postgresql_ops={"phash": "bit_hamming_ops"},
     ),
-    comment="One row per merchant upload, unique on (merchant_id, uri).",
+    comment=(
+        "One row per upload event (a listing's image), unique on event_id; the same bytes "
+        "under another SKU or merchant are another row."
+    ),
 )
 
 _NULL = "(NULL: none declared, not a label, or copied)"
@@ -142,6 +165,22 @@ predictions = Table(
     # Migration 0011: what the model thinks of the merchant's declared category.
     Column("declared_score", REAL, comment=f"Probability of the declared category {_NULL}."),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # Migration 0014: "none of our categories" (pipeline/unknown.py).
+    Column(
+        "unknown_score",
+        REAL,
+        comment=(
+            "How far the photo lies from every class the model knows (higher: further); "
+            "NULL: made before it was measured."
+        ),
+    ),
+    Column(
+        "unknown",
+        Boolean,
+        comment=(
+            "unknown_score past the model's calibrated threshold: none of the model's categories."
+        ),
+    ),
     PrimaryKeyConstraint("image_id", "model_id"),
     # label_counts / "how many shoes" filter by model, then group by label.
     Index(None, "model_id", "label"),
@@ -187,16 +226,44 @@ api_clients = Table(
     "api_clients",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("name", Text, nullable=False, unique=True),
+    Column("name", Text, nullable=False),
     Column("token_sha256", LargeBinary, nullable=False, unique=True),
     Column("merchant_id", Text),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("revoked_at", DateTime(timezone=True)),
     CheckConstraint("octet_length(token_sha256) = 32", name="token_sha256"),
     CheckConstraint("name <> ''", name="name"),
+    # 0012: a name is unique among live clients, so a revoked one's name can be reused.
+    Index(
+        "api_clients_live_name_idx",
+        "name",
+        unique=True,
+        postgresql_where=text("revoked_at IS NULL"),
+    ),
     comment=(
         "Bearer-token clients of the HTTP API; only the SHA-256 of each token is stored. "
         "merchant_id NULL: a platform client (any merchant)."
+    ),
+)
+
+# Created by migration 0012: review-desk sessions (the SHA-256 of the cookie's random id).
+desk_sessions = Table(
+    "desk_sessions",
+    metadata,
+    Column("id_sha256", LargeBinary, primary_key=True),
+    Column(
+        "client_id",
+        Integer,
+        ForeignKey("api_clients.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+    CheckConstraint("octet_length(id_sha256) = 32", name="id_sha256"),
+    comment=(
+        "Review-desk logins: the SHA-256 of the session id in the browser's cookie, "
+        "the API client it acts as, and when it expires."
     ),
 )
 
@@ -259,16 +326,127 @@ label_corrections = Table(
     Column("queue", Text),
     Column("decided_by", Text, nullable=False),
     Column("decided_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column(
+        "action_id",
+        Uuid,
+        comment=(
+            "What one desk action decided (a bulk approval is one action); undo removes the "
+            "latest action of a person."
+        ),
+    ),
     CheckConstraint("action IN ('approve', 'relabel')", name="action"),
     Index(None, "image_id"),
+    Index("label_corrections_decided_by_idx", "decided_by", "decided_at"),
     comment=(
         "Review-desk decisions: approve keeps the label, relabel corrects it; read by "
         "vitrine train --corrections."
     ),
 )
 
-# Created by migration 0009: shoppers' review photos (db/schema_reviews.py says what).
-reviews = reviews_table(metadata)
+# Created by migration 0016: near-duplicate pairs, each once, as rows (the view
+# `duplicate_candidates` probes the hash index per image; a desk page reads this table).
+duplicate_pairs = Table(
+    "duplicate_pairs",
+    metadata,
+    Column("image_id", BigInteger, ForeignKey("images.id", ondelete="CASCADE"), nullable=False),
+    Column(
+        "other_image_id", BigInteger, ForeignKey("images.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("reason", Text, nullable=False),
+    Column("distance", Integer, nullable=False),
+    Column("found_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("image_id", "other_image_id"),
+    CheckConstraint("image_id < other_image_id", name="order"),
+    CheckConstraint("reason IN ('sha256', 'phash')", name="reason"),
+    Index(None, "other_image_id"),
+    comment=(
+        "Near-duplicate pairs, each once (image_id < other_image_id): the same bytes "
+        "(sha256, distance 0) or perceptual hashes at most the view's bits apart (phash). "
+        "Added by the workers as they finish images."
+    ),
+)
+
+# Created by migration 0016: review-desk verdicts on pairs (api/desk_pairs.py): two
+# listing images that look alike, or a review photo against its listing.
+pair_decisions = Table(
+    "pair_decisions",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("image_id", BigInteger, ForeignKey("images.id", ondelete="CASCADE"), nullable=False),
+    Column("other_image_id", BigInteger, ForeignKey("images.id", ondelete="CASCADE")),
+    Column("review_id", BigInteger, ForeignKey("reviews.id", ondelete="CASCADE")),
+    Column("decision", Text, nullable=False),
+    Column("delisted_image_id", BigInteger),
+    Column("action_id", Uuid, nullable=False),
+    Column("decided_by", Text, nullable=False),
+    Column("decided_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint(
+        "(kind = 'duplicate' AND other_image_id > image_id AND review_id IS NULL"
+        " AND decision IN ('not_duplicate', 'same_product', 'delist_one'))"
+        " OR (kind = 'review' AND review_id IS NOT NULL AND other_image_id IS NULL"
+        " AND decision IN ('matches', 'does_not_match'))",
+        name="kind",
+    ),
+    CheckConstraint(
+        "(decision = 'delist_one') = (delisted_image_id IS NOT NULL)"
+        " AND (delisted_image_id IS NULL OR delisted_image_id IN (image_id, other_image_id))",
+        name="delisted",
+    ),
+    Index(
+        "pair_decisions_duplicate_key",
+        "image_id",
+        "other_image_id",
+        unique=True,
+        postgresql_where=text("kind = 'duplicate'"),
+    ),
+    Index(
+        "pair_decisions_review_key",
+        "review_id",
+        unique=True,
+        postgresql_where=text("kind = 'review'"),
+    ),
+    Index("pair_decisions_other_image_id_idx", "other_image_id"),
+    Index(
+        "pair_decisions_delisted_idx",
+        "delisted_image_id",
+        postgresql_where=text("delisted_image_id IS NOT NULL"),
+    ),
+    Index("pair_decisions_decided_by_idx", "decided_by", "decided_at"),
+    comment=(
+        "Review-desk verdicts on pairs: near-duplicates (not_duplicate, same_product, "
+        "delist_one) and review photos against their listing (matches, does_not_match). "
+        "A decided pair leaves the desk's queues."
+    ),
+)
+
+# Created by migration 0009: one row per shopper's review photo of a listing (merchant_id
+# + sku). The worker (`vitrine.review`) stores the photo's prediction, the listing's class
+# and the match score to the listing's images; the view `review_mismatches` judges them.
+reviews = Table(
+    "reviews",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("merchant_id", Text, nullable=False),
+    Column("sku", Text, nullable=False),
+    Column("review_ref", Text),
+    Column("uri", Text, nullable=False),
+    Column("status", Text, nullable=False, server_default=text("'pending'")),
+    Column("error", Text),
+    Column("label", Text),
+    Column("confidence", REAL),
+    Column("listing_label", Text),
+    Column("match_score", REAL),
+    Column("model_id", Integer, ForeignKey("models.id")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("processed_at", DateTime(timezone=True)),
+    UniqueConstraint("merchant_id", "sku", "uri"),
+    CheckConstraint("status IN ('pending', 'done', 'failed')", name="status"),
+    comment=(
+        "Shoppers' review photos of a listing (merchant_id, sku): prediction, the "
+        "listing's class and the match score to its images."
+    ),
+)
 
 
 def positive_int(value: int, what: str) -> int:

@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 from pgvector import Vector
 
-from pipeline.types import ImageInfo, Prediction
+from vitrine.pipeline.types import ImageInfo, Prediction
 
 
 @dataclass(frozen=True)
@@ -89,17 +89,32 @@ class LabelInfo:
 class ImageSummary:
     """What a person asking "what became of this upload?" wants in one row.
 
-    `label` and `confidence` are the active model's and None while there is none (not
-    processed yet, failed, or no model active).
+    `label` is the effective one (a person's decision, else "unknown" or the active
+    model's, `label_source` says whose), `confidence` the model's; both None while there
+    is none (not processed yet, failed, or no model active).
     """
 
+    image_id: int
     uri: str
     merchant_id: str
     sku: str | None
     status: str
     error: str | None
     label: str | None
+    label_source: str | None
     confidence: float | None
+
+    def as_result(self) -> dict[str, Any]:
+        """The per-image result `submit --wait --json` prints (the API's field names)."""
+        return {
+            "image_id": self.image_id,
+            "uri": self.uri,
+            "status": self.status,
+            "label": self.label,
+            "label_source": self.label_source,
+            "confidence": self.confidence,
+            "error": self.error,
+        }
 
 
 @dataclass(frozen=True)

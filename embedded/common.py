@@ -1,7 +1,7 @@
 """Small helpers shared by the embedded PostgreSQL and Redis launchers.
 
-Kept apart from `embedded.services` so the two launcher modules can import them without a
-circular import; `embedded.services` re-exports `ServiceError`.
+Kept apart from `vitrine.embedded.services` so the two launcher modules can import them without a
+circular import; `vitrine.embedded.services` re-exports `ServiceError`.
 """
 
 from __future__ import annotations

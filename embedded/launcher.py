@@ -15,9 +15,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from embedded.services import ServiceURLs
-from worker.celery_app import worker_argv, worker_env
-from worker.names import ALL_QUEUES, READY_FD_ENV
+from vitrine.embedded.services import ServiceURLs
+from vitrine.worker.celery_app import worker_argv, worker_env
+from vitrine.worker.names import ALL_QUEUES, READY_FD_ENV
 
 
 class WorkerStartError(RuntimeError):

@@ -19,8 +19,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from embedded.common import HOST, ServiceError, wait_for
-from embedded.credentials import write_private
+from vitrine.embedded.common import HOST, ServiceError, wait_for
+from vitrine.embedded.credentials import write_private
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +46,15 @@ def connect(port: int, password: str | None, dbname: str = "postgres") -> psycop
     as it would if asked for `password` auth. `none` is for trust clusters of old."""
     guard = f"require_auth={SCRAM},none" if psycopg.pq.version() >= 160000 else ""
     return psycopg.connect(
-        guard, host=HOST, port=port, user=PG_USER, dbname=dbname, password=password,
-        connect_timeout=5, autocommit=True,
-    )  # fmt: skip
+        guard,
+        host=HOST,
+        port=port,
+        user=PG_USER,
+        dbname=dbname,
+        password=password,
+        connect_timeout=5,
+        autocommit=True,
+    )
 
 
 def refuses_password(exc: psycopg.Error) -> bool:

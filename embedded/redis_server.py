@@ -23,7 +23,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from embedded.common import (
+from vitrine.embedded.common import (
     HOST,
     START_TIMEOUT_S,
     ServiceError,
@@ -37,7 +37,7 @@ from embedded.common import (
     tail,
     wait_for,
 )
-from embedded.credentials import write_private
+from vitrine.embedded.credentials import write_private
 
 
 @dataclass(frozen=True)
@@ -120,10 +120,14 @@ def start(root: Path, preferred_port: int | None, password: str) -> tuple[int, i
         try:
             # Returns once the daemon forked; failures after that only show in the log.
             result = subprocess.run(
-                [str(server_binary()), str(paths.config)], cwd=paths.root,
-                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
+                [str(server_binary()), str(paths.config)],
+                cwd=paths.root,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=30,
                 check=False,
-            )  # fmt: skip
+            )
         except subprocess.TimeoutExpired as exc:
             raise ServiceError(f"redis-server did not daemonise; log: {paths.log}") from exc
         if result.returncode != 0:

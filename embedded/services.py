@@ -8,9 +8,9 @@ through `services.json`, which records their ports. They listen on free ports on
 concurrent starts; a recorded server only counts as running when it answers *and*
 reports our data directory, so stale pid files, reused pids and reused ports are harmless.
 
-Both servers demand the data directory's password (`embedded.credentials`), and the URLs
-handed out carry it, since workers and commands connect through nothing else. Only
-`credentials.json`, `pgpass` and `redis/redis.conf` (all 0600) hold it on disk.
+Each server demands its own password of the data directory (`vitrine.embedded.credentials`), and
+the URLs handed out carry it, since workers and commands connect through nothing else.
+Only `credentials.json`, `pgpass` and `redis/redis.conf` (all 0600) hold them on disk.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from embedded import credentials, pg_auth, pg_server, redis_server
-from embedded.common import ServiceError
-from worker.settings import Settings
+from vitrine.embedded import credentials, pg_auth, pg_server, redis_server
+from vitrine.embedded.common import ServiceError
+from vitrine.settings import Settings
 
 __all__ = [
     "ServiceError",
@@ -63,7 +63,8 @@ def ensure_service(settings: Settings, name: str) -> str:
     root = _root(settings)
     with _locked(root):
         state = _read_state(root)
-        url = _ensure(state, name, root, _password(root))
+        password = _passwords(root, state).of(name)
+        url = _ensure(state, name, root, password, settings.embedded_system_dir)
         _write_state(root, state)
     return url
 
@@ -85,15 +86,16 @@ def services_status(settings: Settings) -> dict[str, dict[str, object]]:
     """
     root = _root(settings)
     state = _read_state(root)
-    password = _stored(root)
+    stored = _stored(root)
     external = {"postgres": settings.database_url, "redis": settings.redis_url}
     status: dict[str, dict[str, object]] = {}
     for name, ext_url in external.items():
-        data_dir = str(root / _DIRS[name])
+        password = stored.of(name) if stored else None
+        data_dir = str((root / _DIRS[name]).resolve())  # as root maybe elsewhere (pg_account)
         if ext_url:
             running = _probe_external(name, ext_url)
             psql = (
-                _configured_psql_url(root, ext_url, state, password) if name == "postgres" else None
+                _configured_psql_url(root, ext_url, state, stored) if name == "postgres" else None
             )
             status[name] = _entry(False, running, ext_url, psql, None, data_dir)
             continue
@@ -118,9 +120,17 @@ def stop_services(settings: Settings, names: Sequence[str] = ("postgres", "redis
     with _locked(root):
         state = _read_state(root)
         redis_port = state.get("redis", {}).get("port")
+        stored = _stored(root)
         stoppers: dict[str, Callable[[], bool]] = {
-            "postgres": partial(pg_server.stop, root / _DIRS["postgres"]),
-            "redis": partial(redis_server.stop, root / _DIRS["redis"], redis_port, _stored(root)),
+            "postgres": partial(
+                pg_server.stop, root / _DIRS["postgres"], settings.embedded_system_dir
+            ),
+            "redis": partial(
+                redis_server.stop,
+                root / _DIRS["redis"],
+                redis_port,
+                stored.redis if stored else None,
+            ),
         }
         for name, stop in stoppers.items():
             if name not in names:
@@ -175,12 +185,19 @@ def _probe(name: str, port: int, root: Path, password: str | None) -> int | None
     return redis_server.probe(port, root / _DIRS[name], password)
 
 
-def _password(root: Path) -> str:
-    """The data directory's password, made on first use. Never remade for a database that
-    already has one: it would be locked out for good, so that is a one-line error."""
-    password = credentials.load(root)
-    if password is not None:
-        return password
+def _passwords(root: Path, state: dict[str, dict[str, Any]]) -> credentials.Passwords:
+    """The data directory's passwords, made on first use. Never remade for a database that
+    already has one: it would be locked out for good, so that is a one-line error. One
+    shared password from older vitrine is split: the broker running with it is shut down
+    (cleanly, its queue kept) to restart with its own."""
+    passwords = credentials.load(root)
+    if passwords is not None:
+        if passwords.shared:
+            port = state.get("redis", {}).get("port")
+            if port:
+                redis_server.stop(root / _DIRS["redis"], port, passwords.redis)
+            passwords = credentials.separate(root, passwords)
+        return passwords
     data = pg_server.PgPaths(root / _DIRS["postgres"]).data
     if pg_auth.has_password(data):
         raise ServiceError(
@@ -191,8 +208,8 @@ def _password(root: Path) -> str:
     return credentials.create(root)
 
 
-def _stored(root: Path) -> str | None:
-    """The password if there is a usable one; stopping must work even without it."""
+def _stored(root: Path) -> credentials.Passwords | None:
+    """The passwords if there are usable ones; stopping must work even without them."""
     try:
         return credentials.load(root)
     except ServiceError:
@@ -200,13 +217,13 @@ def _stored(root: Path) -> str | None:
 
 
 def _configured_psql_url(
-    root: Path, url: str, state: dict[str, dict[str, Any]], password: str | None
+    root: Path, url: str, state: dict[str, dict[str, Any]], stored: credentials.Passwords | None
 ) -> str:
     """`url` spelled for libpq; when it is our embedded server's own URL (handed to workers
     and test sessions through DATABASE_URL), the password-file form, which can be shown."""
     port = state.get("postgres", {}).get("port")
-    if password and port and url == pg_auth.url(port, password):
-        return _psql_url(root, port, password)
+    if stored and port and url == pg_auth.url(port, stored.postgres):
+        return _psql_url(root, port, stored.postgres)
     return sqlalchemy_to_libpq(url)
 
 
@@ -215,7 +232,9 @@ def _psql_url(root: Path, port: int, password: str) -> str:
     return credentials.psql_url(root, port, pg_auth.PG_USER, pg_auth.PG_DATABASE)
 
 
-def _ensure(state: dict[str, dict[str, Any]], name: str, root: Path, password: str) -> str:
+def _ensure(
+    state: dict[str, dict[str, Any]], name: str, root: Path, password: str, system_dir: Path
+) -> str:
     """Reuse the recorded server when it answers, else start it (on the old port if free).
     A cluster of older vitrine that still trusts everyone is converted before use."""
     record = state.get(name, {})
@@ -224,8 +243,10 @@ def _ensure(state: dict[str, dict[str, Any]], name: str, root: Path, password: s
     if recorded and pid is not None:
         port = recorded
     else:
-        server = pg_server if name == "postgres" else redis_server
-        port, pid = server.start(root / _DIRS[name], recorded, password)
+        if name == "postgres":
+            port, pid = pg_server.start(root / _DIRS[name], recorded, password, system_dir)
+        else:
+            port, pid = redis_server.start(root / _DIRS[name], recorded, password)
         record = {"started_at": time.time()}
     if name == "postgres":
         pg_auth.secure(pg_server.PgPaths(root / _DIRS[name]).data, port, password)

@@ -9,13 +9,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from db import repository
-from db.types import ModelRow, Neighbour
-from ops.context import Context
-from ops.errors import UserError
-from ops.photo_search import PhotoEmbedder
-from ops.pictures import neighbour_sheet, photo_sheet
-from ops.services import services
+from sqlalchemy import Connection
+
+from vitrine.db import repository
+from vitrine.db.types import ModelRow, Neighbour
+from vitrine.ops.context import Context
+from vitrine.ops.errors import UserError
+from vitrine.ops.photo_search import PhotoEmbedder
+from vitrine.ops.pictures import neighbour_sheet, photo_sheet
+from vitrine.ops.services import services
+from vitrine.pipeline.types import UNKNOWN_LABEL as UNKNOWN
+from vitrine.pipeline.types import Prediction
 
 
 @dataclass(frozen=True)
@@ -24,16 +28,30 @@ class SimilarReport:
     sql: str
     neighbours: list[Neighbour]
     sheet: Path | None
+    note: str | None = None  # why fewer than k came back ("no close match ...")
 
 
 @dataclass(frozen=True)
 class PhotoSearch:
     photo: Path
     model: str
-    label: str
+    label: str  # "unknown" when the photo is none of the model's categories
     confidence: float
     neighbours: list[Neighbour]
     sheet: Path | None
+    note: str | None = None
+    unknown_score: float | None = None
+
+
+def no_close_match(nearest: float | None, cutoff: float) -> str:
+    """Why a search returned nothing although the catalogue has images."""
+    where = f"; the nearest is at {nearest:.2f}" if nearest is not None else ""
+    return f"no close match within distance {cutoff:g} (VITRINE_SIMILAR_MAX_DISTANCE){where}"
+
+
+UNKNOWN_NOTE = (
+    "the photo is none of the model's categories (unknown): no close match in the catalogue"
+)
 
 
 @dataclass(frozen=True)
@@ -68,21 +86,34 @@ def similar(
     png: Path | None = None,
     filters: SearchFilters = NO_FILTERS,
 ) -> SimilarReport:
-    """The k images nearest to `image_id` under the active model, within `filters`."""
+    """The k images nearest to `image_id` under the active model, within `filters` and
+    `VITRINE_SIMILAR_MAX_DISTANCE` (fewer, with a note, when fewer are that close)."""
     engine = ctx.engine()
+    cutoff = ctx.settings.similar_max_distance
+    note = None
     with engine.connect() as conn:
         check_label(repository.active_model(conn), filters)
         neighbours = repository.similar(
-            conn, image_id=image_id, k=k, merchant_id=filters.merchant_id, label=filters.label
+            conn,
+            image_id=image_id,
+            k=k,
+            merchant_id=filters.merchant_id,
+            label=filters.label,
+            max_distance=cutoff,
         )
-        if not neighbours and filters != NO_FILTERS:
-            if repository.similar(conn, image_id=image_id, k=1):
+        if not neighbours:
+            nearest = repository.similar(
+                conn, image_id=image_id, k=1, merchant_id=filters.merchant_id, label=filters.label
+            )
+            if nearest:
+                note = no_close_match(nearest[0].distance, cutoff)
+            elif filters != NO_FILTERS and repository.similar(conn, image_id=image_id, k=1):
                 raise UserError(f"no other image matches {filters.describe()}")
-    if not neighbours:
-        raise UserError(
-            f"image {image_id} has no embedding under the active model "
-            "(is it done? `vitrine status` counts images by status)"
-        )
+            else:
+                raise UserError(
+                    f"image {image_id} has no embedding under the active model "
+                    "(is it done? `vitrine status` counts images by status)"
+                )
     sheet = (
         neighbour_sheet(
             engine, [image_id], k, png, merchant_id=filters.merchant_id, label=filters.label
@@ -91,12 +122,13 @@ def similar(
         else None
     )
     sql = repository.similar_sql(image_id, k, merchant_id=filters.merchant_id, label=filters.label)
-    return SimilarReport(image_id, sql, neighbours, sheet)
+    return SimilarReport(image_id, sql, neighbours, sheet, note)
 
 
 def check_label(active: ModelRow | None, filters: SearchFilters) -> None:
-    """A label the active model does not have is a typo: say which labels there are."""
-    if filters.label is not None and active is not None and filters.label not in active.labels:
+    """A label the active model does not have (nor "unknown") is a typo: say which there are."""
+    known = (*active.labels, UNKNOWN) if active is not None else ()
+    if filters.label is not None and active is not None and filters.label not in known:
         raise UserError(
             f"label {filters.label!r} is not one of the active model's: " + ", ".join(active.labels)
         )
@@ -127,7 +159,7 @@ def similar_to_photo(
     except OSError as exc:
         raise UserError(f"cannot read {photo}: {exc.strerror or exc}") from None
     embedder = PhotoEmbedder(ctx)
-    active = embedder.active_model()
+    active = embedder.model_row()
     check_label(active, filters)
     try:
         embedded = embedder.embed(data, active=active)
@@ -135,15 +167,43 @@ def similar_to_photo(
         raise UserError(f"{photo}: {exc}") from None
     prediction = embedded.prediction
     with ctx.engine().connect() as conn:
-        neighbours = repository.similar_to_vector(
-            conn,
-            embedding=prediction.embedding,
-            k=k,
-            merchant_id=filters.merchant_id,
-            label=filters.label,
+        neighbours, note = close_neighbours(
+            conn, prediction, k=k, filters=filters, cutoff=ctx.settings.similar_max_distance
         )
-    caption = f"{photo.name}\n{prediction.label} {prediction.confidence:.2f}"
+    label = shown_label(prediction)
+    caption = f"{photo.name}\n{label} {prediction.confidence:.2f}"
     sheet = photo_sheet(data, caption, neighbours, png) if png else None
     return PhotoSearch(
-        photo, active.key, prediction.label, prediction.confidence, neighbours, sheet
+        photo,
+        active.key,
+        label,
+        prediction.confidence,
+        neighbours,
+        sheet,
+        note,
+        prediction.unknown_score,
     )
+
+
+def shown_label(prediction: Prediction) -> str:
+    """What people read for a prediction: "unknown" when flagged, else its label."""
+    return UNKNOWN if prediction.unknown else prediction.label
+
+
+def close_neighbours(
+    conn: Connection, prediction: Prediction, *, k: int, filters: SearchFilters, cutoff: float
+) -> tuple[list[Neighbour], str | None]:
+    """A photo's neighbours for a search by photo: none when it is none of the model's
+    categories, else those within `cutoff`; and why there are none, if so."""
+    if prediction.unknown:
+        return [], UNKNOWN_NOTE
+    found = repository.similar_to_vector(
+        conn,
+        embedding=prediction.embedding,
+        k=k,
+        merchant_id=filters.merchant_id,
+        label=filters.label,
+    )
+    close = [n for n in found if n.distance <= cutoff]
+    note = no_close_match(found[0].distance, cutoff) if found and not close else None
+    return close, note

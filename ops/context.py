@@ -1,7 +1,7 @@
 """What commands share: the settings, and the servers reached only when a command needs them.
 
 Nothing here writes to a database the user runs: schema changes happen in `vitrine db
-upgrade` (`ops.schema`) alone, so read-only commands work with a SELECT-only role, and no
+upgrade` (`vitrine.ops.schema`) alone, so read-only commands work with a SELECT-only role, and no
 command re-registers a model behind the fleet's back. The embedded database is vitrine's
 own, so its first use migrates it and registers the shipped model.
 """
@@ -13,16 +13,16 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
-from db.engine import make_engine
-from db.migrate import head_revision
-from ops.errors import ServerUnreachable, UserError
-from ops.schema import UpgradeReport, upgrade_database
-from ops.servers import check_redis, database_revision
-from worker.celery_app import use_broker
-from worker.settings import Settings, get_settings
+from vitrine.db.engine import make_engine
+from vitrine.db.migrate import head_revision
+from vitrine.ops.errors import ServerUnreachable, UserError
+from vitrine.ops.schema import UpgradeReport, upgrade_database
+from vitrine.ops.servers import check_redis, database_revision
+from vitrine.settings import Settings, get_settings
+from vitrine.worker.celery_app import use_broker
 
 if TYPE_CHECKING:
-    from embedded.services import ServiceURLs
+    from vitrine.embedded.services import ServiceURLs
 
 _EMBEDDED_MISSING = (
     "{var} is not set and this installation has no embedded servers: set {var}, "
@@ -82,7 +82,7 @@ class Context:
 
     def urls(self) -> ServiceURLs:
         """Both URLs, for worker processes started from here."""
-        from embedded.services import ServiceURLs
+        from vitrine.embedded.services import ServiceURLs
 
         self.engine()  # workers need the schema in place
         return ServiceURLs(self.database_url(), self.broker_url())
@@ -92,8 +92,8 @@ class Context:
         if configured:
             return configured
         try:
-            from embedded.common import ServiceError
-            from embedded.services import ensure_service
+            from vitrine.embedded.common import ServiceError
+            from vitrine.embedded.services import ensure_service
         except ImportError:
             raise UserError(_EMBEDDED_MISSING.format(var=var)) from None
         try:

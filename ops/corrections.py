@@ -1,9 +1,10 @@
 """`vitrine train --corrections`: learn from the review desk, and say what it changed.
 
 The latest decision per image (`label_corrections`, migration 0010) is the label; the
-photo is read through its uri as the worker read it (`ops.explain.read_source`) and
+photo is read through its uri as the worker read it (`vitrine.ops.stored_photos.read_stored`) and
 preprocessed with the base model's own spec, so the model learns from exactly the input
-it misjudged. The fine-tune itself (`pipeline.corrections`) mixes in a replay sample of
+it misjudged. The fine-tune itself (`vitrine.pipeline.training.corrections`) mixes in a replay
+sample of
 Fashion-MNIST so that fixing a few items does not cost the rest of the catalog.
 
 The result is a new model directory with a new version; it is not registered or
@@ -26,20 +27,26 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from db import repository
-from db.repository.corrections import CorrectedImage
-from ops.context import Context
-from ops.data import fashion_mnist
-from ops.errors import UserError
-from ops.explain import read_source
-from ops.models import check_model_dir
-from pipeline.corrections import MIN_CORRECTIONS, CorrectionsConfig, accuracy, fine_tune, mix
-from pipeline.datasets import DEBIAN_DIR
-from pipeline.fitting import environment
-from pipeline.types import FASHION_MNIST_LABELS, ModelSpec
+from vitrine.db import repository
+from vitrine.db.repository.corrections import CorrectedImage
+from vitrine.ops.context import Context
+from vitrine.ops.data import fashion_mnist
+from vitrine.ops.errors import UserError
+from vitrine.ops.models import check_model_dir
+from vitrine.ops.stored_photos import read_stored
+from vitrine.pipeline.training.corrections import (
+    MIN_CORRECTIONS,
+    CorrectionsConfig,
+    accuracy,
+    fine_tune,
+    mix,
+)
+from vitrine.pipeline.training.datasets import DEBIAN_DIR
+from vitrine.pipeline.training.fitting import environment
+from vitrine.pipeline.types import FASHION_MNIST_LABELS, ModelSpec
 
 if TYPE_CHECKING:
-    from pipeline.model import LoadedModel
+    from vitrine.pipeline.inference.model import LoadedModel
 
 Log = Callable[[str], None]
 
@@ -71,8 +78,8 @@ class CorrectionsResult:
 
 
 def train_on_corrections(ctx: Context, req: CorrectionsRequest, *, log: Log) -> CorrectionsResult:
-    from pipeline.model import load_model_dir, save_model_dir
-    from pipeline.preprocess import raw_to_model_input
+    from vitrine.pipeline.inference.model import load_model_dir, save_model_dir
+    from vitrine.pipeline.inference.preprocess import raw_to_model_input
 
     if req.out.exists() and (not req.out.is_dir() or any(req.out.iterdir())):
         raise UserError(f"{req.out} exists and is not an empty directory; choose a new --out")
@@ -99,8 +106,15 @@ def train_on_corrections(ctx: Context, req: CorrectionsRequest, *, log: Log) -> 
     spec = base.spec.preprocess
     to_input = lambda a: raw_to_model_input(a, spec)  # noqa: E731
     rng = np.random.default_rng(config.seed)
-    mixed = mix(photos.x, photos.labels, data.x_train, data.y_train, config=config, rng=rng,
-                to_input=to_input)  # fmt: skip
+    mixed = mix(
+        photos.x,
+        photos.labels,
+        data.x_train,
+        data.y_train,
+        config=config,
+        rng=rng,
+        to_input=to_input,
+    )
     test_pick = np.sort(np.random.default_rng(0).permutation(len(data.x_test))[:TEST_SAMPLE])
     test = (to_input(data.x_test[test_pick]), data.y_test[test_pick].astype(np.int64))
     relabelled = photos.relabelled
@@ -114,41 +128,60 @@ def train_on_corrections(ctx: Context, req: CorrectionsRequest, *, log: Log) -> 
         }
 
     before = scores()
-    log(f"fine-tuning {base.spec.key} on {len(photos.labels)} corrections "
-        f"+ {mixed.replay} replayed training items")  # fmt: skip
+    log(
+        f"fine-tuning {base.spec.key} on {len(photos.labels)} corrections "
+        f"+ {mixed.replay} replayed training items"
+    )
     run = fine_tune(base.keras_model, mixed, config=config, log=log)
     after = scores()
-    sizes = {"corrected": len(photos.labels), "relabelled": int(relabelled.sum()),
-             "test": len(test[1])}  # fmt: skip
+    sizes = {
+        "corrected": len(photos.labels),
+        "relabelled": int(relabelled.sum()),
+        "test": len(test[1]),
+    }
     compare = {k: {"n": sizes[k], "before": before[k], "after": after[k]} for k in sizes}
     new_spec = dataclasses.replace(
         base.spec,
         version=req.version or f"{base.spec.version}.c{datetime.now(UTC):%Y%m%d%H%M%S}",
         data_fingerprint=photos.fingerprint(data.fingerprint),
-        metrics={"test_accuracy": after["test"], "test_images": len(test[1]),
-                 "corrections_accuracy": after["corrected"], "val_accuracy": None},
-        training={
-            "recipe": "corrections", "base_model": base.spec.key,
-            "base_data_fingerprint": base.spec.data_fingerprint,
-            "replay_data_fingerprint": data.fingerprint, "replay_images": mixed.replay,
-            "corrected_image_ids": photos.image_ids, "corrections": len(photos.labels),
-            "relabelled": sizes["relabelled"], "config": dataclasses.asdict(config),
-            "before_after": compare, **run,
-            "environment": environment(), "parameters": int(base.keras_model.count_params()),
+        metrics={
+            "test_accuracy": after["test"],
+            "test_images": len(test[1]),
+            "corrections_accuracy": after["corrected"],
+            "val_accuracy": None,
         },
-    )  # fmt: skip
+        training={
+            "recipe": "corrections",
+            "base_model": base.spec.key,
+            "base_data_fingerprint": base.spec.data_fingerprint,
+            "replay_data_fingerprint": data.fingerprint,
+            "replay_images": mixed.replay,
+            "corrected_image_ids": photos.image_ids,
+            "corrections": len(photos.labels),
+            "relabelled": sizes["relabelled"],
+            "config": dataclasses.asdict(config),
+            "before_after": compare,
+            **run,
+            "environment": environment(),
+            "parameters": int(base.keras_model.count_params()),
+        },
+    )
     save_model_dir(base.keras_model, new_spec, req.out)
     return CorrectionsResult(
-        spec=new_spec, base=base.spec.key, corrections=len(photos.labels),
-        relabelled=sizes["relabelled"], skipped=photos.skipped, replay=mixed.replay,
+        spec=new_spec,
+        base=base.spec.key,
+        corrections=len(photos.labels),
+        relabelled=sizes["relabelled"],
+        skipped=photos.skipped,
+        replay=mixed.replay,
         compare=compare,
-    )  # fmt: skip
+    )
 
 
 def corrections_accuracy(ctx: Context, model_dir: Path) -> dict[str, Any]:
     """`eval --corrections`: a model on the corrected items as they stand now, overall and
     the relabelled alone, so any model can be checked again after more decisions land."""
-    from pipeline.model import load_model_dir
+    from vitrine.pipeline.inference.model import load_model_dir
 
     check_model_dir(model_dir)
     with ctx.engine().connect() as conn:
@@ -212,8 +245,8 @@ def _corrected_inputs(
 ) -> _Photos:
     """Read and preprocess each corrected photo; one that cannot be used is skipped and
     said, rather than failing the whole run over one dead link."""
-    from pipeline.decode import BadImageError
-    from pipeline.preprocess import preprocess_bytes
+    from vitrine.pipeline.inference.decode import BadImageError
+    from vitrine.pipeline.inference.preprocess import preprocess_bytes
 
     index = {label: i for i, label in enumerate(base.spec.labels)}
     arrays, labels, changed, ids, digests, skipped = [], [], [], [], [], []
@@ -221,7 +254,7 @@ def _corrected_inputs(
         problem = None if row.label in index else f"label {row.label!r} is not the model's"
         if problem is None:
             try:
-                raw = read_source(ctx, row.uri)
+                raw = read_stored(ctx.settings, row.uri)
                 array, _ = preprocess_bytes(
                     raw, base.spec.preprocess, limits=ctx.settings.image_limits
                 )

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ops.errors import UserError
-from pipeline.datasets import DEBIAN_DIR, DEBIAN_PACKAGE, FashionMNIST, load_fashion_mnist
-from worker.settings import SAMPLE_FASHION_DIR
+from vitrine.ops.errors import UserError
+from vitrine.pipeline.training.datasets import (
+    DEBIAN_DIR,
+    DEBIAN_PACKAGE,
+    FashionMNIST,
+    load_fashion_mnist,
+)
+from vitrine.settings import SAMPLE_FASHION_DIR
 
 
 def fashion_mnist(

@@ -14,20 +14,21 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from db import repository
-from db.types import Neighbour
-from ops.context import Context
-from ops.dispatch import Summary, process_items
-from ops.errors import UserError
-from ops.ingest import staged
-from ops.pictures import neighbour_sheet
-from ops.progress import ProgressFactory, no_progress
-from ops.uploads import file_uri, register_uploads
-from pipeline.datasets import FashionMNIST, load_fashion_mnist
-from pipeline.photos import write_catalog
-from pipeline.types import Upload
-from worker.processing import WorkItem
-from worker.settings import SAMPLE_FASHION_DIR
+from vitrine.db import repository
+from vitrine.db.types import Neighbour
+from vitrine.ops.context import Context
+from vitrine.ops.dispatch import Summary, process_items
+from vitrine.ops.errors import UserError
+from vitrine.ops.ingest import staged
+from vitrine.ops.pictures import neighbour_sheet
+from vitrine.ops.progress import ProgressFactory, no_progress
+from vitrine.ops.uploads import file_uri, finish_uploads, register_uploads
+from vitrine.pipeline.synthetic.foreign import write_foreign
+from vitrine.pipeline.synthetic.photos import write_catalog
+from vitrine.pipeline.training.datasets import FashionMNIST, load_fashion_mnist
+from vitrine.pipeline.types import Upload
+from vitrine.settings import SAMPLE_FASHION_DIR
+from vitrine.worker.processing import WorkItem
 
 MERCHANT = "demo-shop"
 NEIGHBOURS = 5
@@ -60,7 +61,7 @@ class DemoReport:
 
 
 #: Default seeds of `vitrine photos`: each style has its own set.
-PHOTO_SEEDS = {"merchant": 2024, "studio": 2025}
+PHOTO_SEEDS = {"merchant": 2024, "studio": 2025, "foreign": 2026}
 
 
 def write_photos(
@@ -72,10 +73,14 @@ def write_photos(
     style: str = "merchant",
     progress: ProgressFactory = no_progress,
 ) -> Path:
-    """Merchant-like (or studio) photos of test items, with progress; returns manifest.csv."""
+    """Merchant-like (or studio) photos of test items, or photos of foreign things (none of
+    the categories, `vitrine.pipeline.synthetic.foreign`), with progress; returns manifest.csv."""
     if style not in PHOTO_SEEDS:
         raise UserError(f"--style must be one of {', '.join(PHOTO_SEEDS)}, not {style!r}")
     seed = PHOTO_SEEDS[style] if seed is None else seed
+    if style == "foreign":
+        with progress("writing photos", n) as tick:
+            return write_foreign(out, n=n, seed=seed, progress=lambda _done: tick(1))
     with progress("writing photos", n) as tick:
         written = 0
 
@@ -117,11 +122,14 @@ def run_demo(
     demo_dir = out or ctx.settings.data_dir / "demo"
     catalog = demo_dir / "catalog"
     rows = _catalog(catalog, n, seed, progress)
-    photos = [Upload(file_uri(catalog / r["file"]), MERCHANT, r["sku"]) for r in rows]
+    photos = finish_uploads(  # events named as the CLI's: a second demo records nothing twice
+        [Upload(file_uri(catalog / r["file"]), MERCHANT, r["sku"]) for r in rows],
+        merchant=MERCHANT,
+    )
     uploads = staged(ctx, photos)
     truth = {u.uri: r["label"] for u, r in zip(uploads, rows, strict=True)}
     engine = ctx.engine()
-    ids = register_uploads(engine, uploads)
+    ids = [r.image_id for r in register_uploads(engine, uploads)]
     items = [WorkItem(image_id=i, uri=u.uri) for i, u in zip(ids, uploads, strict=True)]
     summary = process_items(ctx, items, workers=workers, description="ingesting", progress=progress)
 

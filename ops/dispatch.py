@@ -16,13 +16,14 @@ from typing import Any
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult, ResultSet
 
-from ops.context import Context
-from ops.errors import ServerUnreachable, UserError
-from ops.progress import ProgressFactory, no_progress
-from worker.celery_app import app
-from worker.client import submit_upload
-from worker.names import BACKFILL_QUEUE, EMBED_BATCH_TASK, INGEST_BATCH_TASK, UPLOADS_QUEUE
-from worker.processing import WorkItem
+from vitrine.ops.context import Context
+from vitrine.ops.errors import ServerUnreachable, UserError
+from vitrine.ops.progress import ProgressFactory, no_progress
+from vitrine.worker.celery_app import app
+from vitrine.worker.client import submit_upload
+from vitrine.worker.events import UploadEvent
+from vitrine.worker.names import BACKFILL_QUEUE, EMBED_BATCH_TASK, INGEST_BATCH_TASK, UPLOADS_QUEUE
+from vitrine.worker.processing import WorkItem
 
 
 class WaitTimedOut(ServerUnreachable):
@@ -65,11 +66,16 @@ def run_chunks(
     batch_size: int,
     description: str,
     model_key: str | None = None,
+    task: str | None = None,
+    queue: str | None = None,
     max_in_flight: int = 0,
     timeout: float = 3600.0,
     progress: ProgressFactory = no_progress,
 ) -> Summary:
-    """Publish `items` as batch tasks (one forward pass each) and wait for every one."""
+    """Publish `items` as batch tasks (one forward pass each) and wait for every one.
+    `model_key`: re-embed with that model (backfill queue); `task`: another backfill task
+    that takes the items alone (`vitrine.rehash_batch`); `queue`: another queue than the
+    task's own (a bench's private worker)."""
     summary = Summary()
     window: deque[tuple[AsyncResult, int]] = deque()
     with progress(description, len(items)) as tick:
@@ -88,13 +94,15 @@ def run_chunks(
 
         for chunk in _chunks(items, batch_size):
             payload = [{"image_id": i.image_id, "uri": i.uri} for i in chunk]
-            if model_key is None:
-                res = app.send_task(
-                    INGEST_BATCH_TASK, kwargs={"items": payload}, queue=UPLOADS_QUEUE
-                )
+            kwargs: dict[str, object]
+            if task is not None:
+                name, kwargs, home = task, {"items": payload}, BACKFILL_QUEUE
+            elif model_key is None:
+                name, kwargs, home = INGEST_BATCH_TASK, {"items": payload}, UPLOADS_QUEUE
             else:
+                name, home = EMBED_BATCH_TASK, BACKFILL_QUEUE
                 kwargs = {"items": payload, "model_key": model_key}
-                res = app.send_task(EMBED_BATCH_TASK, kwargs=kwargs, queue=BACKFILL_QUEUE)
+            res = app.send_task(name, kwargs=kwargs, queue=queue or home)
             window.append((res, len(chunk)))
             if max_in_flight and len(window) >= max_in_flight:
                 collect()
@@ -112,6 +120,8 @@ def process_items(
     concurrency: int | None = None,
     batch_size: int | None = None,
     model_key: str | None = None,
+    task: str | None = None,
+    queue: str | None = None,
     max_in_flight: int = 0,
     progress: ProgressFactory = no_progress,
 ) -> Summary:
@@ -120,7 +130,7 @@ def process_items(
     with ExitStack() as stack:
         if items and workers > 0:
             try:
-                from embedded.launcher import running_worker
+                from vitrine.embedded.launcher import running_worker
             except ImportError:
                 raise UserError(
                     "this installation cannot start local workers (no `embedded` package): "
@@ -140,17 +150,21 @@ def process_items(
             batch_size=batch_size or ctx.settings.batch_size,
             description=description,
             model_key=model_key,
+            task=task,
+            queue=queue,
             max_in_flight=max_in_flight,
             progress=progress,
         )
 
 
 def publish_uploads(items: Sequence[WorkItem], merchants: Sequence[str]) -> list[AsyncResult]:
-    """One `vitrine.ingest` event per registered upload, as the platform sends them."""
-    return [
-        submit_upload(item.uri, merchant_id=merchant, image_id=item.image_id)
+    """One `vitrine.ingest` event per registered upload, as the platform sends them (with
+    the row's `image_id`: the worker need not register it)."""
+    events = [
+        UploadEvent(item.uri, merchant, image_id=item.image_id)
         for item, merchant in zip(items, merchants, strict=True)
     ]
+    return [submit_upload(**event.kwargs()) for event in events]
 
 
 def wait_for_events(
@@ -159,7 +173,11 @@ def wait_for_events(
     timeout: float,
     progress: ProgressFactory = no_progress,
 ) -> None:
-    """Block until every event's task finished (done or failed), ticking as each does."""
+    """Block until every event's task finished (done or failed), ticking as each does.
+    Nothing to wait for (every event already received) returns at once: Celery's join of
+    an empty set raises StopIteration."""
+    if not results:
+        return
     with progress("processing", len(results)) as tick:
         try:
             ResultSet(list(results), app=app).join_native(

@@ -24,3 +24,7 @@ class ServerUnreachable(OpsError):
     """PostgreSQL or Redis cannot be reached (down, wrong URL, wrong password). Exit 3."""
 
     exit_code = 3
+
+
+class NotAllowed(UserError):
+    """The caller may not do this at all (the HTTP API answers 403). Exit 2."""

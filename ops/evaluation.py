@@ -17,30 +17,49 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection
 
-from db.engine import make_engine
-from ops.context import Context
-from ops.data import fashion_mnist
-from ops.errors import UserError
-from ops.evaluation_report import write_report
-from ops.models import check_model_dir
-from pipeline.batch import failure_reason, prepare_batch
-from pipeline.datasets import FashionMNIST
-from pipeline.evaluate import classification_report, exact_neighbours, retrieval_metrics
-from pipeline.model import LoadedModel, load_model_dir
-from pipeline.preprocess import raw_to_model_input
-from pipeline.types import ImageLimits
+from vitrine.db.engine import make_engine
+from vitrine.ops.context import Context
+from vitrine.ops.data import fashion_mnist
+from vitrine.ops.errors import UserError
+from vitrine.ops.evaluation_report import write_report
+from vitrine.ops.models import check_model_dir
+from vitrine.ops.uploads import image_files
+from vitrine.pipeline.evaluation.evaluate import (
+    classification_report,
+    exact_neighbours,
+    retrieval_metrics,
+)
+from vitrine.pipeline.evaluation.shop_floor import roc_auc
+from vitrine.pipeline.inference.batch import failure_reason, prepare_batch
+from vitrine.pipeline.inference.model import LoadedModel, load_model_dir
+from vitrine.pipeline.inference.preprocess import raw_to_model_input
+from vitrine.pipeline.synthetic.foreign import FOREIGN_LABEL
+from vitrine.pipeline.training.datasets import FashionMNIST
+from vitrine.pipeline.types import ImageLimits
 
 
 @dataclass(frozen=True)
 class PhotoSet:
-    """A folder of photos and the CSV (columns file,label) that says what each shows."""
+    """A folder of photos and, optionally, the CSV (columns file,label) that says what each
+    shows: one of the model's labels, or `foreign` (none of its categories)."""
 
     images: Path
-    manifest: Path
+    manifest: Path | None
+
+
+#: A manifest row's label for a photo of none of the model's categories.
+FOREIGN = FOREIGN_LABEL
 
 
 def _read_labels(photos: PhotoSet, labels: tuple[str, ...]) -> list[tuple[Path, int]]:
+    """(file, label index) per row; -1 for a `foreign` row, -2 for every file of a folder
+    without a manifest (nothing known about it)."""
     manifest = photos.manifest
+    if manifest is None:
+        files = image_files(photos.images)
+        if not files:
+            raise UserError(f"no image files in {photos.images}")
+        return [(f, -2) for f in files]
     try:
         with manifest.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
@@ -51,10 +70,13 @@ def _read_labels(photos: PhotoSet, labels: tuple[str, ...]) -> list[tuple[Path, 
                 )
             rows = []
             for line, row in enumerate(reader, start=2):
+                if row["label"] == FOREIGN:
+                    rows.append((photos.images / row["file"], -1))
+                    continue
                 if row["label"] not in labels:
                     raise UserError(
                         f"{manifest}:{line}: unknown label {row['label']!r}; "
-                        f"labels are {', '.join(labels)}"
+                        f"labels are {', '.join(labels)} (or {FOREIGN})"
                     )
                 rows.append((photos.images / row["file"], labels.index(row["label"])))
     except OSError as exc:
@@ -68,18 +90,52 @@ def _named(name: str, reason: str) -> str:
     return reason if name in reason else f"{name}: {reason}"
 
 
-def photo_inputs(
-    model: LoadedModel, photos: PhotoSet, limits: ImageLimits
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
+@dataclass(frozen=True)
+class PhotoInputs:
+    x: np.ndarray  # model inputs
+    y: np.ndarray  # label index; -1 foreign, -2 not known
+    views: np.ndarray | None  # object views, when the model has an unknown detector
+    problems: list[str]
+
+
+def photo_inputs(model: LoadedModel, photos: PhotoSet, limits: ImageLimits) -> PhotoInputs:
     """Preprocess every listed file the way a worker would; unreadable ones are reported."""
     rows = _read_labels(photos, model.spec.labels)
     batch = prepare_batch(
-        range(len(rows)), lambda i: rows[i][0].read_bytes(), model.spec.preprocess, limits
+        range(len(rows)),
+        lambda i: rows[i][0].read_bytes(),
+        model.spec.preprocess,
+        limits,
+        view_size=model.view_size,
     )
     problems = [_named(rows[i][0].name, failure_reason(exc)) for i, exc in batch.failures.items()]
     if not batch.keys:
-        raise UserError(f"no image in {photos.manifest} could be read: {problems[:3]}")
-    return batch.arrays, np.array([rows[i][1] for i in batch.keys]), problems
+        raise UserError(
+            f"no image in {photos.manifest or photos.images} could be read: {problems[:3]}"
+        )
+    y = np.array([rows[i][1] for i in batch.keys])
+    return PhotoInputs(batch.arrays, y, batch.views, problems)
+
+
+def unknown_report(model: LoadedModel, views: np.ndarray | None, y: np.ndarray) -> dict[str, Any]:
+    """How many photos the model flags as none of its categories, and (when the labels
+    say which photos are foreign) how well: recall on foreign, false alarms on the rest,
+    AUROC of the score."""
+    if model.unknown is None or views is None:
+        return {"unknown_rate": None, "unknown": "this model has no unknown detector"}
+    scores = model.unknown.scores(views)
+    flagged = scores > model.unknown.threshold
+    out: dict[str, Any] = {"unknown_rate": round(float(flagged.mean()), 4)}
+    foreign, known = y == -1, y >= 0
+    if foreign.any():
+        out["unknown_recall"] = round(float(flagged[foreign].mean()), 4)
+    if known.any():
+        out["unknown_false_rate"] = round(float(flagged[known].mean()), 4)
+    if foreign.any() and known.any():
+        both = foreign | known
+        out["unknown_auroc"] = round(roc_auc(scores[both], foreign[both]), 4)
+    out["unknown_threshold"] = round(model.unknown.threshold, 6)
+    return out
 
 
 def evaluate(
@@ -98,12 +154,18 @@ def evaluate(
     spec = model.spec
     result: dict[str, Any] = {"model": spec.key}
     if photos is not None:
-        x, y, problems = photo_inputs(model, photos, limits)
+        inputs = photo_inputs(model, photos, limits)
         result["source"] = {
             "images": str(photos.images),
-            "manifest": str(photos.manifest),
-            "unreadable": problems,
+            "manifest": str(photos.manifest) if photos.manifest else None,
+            "unreadable": inputs.problems,
         }
+        result.update(unknown_report(model, inputs.views, inputs.y))
+        keep = inputs.y >= 0  # accuracy: on the photos of the model's own categories
+        if not keep.any():
+            result["n"] = int(len(inputs.y))
+            return result
+        x, y = inputs.x[keep], inputs.y[keep]
     elif data is not None:
         x, y = raw_to_model_input(data.x_test, spec.preprocess), data.y_test
         result["source"] = {"data": "fashion-mnist", "fingerprint": data.fingerprint}
@@ -143,7 +205,7 @@ def _retrieval(
     out[f"precision_at_{k}"] = exact["precision_at_k"]
     out[f"map_at_{k}"] = exact["map_at_k"]
     if conn is not None:
-        from db.retrieval_eval import hnsw_neighbour_labels
+        from vitrine.db.retrieval_eval import hnsw_neighbour_labels
 
         started = time.perf_counter()
         labels = hnsw_neighbour_labels(
@@ -178,11 +240,16 @@ def run_eval(ctx: Context, req: EvalRequest) -> dict[str, Any]:
 
     Only retrieval through HNSW needs the database (temporary tables, nothing stored).
     """
-    if (req.images is None) != (req.manifest is None):
-        raise UserError("--images and --manifest go together")
+    if req.manifest is not None and req.images is None:
+        raise UserError("--manifest goes with --images (the folder its files are in)")
     model_dir = req.model or ctx.settings.model_dir
     check_model_dir(model_dir)
-    photos = PhotoSet(req.images, req.manifest) if req.images and req.manifest else None
+    photos = None
+    if req.images is not None:
+        manifest = req.manifest
+        if manifest is None and (req.images / "manifest.csv").is_file():
+            manifest = req.images / "manifest.csv"
+        photos = PhotoSet(req.images, manifest)
     data = None if photos else fashion_mnist(req.data, option="--data")
     loaded = load_model_dir(model_dir)
 

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pipeline.evaluate import exact_neighbours
-from pipeline.report import Tile, confusion_matrix_image, contact_sheet
+from vitrine.pipeline.evaluation.evaluate import exact_neighbours
+from vitrine.pipeline.evaluation.report import Tile, confusion_matrix_image, contact_sheet
 
 
 def _tile(x: np.ndarray, i: int) -> Image.Image:

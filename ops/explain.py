@@ -2,10 +2,15 @@
 
 The photo goes through the workers' own decode and preprocessing with the active model
 (so the explanation is of the prediction the catalog holds), then Grad-CAM
-(`pipeline.explain`) says where the model looked, and the nearest training images in
+(`vitrine.pipeline.inference.explain`) says where the model looked, and the nearest training images
+in
 embedding space say what it thought the photo resembled. Those training embeddings are
 computed once per model and training set and cached under the data directory: embedding
 3,000 images takes seconds, a lookup afterwards microseconds.
+
+The review desk shows the Grad-CAM part alone (`heat_picture`, cached by
+`vitrine.ops.heat_maps`), through the API's one loaded model: every entry point takes the
+caller's `PhotoEmbedder`, and only a command without one loads the model itself.
 """
 
 from __future__ import annotations
@@ -15,19 +20,23 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
-from db import repository
-from ops.context import Context
-from ops.data import fashion_mnist
-from ops.errors import UserError
-from ops.photo_search import PhotoEmbedder
-from pipeline.datasets import DEBIAN_DIR
+from vitrine.db import repository
+from vitrine.db.types import ModelRow
+from vitrine.ops.context import Context
+from vitrine.ops.data import fashion_mnist
+from vitrine.ops.errors import UserError
+from vitrine.ops.photo_search import PhotoEmbedder
+from vitrine.ops.stored_photos import PhotoUnavailable, read_stored
+from vitrine.pipeline.training.datasets import DEBIAN_DIR
+from vitrine.pipeline.types import UNKNOWN_LABEL, Prediction
 
 if TYPE_CHECKING:
-    from pipeline.model import LoadedModel
+    from PIL import Image
+
+    from vitrine.pipeline.inference.model import LoadedModel
 
 #: Training images embedded once per model as the evidence pool (all of them when fewer).
 REFERENCE_IMAGES = 3000
@@ -55,6 +64,7 @@ class Explanation:
     training_set: str
     png: Path | None
     seconds: float
+    unknown_score: float | None = None  # "unknown" in `label` when past the threshold
 
 
 @dataclass(frozen=True)
@@ -74,67 +84,126 @@ class Reference:
         return [(int(i), float(distances[i])) for i in order]
 
 
-def explain_image(ctx: Context, *, image_id: int, png: Path | None) -> Explanation:
-    """Explain a stored image, read through its uri as the worker read it."""
+@dataclass(frozen=True)
+class Look:
+    """Where the model looked at one photo: the decoded photo (upright, any mode), the
+    model input and Grad-CAM map on it (size x size), the same map on the photo's pixels,
+    and the prediction the map explains (its top label)."""
+
+    model: ModelRow
+    photo: Image.Image
+    model_input: np.ndarray
+    cam: np.ndarray
+    heat: np.ndarray
+    prediction: Prediction
+    seconds: float
+
+
+@dataclass(frozen=True)
+class HeatPicture:
+    """The desk's picture of a `Look`: PNG bytes, and what it shows."""
+
+    png: bytes
+    model: str
+    label: str
+    confidence: float
+    seconds: float  # decode, Grad-CAM, prediction and drawing
+
+
+def explain_image(
+    ctx: Context, *, image_id: int, png: Path | None, embedder: PhotoEmbedder | None = None
+) -> Explanation:
+    """Explain a stored image, read through its uri under the workers' rules."""
     with ctx.engine().connect() as conn:
         found = repository.image_summaries(conn, image_ids=[image_id]).get(image_id)
     if found is None:
         raise UserError(f"no image {image_id} in the catalog")
-    return _explain(ctx, read_source(ctx, found.uri), f"#{image_id}", png)
+    data = read_stored(ctx.settings, found.uri)
+    return _explain(ctx, data, f"#{image_id}", png, embedder or PhotoEmbedder(ctx))
 
 
-def explain_photo(ctx: Context, *, photo: Path, png: Path | None) -> Explanation:
+def explain_photo(
+    ctx: Context, *, photo: Path, png: Path | None, embedder: PhotoEmbedder | None = None
+) -> Explanation:
     """Explain any photo file, in the catalog or not."""
     try:
         data = photo.read_bytes()
     except OSError as exc:
         raise UserError(f"cannot read {photo}: {exc.strerror or exc}") from None
-    return _explain(ctx, data, photo.name, png)
+    return _explain(ctx, data, photo.name, png, embedder or PhotoEmbedder(ctx))
 
 
-def read_source(ctx: Context, uri: str) -> bytes:
-    """A stored image's bytes: local files directly (the operator may read them, wherever
-    the workers' file roots are), http(s) through the workers' fetch policy."""
-    from worker.fetch import fetch_bytes
-    from worker.sources import PermanentError, TransientError
+def heat_picture(
+    ctx: Context,
+    *,
+    uri: str,
+    embedder: PhotoEmbedder,
+    active: ModelRow | None = None,
+    caption: str = "the photo",
+) -> HeatPicture:
+    """The desk's compact picture of where `active` (default: the active model, through
+    `embedder`'s loaded copy) looked at the stored photo behind `uri`, read under the
+    workers' rules; `PhotoUnavailable` when it cannot be read or decoded (`caption` names
+    the photo in that message)."""
+    from vitrine.ops.explain_picture import heat_tile
 
-    parts = urlsplit(uri)
-    if parts.scheme.lower() in ("http", "https"):
-        try:
-            return fetch_bytes(uri, ctx.settings.source_policy)
-        except (PermanentError, TransientError) as exc:
-            raise UserError(f"cannot fetch {uri}: {exc}") from None
-    path = Path(unquote(parts.path) if parts.scheme.lower() == "file" else uri)
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    started = time.perf_counter()
+    look = look_at(ctx, read_stored(ctx.settings, uri), caption, embedder, active=active)
+    label, confidence = look.prediction.label, look.prediction.confidence
+    png = heat_tile(
+        look.photo, look.heat, caption=f'where it looked for "{label}" ({confidence:.0%})'
+    )
+    return HeatPicture(png, look.model.key, label, confidence, time.perf_counter() - started)
 
 
-def _explain(ctx: Context, data: bytes, caption: str, png: Path | None) -> Explanation:
-    from ops.explain_picture import explanation_picture
-    from pipeline.decode import DEFAULT_DRAFT_SIZE, BadImageError, decode
-    from pipeline.explain import grad_cam, heat_on_image, input_frame
-    from pipeline.preprocess import to_model_input
+def look_at(
+    ctx: Context,
+    data: bytes,
+    caption: str,
+    embedder: PhotoEmbedder,
+    *,
+    active: ModelRow | None = None,
+    views: bool = False,
+) -> Look:
+    """Decode `data` as the workers do, run Grad-CAM and the prediction through
+    `embedder`'s model; `PhotoUnavailable` (a `UserError` naming `caption`) for bytes
+    that are not a usable photo. `views`: also score "none of our categories" (needs
+    the object view, a few ms more)."""
+    from vitrine.pipeline.inference.decode import BadImageError, decode
+    from vitrine.pipeline.inference.explain import grad_cam, heat_on_image, input_frame
+    from vitrine.pipeline.inference.preprocess import object_view, to_model_input, working_size
 
-    embedder = PhotoEmbedder(ctx)
-    active = embedder.active_model()
+    active = active or embedder.model_row()
     model = embedder.model(active)
     started = time.perf_counter()
     spec = model.spec.preprocess
-    work_size = max(DEFAULT_DRAFT_SIZE, 4 * int(spec.size))  # as `preprocess_bytes`
+    work_size = working_size(spec)
     try:
         img, _ = decode(
             data, limits=ctx.settings.image_limits, draft_size=work_size, draft_mode="RGB"
         )
     except BadImageError as exc:
-        raise UserError(f"{caption}: not a usable photo: {exc}") from None
+        raise PhotoUnavailable(f"{caption}: not a usable photo: {exc}") from None
     x = to_model_input(img, spec, work_size=work_size)
     frame = input_frame(img, spec, work_size)
     cams, _ = grad_cam(model.keras_model, x[None])
-    (prediction,) = model.predict(x[None], top_k=TOP_K)
+    shown = None
+    if views and model.view_size is not None:
+        shown = object_view(img, model.view_size)[None]
+    (prediction,) = model.predict(x[None], top_k=TOP_K, views=shown)
     heat = heat_on_image(cams[0], frame)
-    reference = training_reference(ctx, model, active.key)
+    return Look(active, img, x, cams[0], heat, prediction, time.perf_counter() - started)
+
+
+def _explain(
+    ctx: Context, data: bytes, caption: str, png: Path | None, embedder: PhotoEmbedder
+) -> Explanation:
+    from vitrine.ops.explain_picture import explanation_picture
+
+    look = look_at(ctx, data, caption, embedder, views=True)
+    started = time.perf_counter() - look.seconds
+    model, prediction = embedder.model(look.model), look.prediction
+    reference = training_reference(ctx, model, look.model.key)
     labels = model.spec.labels
     nearest = reference.nearest(prediction.embedding, NEIGHBOURS)
     near = [
@@ -148,27 +217,40 @@ def _explain(ctx: Context, data: bytes, caption: str, png: Path | None) -> Expla
             for (i, _), n in zip(nearest, near, strict=True)
         ]
         drawn = explanation_picture(
-            png, photo=img, heat=heat, model_input=x, cam=cams[0], caption=caption,
-            top_k=list(prediction.top_k), evidence=evidence,
-        )  # fmt: skip
+            png,
+            photo=look.photo,
+            heat=look.heat,
+            model_input=look.model_input,
+            cam=look.cam,
+            caption=caption,
+            top_k=list(prediction.top_k),
+            evidence=evidence,
+        )
     return Explanation(
-        source=caption, model=active.key, label=prediction.label,
-        confidence=prediction.confidence, top_k=list(prediction.top_k), neighbours=near,
-        training_set=reference.description, png=drawn, seconds=time.perf_counter() - started,
-    )  # fmt: skip
+        source=caption,
+        model=look.model.key,
+        label=UNKNOWN_LABEL if prediction.unknown else prediction.label,
+        confidence=prediction.confidence,
+        top_k=list(prediction.top_k),
+        neighbours=near,
+        training_set=reference.description,
+        png=drawn,
+        seconds=time.perf_counter() - started,
+        unknown_score=prediction.unknown_score,
+    )
 
 
 def training_reference(ctx: Context, model: LoadedModel, model_key: str) -> Reference:
     """The evidence pool for `model_key`, from the cache or embedded now (then cached).
 
-    Debian's Fashion-MNIST when installed, else the slice shipped in tests/data; the
+    Debian's Fashion-MNIST when installed, else the slice shipped in vitrine/data; the
     cache file names the data's fingerprint, so installing the full set later is noticed.
     """
-    from pipeline.preprocess import raw_to_model_input
+    from vitrine.pipeline.inference.preprocess import raw_to_model_input
 
     full = DEBIAN_DIR.is_dir()
     data = fashion_mnist(None, sample=not full)
-    where = "Debian's dataset-fashion-mnist" if full else "the slice in tests/data"
+    where = "Debian's dataset-fashion-mnist" if full else "the slice in vitrine/data"
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", model_key)
     cache = ctx.settings.data_dir / "explain" / f"{safe}-{data.fingerprint[7:23]}.npz"
     if cache.is_file():

@@ -5,23 +5,29 @@ Top row: the photo with the Grad-CAM map laid over its own pixels (so a map on t
 thing is visible as such), the 28x28 model input with the same map (what the model really
 saw, after trimming and scaling), the top labels as bars. Bottom row: the nearest training
 images with their true labels and cosine distances, the evidence a person can check.
+
+`heat_tile` is the review desk's smaller cut of the same thing (its item page): the photo
+and the photo under the map side by side, the label the map is for, a cold-to-hot key.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, features
 
-from pipeline.preprocess import flatten
+from vitrine.pipeline.inference.flatten import flatten
 
 PHOTO_EDGE = 300  # longest side of the photo tile, pixels
 INPUT_EDGE = 168  # the 28x28 input, enlarged x6
 EVIDENCE_EDGE = 96
 PAD = 10
 TEXT = (20, 20, 20)
+TILE_EDGE = 224  # the desk's picture: two tiles of this longest side, about 470 px wide
+TILE_MIN_WIDTH = 360  # a narrow photo still leaves room for the caption and the key
 #: Heat colours from cold to hot (dark blue, cyan, yellow, red), like a thermal camera.
 _ANCHORS = np.array([[20, 30, 140], [0, 190, 230], [250, 230, 40], [220, 20, 20]], np.float32)
 
@@ -122,3 +128,42 @@ def _bars(
         draw.text((x, row), f"{label}  {p:.3f}", fill=TEXT, font=font)
         draw.rectangle((x, row + 14, x + width - PAD, row + 26), outline=(180, 180, 180))
         draw.rectangle((x, row + 14, x + round((width - PAD) * p), row + 26), fill=(220, 20, 20))
+
+
+def heat_tile(photo: Image.Image, heat: np.ndarray, *, caption: str) -> bytes:
+    """PNG bytes: `photo` (any mode, transparency on white as the model saw it) and the
+    same photo under `heat` (aligned with its pixels), each at most `TILE_EDGE` on its
+    longest side, then `caption` and a key from cold to hot."""
+    # 12 px needs FreeType (in Pillow's wheels); a Pillow built without it has one size
+    sized = features.check("freetype2")
+    font = ImageFont.load_default(size=12) if sized else ImageFont.load_default()
+    flat = _scaled(flatten(photo, 3), TILE_EDGE, Image.Resampling.LANCZOS)
+    on_tile = Image.fromarray(heat.astype(np.float32), "F").resize(
+        flat.size, Image.Resampling.BILINEAR
+    )
+    hot = overlay(flat, np.asarray(on_tile, np.float32))
+    width = max(PAD * 3 + flat.width * 2, TILE_MIN_WIDTH)
+    text_h = 16
+    sheet = Image.new("RGB", (width, PAD + flat.height + PAD + text_h + PAD), (255, 255, 255))
+    left = (width - (flat.width * 2 + PAD)) // 2
+    sheet.paste(flat, (left, PAD))
+    sheet.paste(hot, (left + flat.width + PAD, PAD))
+    draw = ImageDraw.Draw(sheet)
+    y = PAD + flat.height + PAD
+    key_w, key_h = 60, 8
+    key = Image.fromarray(heat_colours(np.tile(np.linspace(0, 1, key_w), (key_h, 1))))
+    more_w = round(draw.textlength("more", font=font))
+    key_x = width - PAD - more_w - 4 - key_w
+    less_w = round(draw.textlength("less", font=font))
+    room = key_x - 4 - less_w - 2 * PAD
+    while len(caption) > 3 and draw.textlength(caption, font=font) > room:  # a long label
+        caption = caption[: -4 if caption.endswith("...") else -1].rstrip() + "..."
+    draw.text((PAD, y), caption, fill=TEXT, font=font)
+    draw.text((key_x - 4 - less_w, y), "less", fill=TEXT, font=font)
+    sheet.paste(key, (key_x, y + 4))
+    draw.text((key_x + key_w + 4, y), "more", fill=TEXT, font=font)
+    out = io.BytesIO()
+    # RGB, not a palette: 256 colours halve the bytes (40-80 KB for a noisy photo) but band
+    # the map and its key
+    sheet.save(out, "PNG", optimize=True)
+    return out.getvalue()

@@ -11,8 +11,9 @@ can lose its file (that upload then fails, and sending it again stores it again)
 
 Which files are vitrine's own is decided from the URI alone (`owned_upload`): only the
 canonical `file:` URI of a regular file under the upload directory, laid out as the API
-stores photos (`api/<sha[:2]>/<sha256>`) or as the CLI stages them
-(`staged/<16 hex>/<name>`). A merchant's own files anywhere else, symlinks and URLs are
+stores photos (`api/<merchant key>/<sha[:2]>/<sha256>`; `api/<sha[:2]>/<sha256>` before
+photos were kept per merchant) or as the CLI stages them (`staged/<32 hex>/<name>`; 16
+hex before staged folders were keyed). A merchant's own files anywhere else, symlinks and URLs are
 never touched. A staged file is a hard link or a copy, so removing it leaves the
 merchant's original. A file another remaining row still names (the same photo uploaded
 by another merchant) stays.
@@ -28,13 +29,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from db import repository
-from ops.context import Context
-from ops.errors import OpsError, UserError
-from ops.thumbnails import drop_thumbnails
+from vitrine.db import repository
+from vitrine.ops.context import Context
+from vitrine.ops.errors import OpsError, UserError
+from vitrine.ops.heat_maps import drop_heat_maps
+from vitrine.ops.thumbnails import drop_thumbnails
 
 _API_NAME = re.compile(r"[0-9a-f]{64}")
-_STAGED_KEY = re.compile(r"[0-9a-f]{16}")
+_STAGED_KEY = re.compile(r"[0-9a-f]{16}|[0-9a-f]{32}")
+_MERCHANT_KEY = re.compile(r"[0-9a-f]{16}")
 
 
 @dataclass(frozen=True)
@@ -71,11 +74,13 @@ def owned_upload(uri: str, uploads: Path) -> Path | None:
         parts = path.relative_to(root).parts
     except ValueError:
         return None
-    if len(parts) != 3 or path.is_symlink():
+    if len(parts) not in (3, 4) or path.is_symlink():
         return None
-    kind, folder, name = parts
-    api = kind == "api" and bool(_API_NAME.fullmatch(name)) and folder == name[:2]
-    staged = kind == "staged" and bool(_STAGED_KEY.fullmatch(folder))
+    kind, *folders, name = parts
+    if kind == "api" and len(folders) == 2 and not _MERCHANT_KEY.fullmatch(folders[0]):
+        return None
+    api = kind == "api" and bool(_API_NAME.fullmatch(name)) and folders[-1] == name[:2]
+    staged = kind == "staged" and len(folders) == 1 and bool(_STAGED_KEY.fullmatch(folders[0]))
     return path if api or staged else None
 
 
@@ -103,13 +108,15 @@ def forget(
                 f"nothing was deleted: {tables} would keep rows of the erased images "
                 "(their image_id lacks ON DELETE CASCADE); fix the schema first"
             )
-        uris = sorted({uri for _, uri in deleted} | set(reviews))
+        uris = sorted({uri for _, uri in deleted} | {uri for _, uri in reviews})
         owned = {uri: path for uri in uris if (path := owned_upload(uri, uploads))}
         shared = repository.referenced_uris(conn, uris=list(owned))
         doomed = files_to_remove(owned, shared)
         files = len(doomed) if dry_run else remove_files(doomed)
         if not dry_run:  # the review desk's cached thumbnails go too (not counted)
             drop_thumbnails(ctx, [i for i, _ in deleted])
+            drop_heat_maps(ctx, [i for i, _ in deleted])  # and its heat maps
+            drop_thumbnails(ctx, [i for i, _ in reviews], kind="reviews")
         report = ForgetReport(
             scope=scope,
             subject=subject,

@@ -1,4 +1,5 @@
-"""`vitrine worker-check`: is the worker on this host alive? (worker.health writes the beat.)
+"""`vitrine worker-check`: is the worker on this host alive? (vitrine.worker.health writes the
+beat.)
 
 Fresh heartbeat file: the worker's main process is looping and connected. `--ping` also
 asks the broker for that worker's node (`celery inspect ping`), which answers only if the
@@ -12,8 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ops.context import Context
-from worker.celery_app import app
+from vitrine.ops.context import Context
+from vitrine.worker.celery_app import app
 
 
 @dataclass(frozen=True)

@@ -5,31 +5,54 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from db import repository
-from db.types import ImageSummary
-from ops.context import Context
-from ops.dispatch import Summary, process_items, publish_uploads, wait_for_events
-from ops.models import find_model
-from ops.progress import ProgressFactory, no_progress
-from ops.uploads import register_uploads, stage_local_files
-from pipeline.types import Upload
-from worker.celery_app import app
-from worker.processing import WorkItem
+from vitrine.db import repository
+from vitrine.db.types import ImageSummary
+from vitrine.ops.context import Context
+from vitrine.ops.dispatch import Summary, process_items, publish_uploads, wait_for_events
+from vitrine.ops.models import find_model
+from vitrine.ops.progress import ProgressFactory, no_progress
+from vitrine.ops.uploads import register_uploads, stage_local_files
+from vitrine.pipeline.types import Upload
+from vitrine.worker.celery_app import app
+from vitrine.worker.names import REHASH_BATCH_TASK
+from vitrine.worker.processing import WorkItem
+
+
+@dataclass(frozen=True)
+class Received:
+    """What recording a command's uploads did: how many were new events, how many had been
+    received before (the same merchant, SKU and file: running a command again)."""
+
+    uploads: int
+    created: int
+
+    @classmethod
+    def of(cls, recorded: Sequence[repository.Recorded]) -> Received:
+        return cls(len(recorded), sum(r.created for r in recorded))
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "uploads": self.uploads,
+            "created": self.created,
+            "already_received": self.uploads - self.created,
+        }
 
 
 @dataclass(frozen=True)
 class Submitted:
     image_ids: list[int]
+    received: Received
     images: dict[int, ImageSummary] | None  # with --wait: how each one ended
 
 
 @dataclass(frozen=True)
 class RunReport:
-    images: int
+    images: int  # images sent for processing
     summary: Summary
     model: str | None = None
     activated: bool = False
     index_rebuilt: bool = False  # the model's HNSW index built after the load
+    received: Received | None = None  # ingest: the uploads recorded
 
     def as_dict(self) -> dict[str, object]:
         extra = (
@@ -41,13 +64,26 @@ class RunReport:
                 "index_rebuilt": self.index_rebuilt,
             }
         )
-        return {"images": self.images, **self.summary.as_dict(), **extra}
+        uploads = self.received.as_dict() if self.received else {}
+        return {**uploads, "images": self.images, **self.summary.as_dict(), **extra}
 
 
 def staged(ctx: Context, uploads: Sequence[Upload]) -> list[Upload]:
     """The user's local files where workers may read them (see `stage_local_files`)."""
     settings = ctx.settings
-    return stage_local_files(uploads, settings.source_policy, settings.uploads / "staged")
+    return stage_local_files(uploads, settings.source_policy, settings.uploads)
+
+
+def unknown_categories(ctx: Context, uploads: Sequence[Upload]) -> list[str]:
+    """Declared categories (as sent) that match none of the active model's labels, case
+    and spaces aside; they are stored all the same."""
+    with ctx.engine().connect() as conn:
+        active = repository.active_model(conn)
+    if active is None:
+        return []
+    known = {label.lower() for label in active.labels}
+    declared = {u.declared_label for u in uploads if u.declared_label}
+    return sorted(d for d in declared if d.strip().lower() not in known)
 
 
 def workers_online(ctx: Context) -> bool:
@@ -68,14 +104,25 @@ def submit(
     engine = ctx.engine()
     ctx.broker_url()
     uploads = staged(ctx, uploads)
-    ids = register_uploads(engine, uploads)
-    items = [WorkItem(image_id=i, uri=u.uri) for i, u in zip(ids, uploads, strict=True)]
-    results = publish_uploads(items, [u.merchant_id for u in uploads])
+    recorded = register_uploads(engine, uploads)
+    ids = [r.image_id for r in recorded]
+    # An event received before is not published again, unless it has no result yet.
+    todo = [(r, u) for r, u in zip(recorded, uploads, strict=True) if _unfinished(r)]
+    items = [WorkItem(image_id=r.image_id, uri=u.uri) for r, u in todo]
+    results = publish_uploads(items, [u.merchant_id for _, u in todo])
+    received = Received.of(recorded)
     if not wait:
-        return Submitted(image_ids=ids, images=None)
+        return Submitted(image_ids=ids, received=received, images=None)
     wait_for_events(results, timeout=timeout, progress=progress)
     with engine.connect() as conn:
-        return Submitted(image_ids=ids, images=repository.image_summaries(conn, image_ids=ids))
+        images = repository.image_summaries(conn, image_ids=ids)
+    return Submitted(image_ids=ids, received=received, images=images)
+
+
+def _unfinished(recorded: repository.Recorded) -> bool:
+    """A new event, or one received before that has no result yet (its message may have
+    been lost: sending it again is harmless)."""
+    return recorded.created or recorded.status in ("pending", "processing")
 
 
 def ingest(
@@ -89,8 +136,12 @@ def ingest(
 ) -> RunReport:
     """Bulk load: register every upload, process them in batches, one forward pass each."""
     uploads = staged(ctx, uploads)
-    ids = register_uploads(ctx.engine(), uploads)
-    items = [WorkItem(image_id=i, uri=u.uri) for i, u in zip(ids, uploads, strict=True)]
+    recorded = register_uploads(ctx.engine(), uploads)
+    items = [
+        WorkItem(image_id=r.image_id, uri=u.uri)
+        for r, u in zip(recorded, uploads, strict=True)
+        if _unfinished(r)
+    ]
     summary = process_items(
         ctx,
         items,
@@ -100,7 +151,7 @@ def ingest(
         description="ingest",
         progress=progress,
     )
-    return RunReport(images=len(items), summary=summary)
+    return RunReport(images=len(items), summary=summary, received=Received.of(recorded))
 
 
 def backfill(
@@ -153,6 +204,31 @@ def backfill(
         with engine.begin() as conn:
             repository.activate_model(conn, key=chosen.key)
     return RunReport(len(items), summary, chosen.key, activated, index_rebuilt=rebuild)
+
+
+def rehash(
+    ctx: Context,
+    *,
+    workers: int,
+    batch_size: int | None = None,
+    max_in_flight: int = 4,
+    progress: ProgressFactory = no_progress,
+) -> RunReport:
+    """Measure the perceptual hash and quality again of every done image without a hash
+    (a migration cleared those the recipe changed for); resumable like a backfill."""
+    with ctx.engine().connect() as conn:
+        items = [WorkItem(image_id=i, uri=u) for i, u in repository.images_without_hash(conn)]
+    summary = process_items(
+        ctx,
+        items,
+        workers=workers if items else 0,
+        batch_size=batch_size,
+        description="hashes",
+        task=REHASH_BATCH_TASK,
+        max_in_flight=max_in_flight,
+        progress=progress,
+    )
+    return RunReport(images=len(items), summary=summary)
 
 
 def requeue(

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from worker.logs import redact_handlers
-from worker.quiet import quiet_tensorflow
+from vitrine.worker.logs import redact_handlers
+from vitrine.worker.quiet import quiet_tensorflow
 
 
 def setup_cli_logging() -> None:
-    """No TensorFlow start-up noise (worker.quiet); no credentials in whatever is logged."""
+    """No TensorFlow start-up noise (vitrine.worker.quiet); no credentials in whatever is logged."""
     quiet_tensorflow()
     redact_handlers()

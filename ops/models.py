@@ -6,10 +6,10 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from db import repository
-from db.types import ModelRow
-from ops.errors import UserError
-from pipeline.model import read_spec
+from vitrine.db import repository
+from vitrine.db.types import ModelRow
+from vitrine.ops.errors import UserError
+from vitrine.pipeline.inference.model import read_spec
 
 
 def check_model_dir(model_dir: Path) -> None:

@@ -13,15 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from db import repository
-from db.types import ModelRow
-from ops.context import Context
-from ops.errors import UserError
-from ops.models import check_model_dir
-from pipeline.types import Prediction
+from vitrine.db import repository
+from vitrine.db.types import ModelRow
+from vitrine.ops.context import Context
+from vitrine.ops.errors import UserError
+from vitrine.ops.models import check_model_dir
+from vitrine.pipeline.types import Prediction
 
 if TYPE_CHECKING:
-    from pipeline.model import LoadedModel
+    from vitrine.pipeline.inference.model import LoadedModel
 
 
 @dataclass(frozen=True)
@@ -34,11 +34,16 @@ class PhotoEmbedder:
     """The active model, loaded on first use and reloaded only when another is active."""
 
     def __init__(self, ctx: Context) -> None:
-        self._ctx = ctx
-        self._lock = threading.Lock()
-        self._loaded: tuple[str, LoadedModel] | None = None
+        from vitrine.pipeline.inference.model import ModelCache
 
-    def active_model(self) -> ModelRow:
+        self._ctx = ctx
+        self._models = ModelCache(latest_only=True)
+        self._warmed = threading.Event()
+        self._warm_error = ""
+        self._warm_started = False
+
+    def model_row(self) -> ModelRow:
+        """The active model's row; `UserError` when there is none."""
         with self._ctx.engine().connect() as conn:
             active = repository.active_model(conn)
         if active is None:
@@ -47,30 +52,55 @@ class PhotoEmbedder:
 
     def embed(self, data: bytes, *, active: ModelRow | None = None) -> EmbeddedPhoto:
         """The photo's prediction and embedding; `UserError` if it is not a usable image."""
-        from pipeline.decode import BadImageError
-        from pipeline.preprocess import preprocess_bytes
+        from vitrine.pipeline.inference.decode import BadImageError
+        from vitrine.pipeline.inference.preprocess import prepare_photo
 
-        active = active or self.active_model()
+        active = active or self.model_row()
         model = self._model(active)
         try:
-            array, _ = preprocess_bytes(
-                data, model.spec.preprocess, limits=self._ctx.settings.image_limits
+            photo = prepare_photo(
+                data,
+                model.spec.preprocess,
+                limits=self._ctx.settings.image_limits,
+                view_size=model.view_size,
             )
         except BadImageError as exc:
             raise UserError(str(exc)) from None  # callers say which photo
-        (prediction,) = model.predict(array[None])
+        views = None if photo.view is None else photo.view[None]
+        (prediction,) = model.predict(photo.array[None], views=views)
         return EmbeddedPhoto(active, prediction)
+
+    def warm_in_background(self) -> None:
+        """Load the active model in a thread now, so the first search does not pay for
+        the load (seconds on a small machine). A failure becomes the first search's
+        error and the readiness check's reason, not a failed start-up."""
+        self._warm_started = True
+        threading.Thread(target=self._warm, name="warm-search-model", daemon=True).start()
+
+    def _warm(self) -> None:
+        try:
+            self._model(self.model_row())
+        except Exception as exc:  # noqa: BLE001  the search route reports it properly
+            self._warm_error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self._warmed.set()
+
+    def warm_state(self) -> str:
+        """ "ok" once the active model is loaded (or when no warm-up was asked for),
+        "loading" before, or why the load failed."""
+        if not self._warm_started:
+            return "ok"
+        if not self._warmed.is_set():
+            return "loading the model for search by photo"
+        return self._warm_error or "ok"
 
     def model(self, active: ModelRow) -> LoadedModel:
         """The loaded model `embed` runs, for callers that need more than its prediction
-        (`ops.explain` takes gradients through it)."""
+        (`vitrine.ops.explain` takes gradients through it)."""
         return self._model(active)
 
     def _model(self, active: ModelRow) -> LoadedModel:
-        from pipeline.model import load_model_dir
-
-        with self._lock:  # one load, however many requests arrive at once
-            if self._loaded is None or self._loaded[0] != active.key:
-                check_model_dir(Path(active.path))
-                self._loaded = (active.key, load_model_dir(Path(active.path)))
-            return self._loaded[1]
+        directory = Path(active.path)
+        if directory.resolve() not in self._models.loaded():  # checked once, before the load
+            check_model_dir(directory)  # a user error, not a traceback, when it is gone
+        return self._models.get(directory)

@@ -1,34 +1,33 @@
-"""Contact sheets of stored images and their neighbours, read back through their URIs."""
+"""Contact sheets of stored images and their neighbours, read back through their URIs
+under the workers' rules (`vitrine.ops.stored_photos`)."""
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from PIL import Image
 from sqlalchemy import Engine
 
-from db import repository
-from db.types import Neighbour
-from pipeline.report import Tile, contact_sheet
-from worker.fetch import fetch_bytes
-from worker.settings import get_settings
+from vitrine.db import repository
+from vitrine.db.types import Neighbour
+from vitrine.ops.stored_photos import PhotoUnavailable, decode_photo, read_stored
+from vitrine.pipeline.evaluation.report import Tile, contact_sheet
+from vitrine.settings import get_settings
 
 _MISSING = (200, 200, 200)
+#: JPEGs are decoded at reduced scale, keeping at least this many pixels a side.
+_TILE_DRAFT = 256
 
 
 def _load(uri: str) -> Image.Image:
-    return _picture(lambda: fetch_bytes(uri, get_settings().source_policy))
+    return _picture(lambda: read_stored(get_settings(), uri))
 
 
 def _picture(read: Callable[[], bytes]) -> Image.Image:
     try:
-        img = Image.open(io.BytesIO(read()))
-        img.draft("RGB", (256, 256))
-        img.load()
-        return img
-    except Exception:  # a picture must not fail because one file went missing
+        return decode_photo(read(), get_settings().image_limits, draft_size=_TILE_DRAFT)
+    except PhotoUnavailable:  # a picture must not fail because one file went missing
         return Image.new("RGB", (64, 64), _MISSING)
 
 

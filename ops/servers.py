@@ -15,9 +15,9 @@ from redis.retry import Retry
 from sqlalchemy import pool
 from sqlalchemy.engine import make_url
 
-from db.engine import make_engine, normalise_url
-from db.migrate import schema_revision
-from ops.errors import ServerUnreachable, UserError
+from vitrine.db.engine import make_engine, normalise_url
+from vitrine.db.migrate import schema_revision
+from vitrine.ops.errors import ServerUnreachable, UserError
 
 CONNECT_TIMEOUT_S = 5
 

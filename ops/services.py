@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ops.errors import ServerUnreachable, UserError
-from ops.servers import redact
-from worker.settings import Settings
+from vitrine.ops.errors import ServerUnreachable, UserError
+from vitrine.ops.servers import redact
+from vitrine.settings import Settings
 
 
 def services(settings: Settings) -> dict[str, dict[str, Any]]:
     """What `services status` shows, passwords hidden; starts nothing."""
     try:
-        from embedded.services import services_status
+        from vitrine.embedded.services import services_status
     except ImportError:  # an installation without the embedded servers
         configured = {"postgres": settings.database_url, "redis": settings.redis_url}
         return {
@@ -31,8 +31,8 @@ def services(settings: Settings) -> dict[str, dict[str, Any]]:
 def stop(settings: Settings) -> list[str]:
     """Stop the embedded servers (their data stays); the names of those stopped."""
     try:
-        from embedded.common import ServiceError
-        from embedded.services import stop_services
+        from vitrine.embedded.common import ServiceError
+        from vitrine.embedded.services import stop_services
     except ImportError:
         raise UserError("this installation has no embedded servers to stop") from None
     try:

@@ -1,7 +1,8 @@
 """`vitrine train`: checks what the user asked for, loads the data, calls a recipe.
 
 The recipes themselves (Fashion-MNIST, or a merchant's labelled folder, optionally on a
-keras.applications backbone) live in `pipeline.train`; nothing here decides how images
+keras.applications backbone) live in `vitrine.pipeline.training.train`; nothing here decides how
+images
 are preprocessed or how the network learns.
 """
 
@@ -15,13 +16,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ops.data import fashion_mnist
-from ops.errors import UserError
-from pipeline.augment import Augmentation
-from pipeline.batch import failure_reason, prepare_batch
-from pipeline.datasets import load_labelled_folder
-from pipeline.train import TrainConfig, folder_preprocess_spec, train_fashion_mnist, train_folder
-from pipeline.types import ImageLimits, ModelSpec
+from vitrine.ops.data import fashion_mnist
+from vitrine.ops.errors import UserError
+from vitrine.pipeline.inference.batch import failure_reason, prepare_batch
+from vitrine.pipeline.training.augment import Augmentation
+from vitrine.pipeline.training.datasets import load_labelled_folder
+from vitrine.pipeline.training.train import (
+    TrainConfig,
+    folder_preprocess_spec,
+    train_fashion_mnist,
+    train_folder,
+)
+from vitrine.pipeline.types import ImageLimits, ModelSpec
 
 Log = Callable[[str], None]
 
@@ -75,7 +81,7 @@ def _config(req: TrainRequest) -> TrainConfig:
     if req.init is not None:
         if req.data is not None:
             raise UserError("--init fine-tunes a Fashion-MNIST model; it does not apply to --data")
-        from ops.models import check_model_dir
+        from vitrine.ops.models import check_model_dir
 
         check_model_dir(req.init)
     augmentation = Augmentation(

@@ -8,14 +8,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from ops.context import Context
-from worker.celery_app import worker_argv, worker_env
+from vitrine.ops.context import Context
+from vitrine.worker.celery_app import worker_argv, worker_env
 
 
 def fresh_metrics_dir(base: Path, pid: int) -> Path:
     """An empty `base/worker-PID` for the multiprocess metrics of worker `pid`; those of
     workers no longer running go (their counts ended with them)."""
-    from worker.metrics import process_alive
+    from vitrine.worker.metrics import process_alive
 
     base.mkdir(parents=True, exist_ok=True)
     for old in base.glob("worker-*"):
@@ -45,7 +45,7 @@ def exec_worker(
     if nice is not None:
         env["VITRINE_WORKER_NICE"] = str(nice)
     if ctx.settings.metrics_port:  # exec keeps this process's id: the worker's own directory
-        from worker.metrics import MULTIPROC_ENV
+        from vitrine.worker.metrics import MULTIPROC_ENV
 
         metrics = fresh_metrics_dir(ctx.settings.data_dir / "metrics", os.getpid())
         env[MULTIPROC_ENV] = str(metrics)

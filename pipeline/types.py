@@ -37,6 +37,9 @@ class Upload:
     # The category the merchant declared (any text, as sent); view label_mismatches
     # compares it case-insensitively to the model's labels.
     declared_label: str | None = None
+    #: Names the event: a redelivery of the same event is the same row, any other event
+    #: another row (migration 0013). None: a new event, named when it is recorded.
+    event_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,9 @@ class ModelSpec:
     metrics: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     keras_file: str = "model.keras"
+    #: The "none of our categories" detector's settings (`vitrine.pipeline.inference.unknown`);
+    # empty: none.
+    unknown: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -105,6 +111,7 @@ class ModelSpec:
             "metrics": self.metrics,
             "training": self.training,
             "keras_file": self.keras_file,
+            **({"unknown": self.unknown} if self.unknown else {}),
         }
 
     @classmethod
@@ -119,7 +126,28 @@ class ModelSpec:
             metrics=dict(data.get("metrics", {})),
             training=dict(data.get("training", {})),
             keras_file=str(data.get("keras_file", "model.keras")),
+            unknown=dict(data.get("unknown", {})),
         )
+
+
+#: How a worker words a failure it gave up on after trying more than once: "gave up after
+#: N tries: <reason>" (a source's passing trouble, a timeout or a 5xx, outlasted the
+#: retries: `vitrine.worker.failures.RetryPolicy.gave_up`) or "gave up after N attempts:
+#: <reason>" (claimed that many times without a result: `vitrine.worker.processing`). Such
+#: an upload may well succeed when sent again; any other failure is the photo's own (not an
+#: image, a refused source) and would only fail again. The review desk's "Failed uploads"
+#: sends the former alone again (`vitrine.db.repository.failed`).
+GAVE_UP_PREFIX = "gave up after "
+
+
+def worth_resending(error: str | None) -> bool:
+    """Whether a failed upload's recorded reason is passing trouble (`GAVE_UP_PREFIX`)."""
+    return error is not None and error.startswith(GAVE_UP_PREFIX)
+
+
+#: The label people read for a photo of none of a model's categories
+# (`vitrine.pipeline.inference.unknown`).
+UNKNOWN_LABEL = "unknown"
 
 
 @dataclass(frozen=True, eq=False)
@@ -138,6 +166,12 @@ class Prediction:
     #: Every label with its probability; empty where a stored prediction was copied
     #: (known bytes). Only the declared category's is stored.
     scores: tuple[tuple[str, float], ...] = ()
+    #: How far the photo lies from every photo the catalogue expects, and whether that is
+    #: past the model's threshold ("none of our categories", `vitrine.pipeline.inference.unknown`);
+    # None
+    #: when the model has no detector.
+    unknown_score: float | None = None
+    unknown: bool | None = None
 
     def score_of(self, label: str | None) -> float | None:
         """The probability of `label` (trimmed, any case) if it is one of the labels."""
@@ -157,7 +191,7 @@ DEFAULT_MAX_DECODE_SECONDS = 5.0
 @dataclass(frozen=True)
 class ImageLimits:
     """What an upload may cost before it is refused: bytes on the wire, pixels decoded,
-    seconds spent decoding (enforced by `pipeline.decode.decode`)."""
+    seconds spent decoding (enforced by `vitrine.pipeline.inference.decode.decode`)."""
 
     max_bytes: int
     max_pixels: int
@@ -166,7 +200,8 @@ class ImageLimits:
 
 @dataclass(frozen=True)
 class ImageQuality:
-    """Listing-photo quality facts of one upload (`pipeline.quality` says how each is
+    """Listing-photo quality facts of one upload (`vitrine.pipeline.inference.quality` says how
+    each is
     measured); model-independent, stored in `image_quality` and judged by view
     `quality_issues`. Object facts are None where the backdrop is not plain."""
 
@@ -188,8 +223,9 @@ class ImageInfo:
     width: int
     height: int
     format: str
-    # The product's perceptual hash (`pipeline.phash`, '0'/'1' text); None where it was not
+    # The product's perceptual hash (`vitrine.pipeline.inference.phash`, '0'/'1' text); None where
+    # it was not
     # computed (a result stored before hashes existed, a synthetic row).
     phash: str | None = None
-    # Listing-photo quality (`pipeline.quality`); None where it was not measured.
+    # Listing-photo quality (`vitrine.pipeline.inference.quality`); None where it was not measured.
     quality: ImageQuality | None = None

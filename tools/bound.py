@@ -5,8 +5,9 @@ processes, then one batched forward pass of all of them.
     .venv/bin/python tools/bound.py --n 1000 --save out.npz  # also keep inputs and outputs
     .venv/bin/python tools/bound.py --n 1000 --threads       # 2 threads instead of processes
 
-Photos come from `pipeline.photos.write_catalog` (Fashion-MNIST test items of the slice
-shipped in tests/data, JPEG/PNG/WebP mix, 20% EXIF-rotated, longest side 500-2,000 px),
+Photos come from `vitrine.pipeline.synthetic.photos.write_catalog` (Fashion-MNIST test items of the
+slice
+shipped in vitrine/data, JPEG/PNG/WebP mix, 20% EXIF-rotated, longest side 500-2,000 px),
 written once into a cache folder and reused. Each pool process reads its files itself,
 as a worker does after a fetch; the pool is started and warmed before any timing. The
 forward pass runs in the main process with TensorFlow's default threads, after one
@@ -35,16 +36,18 @@ from typing import Any
 
 import numpy as np
 
+from vitrine.settings import SAMPLE_FASHION_DIR
+
 ROOT = Path(__file__).resolve().parents[1]
-SLICE = ROOT / "tests" / "data" / "fashion-mnist-slice"
+SLICE = SAMPLE_FASHION_DIR
 MODEL = ROOT / "models" / "fashion-cnn"
 SIZE_RANGE = (500, 2000)
 
 
 def _catalog(folder: Path, n: int, seed: int) -> list[Path]:
     """The photos' paths, writing them first unless `folder` already holds this catalog."""
-    from pipeline.datasets import load_fashion_mnist
-    from pipeline.photos import write_catalog
+    from vitrine.pipeline.synthetic.photos import write_catalog
+    from vitrine.pipeline.training.datasets import load_fashion_mnist
 
     manifest = folder / "manifest.csv"
     if not manifest.is_file():
@@ -56,8 +59,8 @@ def _catalog(folder: Path, n: int, seed: int) -> list[Path]:
 
 def _preprocess_file(path: Path) -> tuple[np.ndarray, float]:
     """Model input of one photo file, and the CPU seconds this process spent on it."""
-    from pipeline.preprocess import preprocess_bytes
-    from pipeline.types import ImageLimits, PreprocessSpec
+    from vitrine.pipeline.inference.preprocess import preprocess_bytes
+    from vitrine.pipeline.types import ImageLimits, PreprocessSpec
 
     limits = ImageLimits(max_bytes=40_000_000, max_pixels=40_000_000)
     t0 = time.process_time()
@@ -91,7 +94,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             threads_cpu = time.process_time() - c0
             pre_cpu.append(threads_cpu if args.threads else sum(cpu for _, cpu in done))
 
-    from pipeline.model import load_model_dir
+    from vitrine.pipeline.inference.model import load_model_dir
 
     model = load_model_dir(MODEL)
     model.forward(arrays)  # warm-up: tracing and thread pools are not throughput
@@ -104,7 +107,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     if args.save:
         names = np.array([p.name for p in paths])
         np.savez_compressed(args.save, files=names, inputs=arrays, probs=probs, embs=embs)
-    import pipeline
+    import vitrine.pipeline
 
     n = len(paths)
     bounds = [n / (p + f) for p, f in zip(pre_s, fwd_s, strict=True)]
@@ -114,7 +117,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "threads_instead_of_processes": args.threads,
         "repeat": args.repeat,
         "photos": str(folder),
-        "pipeline": str(Path(pipeline.__file__).resolve().parent),
+        "pipeline": str(Path(vitrine.pipeline.__file__).resolve().parent),
         "preprocess_s": _spread(pre_s),
         "preprocess_images_per_s": _spread([n / s for s in pre_s]),
         "preprocess_cpu_ms_per_image": _spread([1000 * c / n for c in pre_cpu]),

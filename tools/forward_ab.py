@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from vitrine.settings import SAMPLE_FASHION_DIR
+
 ROOT = Path(__file__).resolve().parents[1]
 Outputs = tuple[np.ndarray, np.ndarray]
 
@@ -49,15 +51,15 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.bf16:
         tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
-    from pipeline.datasets import load_fashion_mnist
-    from pipeline.model import load_model_dir
-    from pipeline.preprocess import raw_to_model_input
+    from vitrine.pipeline.inference.model import load_model_dir
+    from vitrine.pipeline.inference.preprocess import raw_to_model_input
+    from vitrine.pipeline.training.datasets import load_fashion_mnist
 
     model = load_model_dir(ROOT / "models" / "fashion-cnn")
     if args.inputs:
         x = np.load(args.inputs)["inputs"]
     else:
-        data = load_fashion_mnist(ROOT / "tests" / "data" / "fashion-mnist-slice")
+        data = load_fashion_mnist(SAMPLE_FASHION_DIR)
         x = raw_to_model_input(data.x_test, model.spec.preprocess)
     keras_model = model.keras_model
     signature = [tf.TensorSpec((None, *x.shape[1:]), tf.float32)]

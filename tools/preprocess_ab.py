@@ -29,13 +29,13 @@ HERE = Path(__file__).resolve()
 
 def _child(folder: Path, count: int) -> dict[str, float]:
     """In the child: ms per image by file suffix (and "all") over the first `count` files."""
-    import pipeline
-    from pipeline.preprocess import preprocess_bytes
-    from pipeline.types import ImageLimits, PreprocessSpec
+    import vitrine.pipeline
+    from vitrine.pipeline.inference.preprocess import preprocess_bytes
+    from vitrine.pipeline.types import ImageLimits, PreprocessSpec
 
     root = Path(os.environ["PYTHONPATH"]).resolve()
-    if not Path(pipeline.__file__).resolve().is_relative_to(root):
-        raise SystemExit(f"measuring {pipeline.__file__}, not the tree under {root}")
+    if not Path(vitrine.pipeline.__file__).resolve().is_relative_to(root):
+        raise SystemExit(f"measuring {vitrine.pipeline.__file__}, not the tree under {root}")
     files = sorted(p for p in folder.iterdir() if p.suffix in (".jpg", ".png", ".webp"))
     blobs = [(p.suffix, p.read_bytes()) for p in files[:count]]
     limits, spec = ImageLimits(max_bytes=40_000_000, max_pixels=40_000_000), PreprocessSpec()

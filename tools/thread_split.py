@@ -3,7 +3,7 @@
     .venv/bin/python tools/thread_split.py --processes 2 --threads 1  # 2 CPUs, 2 workers
     .venv/bin/python tools/thread_split.py --processes 2 --threads 8  # 2 CPUs seen as 16
 
-Each process sets intra-op threads to T (inter-op 1) as `worker.runtime.configure_threads`
+Each process sets intra-op threads to T (inter-op 1) as `vitrine.worker.runtime.configure_threads`
 does, loads the shipped model, warms up, then all run together (a barrier) over their
 share of N inputs (the Fashion-MNIST slice, batches of 64), R times. Reported: images per
 second of all processes together, per repeat (N / the slowest process's time), as the
@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vitrine.settings import SAMPLE_FASHION_DIR
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -30,12 +32,12 @@ def _worker(threads: int, share: int, repeat: int, barrier: Any, out: Any) -> No
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from pipeline.datasets import load_fashion_mnist
-    from pipeline.model import load_model_dir
-    from pipeline.preprocess import raw_to_model_input
+    from vitrine.pipeline.inference.model import load_model_dir
+    from vitrine.pipeline.inference.preprocess import raw_to_model_input
+    from vitrine.pipeline.training.datasets import load_fashion_mnist
 
     model = load_model_dir(ROOT / "models" / "fashion-cnn")
-    data = load_fashion_mnist(ROOT / "tests" / "data" / "fashion-mnist-slice")
+    data = load_fashion_mnist(SAMPLE_FASHION_DIR)
     x = raw_to_model_input(np.resize(data.x_test, (share, 28, 28)), model.spec.preprocess)
     model.forward(x[:64])
     for _ in range(repeat):

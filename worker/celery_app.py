@@ -1,6 +1,6 @@
 """The one place the Celery app is built, and how worker processes are started.
 
-Its settings are declared in `worker.celery_config` (delivery settings and why).
+Its settings are declared in `vitrine.worker.celery_config` (delivery settings and why).
 """
 
 from __future__ import annotations
@@ -14,23 +14,23 @@ from typing import Any
 from celery import Celery
 from celery.signals import setup_logging
 
-from worker.health import Heartbeat
-from worker.names import ALL_QUEUES
+from vitrine.worker.health import Heartbeat
+from vitrine.worker.names import ALL_QUEUES
 
-app = Celery("vitrine", include=["worker.tasks"])
-# Lazy: Celery imports worker.celery_config (which reads the settings) on first use of
+app = Celery("vitrine", include=["vitrine.worker.tasks"])
+# Lazy: Celery imports vitrine.worker.celery_config (which reads the settings) on first use of
 # `app.conf`, so importing this module reads no environment and cannot fail on it.
-app.config_from_object("worker.celery_config")
+app.config_from_object("vitrine.worker.celery_config")
 app.steps["consumer"].add(Heartbeat)
 
 
 @setup_logging.connect
 def _setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
-    """A worker's logs: VITRINE_LOG_FORMAT, credentials redacted (worker.logs); and no
+    """A worker's logs: VITRINE_LOG_FORMAT, credentials redacted (vitrine.worker.logs); and no
     TensorFlow start-up noise in the pool processes, which import it after the fork."""
-    from worker.logs import configure_logging
-    from worker.quiet import quiet_tensorflow
-    from worker.settings import get_settings
+    from vitrine.settings import get_settings
+    from vitrine.worker.logs import configure_logging
+    from vitrine.worker.quiet import quiet_tensorflow
 
     quiet_tensorflow()
     configure_logging(get_settings(), loglevel or "INFO")
@@ -61,7 +61,7 @@ def worker_argv(
         "-m",
         "celery",
         "-A",
-        "worker.celery_app:app",
+        "vitrine.worker.celery_app:app",
         "worker",
         "--queues",
         ",".join(queues),

@@ -5,7 +5,7 @@ environment is read then, in the process that uses the app, not when modules imp
 
 Delivery settings encode the failure promise: a task is acknowledged only after it
 finished (`acks_late`) and a worker process that dies mid-task hands its message back
-(`task_reject_on_worker_lost`; `worker.live` does the same for micro-batches), so a crash
+(`task_reject_on_worker_lost`; `vitrine.worker.live` does the same for micro-batches), so a crash
 loses nothing: what a worker held unacknowledged goes back to the queue. Prefetch is one
 micro-batch per pool process, which a live batch needs to fill.
 """
@@ -16,7 +16,8 @@ from typing import Any
 
 from kombu import Queue
 
-from worker.names import (
+from vitrine.settings import Settings, get_settings
+from vitrine.worker.names import (
     ALL_QUEUES,
     BACKFILL_QUEUE,
     EMBED_BATCH_TASK,
@@ -25,7 +26,6 @@ from worker.names import (
     REVIEW_TASK,
     UPLOADS_QUEUE,
 )
-from worker.settings import Settings, get_settings
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -41,7 +41,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure": True,
         "task_acks_on_timeout": True,
-        # Each pool process may hold one micro-batch of live events (worker.live) beyond the
+        # Each pool process may hold one micro-batch of live events (vitrine.worker.live) beyond the
         # one it runs; with plain tasks only, 1 would be the right value.
         "worker_prefetch_multiplier": settings.live_batch_size,
         "task_soft_time_limit": settings.task_soft_time_limit,
@@ -59,6 +59,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_transport_options": {"visibility_timeout": max(300, 3 * settings.task_time_limit)},
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,
+        # A pool process loads the model after the fork (`worker_process_init`): two
+        # networks, 2.6 s on an idle core and several seconds more when both children of a
+        # loaded 2-core machine start at once. Celery's default of 4 s killed every
+        # replacement of a lost child before it said it was up, so the pool never came
+        # back (seen in the child-kill fault test).
+        "worker_proc_alive_timeout": 120,
         # Task events for Flower and celery-exporter (docs/metrics.md): started, succeeded,
         # failed, retried, and "sent" from producers.
         "worker_send_task_events": True,

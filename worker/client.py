@@ -1,6 +1,6 @@
 """The Python producer: one call publishes one upload event.
 
-    from worker.client import submit_upload
+    from vitrine.worker.client import submit_upload
     submit_upload("https://cdn.example.com/p/123.jpg", merchant_id="m-42", sku="SKU-123")
 
 Only Redis is needed on the producer side (`REDIS_URL`); the worker creates the `images`
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from celery.result import AsyncResult
 
-from worker.celery_app import app, broker_configured
-from worker.names import INGEST_TASK, REVIEW_TASK, UPLOADS_QUEUE
+from vitrine.worker.celery_app import app, broker_configured
+from vitrine.worker.names import INGEST_TASK, REVIEW_TASK, UPLOADS_QUEUE
 
 
 def submit_upload(

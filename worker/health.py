@@ -17,7 +17,7 @@ from typing import Any
 
 from celery import bootsteps
 
-from worker.settings import get_settings
+from vitrine.settings import get_settings
 
 log = logging.getLogger(__name__)
 

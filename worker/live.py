@@ -16,28 +16,33 @@ every promise of the README holds for a batch as for a single task:
 * re-delivered or re-sent events are harmless: a `done` image is skipped on claim;
 * transient trouble (database down, a source's 5xx) re-publishes the event itself with
   Celery's backoff formula and the same task id, so a producer waiting on it still gets
-  the final outcome; after `VITRINE_MAX_RETRIES` the image fails with the last reason.
+  the final outcome; after `VITRINE_MAX_RETRIES` the image fails with the last reason
+  (`vitrine.worker.failures.RetryPolicy`, the tasks' own policy; a batch request has no
+  `Task.retry`, so the retries so far travel in the event's `attempt`).
+
+Each message is read once into a `vitrine.worker.events.UploadEvent`; one that is not an
+event fails alone (a ValueError, as the result says) and is never retried.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Sequence
+from dataclasses import replace
 from typing import Any
 
 from celery import Celery
-from celery.utils.time import get_exponential_backoff_interval
 from celery.worker.request import Request
 from celery_batches import Batches, SimpleRequest
 from celery_batches.trace import apply_batches_task
-from sqlalchemy.exc import DBAPIError, OperationalError
 
-from db import repository
-from pipeline.types import Upload
-from worker import runtime
-from worker.names import INGEST_TASK, UPLOADS_QUEUE
-from worker.processing import BatchOutcome, WorkItem, fail_images, process_batch
-from worker.settings import get_settings
+from vitrine.db import repository
+from vitrine.settings import get_settings
+from vitrine.worker import runtime
+from vitrine.worker.events import UploadEvent
+from vitrine.worker.failures import DATABASE_ERRORS, RetryPolicy
+from vitrine.worker.names import INGEST_TASK, UPLOADS_QUEUE
+from vitrine.worker.processing import BatchOutcome, WorkItem, fail_images, process_batch
 
 log = logging.getLogger(__name__)
 
@@ -75,32 +80,21 @@ class LiveBatches(Batches):
         )
 
 
-def _event(req: SimpleRequest) -> dict[str, Any]:
-    kwargs = dict(req.kwargs or {})
-    if not kwargs.get("uri") or not kwargs.get("merchant_id"):
-        raise ValueError("an upload event needs `uri` and `merchant_id`")
-    if not isinstance(kwargs.get("declared_label") or "", str):
-        raise ValueError("`declared_label` must be text")
-    return kwargs
-
-
 def handle_events(app: Celery, requests: Sequence[SimpleRequest]) -> dict[str, int]:
     """Register, claim, fetch, preprocess, one forward pass, save: for a batch of events."""
-    events: list[tuple[SimpleRequest, dict[str, Any]]] = []
+    events: list[tuple[SimpleRequest, UploadEvent]] = []
     for req in requests:
         try:
-            events.append((req, _event(req)))
+            events.append((req, UploadEvent.from_kwargs(req.kwargs)))
         except ValueError as exc:  # a malformed message fails alone, it is never retried
             app.backend.mark_as_failure(req.id, exc, request=req)
     if not events:
         return {"events": len(requests), "done": 0}
     try:
         ids = _register(events)
-        unique = {
-            i: WorkItem(image_id=i, uri=e["uri"]) for i, (_, e) in zip(ids, events, strict=True)
-        }
+        unique = {i: WorkItem(image_id=i, uri=e.uri) for i, (_, e) in zip(ids, events, strict=True)}
         outcome = process_batch(list(unique.values()), claim=True)
-    except (OperationalError, DBAPIError) as exc:  # nothing was saved: every event again
+    except DATABASE_ERRORS as exc:  # nothing was saved: every event again
         _again(app, events, reason=f"database: {exc.__class__.__name__}")
         return {"events": len(requests), "done": 0, "retried": len(events)}
     retried = _retry_transient(app, events, ids, outcome)
@@ -112,59 +106,55 @@ def handle_events(app: Celery, requests: Sequence[SimpleRequest]) -> dict[str, i
     return {"events": len(requests), "done": len(outcome.done), "retried": len(retried)}
 
 
-def _register(events: Sequence[tuple[SimpleRequest, dict[str, Any]]]) -> list[int]:
-    """Image ids for the events; platform events (no `image_id`) get their rows here."""
-    new = [e for _, e in events if e.get("image_id") is None]
+def _register(events: Sequence[tuple[SimpleRequest, UploadEvent]]) -> list[int]:
+    """Image ids for the events; platform events (no `image_id`) get their rows here, named
+    by their task id: a redelivered message or a re-published task id finds its row."""
+    uploads = [e.upload(event_id=req.id) for req, e in events if e.image_id is None]
     created: list[int] = []
-    if new:
-        uploads = [
-            Upload(e["uri"], e["merchant_id"], e.get("sku"), e.get("declared_label")) for e in new
-        ]
+    if uploads:
         with runtime.engine().begin() as conn:
             created = repository.upsert_pending_images(conn, uploads=uploads)
     fresh = iter(created)
-    return [int(e["image_id"]) if e.get("image_id") is not None else next(fresh) for _, e in events]
+    return [e.image_id if e.image_id is not None else next(fresh) for _, e in events]
 
 
 def _retry_transient(
     app: Celery,
-    events: Sequence[tuple[SimpleRequest, dict[str, Any]]],
+    events: Sequence[tuple[SimpleRequest, UploadEvent]],
     ids: Sequence[int],
     outcome: BatchOutcome,
 ) -> set[int]:
     """Re-send events whose source had a transient problem; fail those out of tries."""
     if not outcome.transient:
         return set()
-    limit = get_settings().max_retries
+    policy = RetryPolicy.from_settings()
     again, retried = [], set()
     for (req, event), image_id in zip(events, ids, strict=True):
         reason = outcome.transient.get(image_id)
         if reason is None:
             continue
-        tries = int(event.get("attempt", 0)) + 1
-        if tries > limit:
-            fail_images([image_id], f"gave up after {tries} tries: {reason}")
-            outcome.failed[image_id] = f"gave up after {tries} tries: {reason}"
+        if policy.exhausted(event.attempt):
+            error = policy.gave_up(event.attempt, reason)
+            fail_images([image_id], error)
+            outcome.failed[image_id] = error
             continue
-        again.append((req, {**event, "image_id": image_id}))
+        again.append((req, replace(event, image_id=image_id)))
         retried.add(image_id)
     _again(app, again, reason="transient source error")
     return retried
 
 
-def _again(
-    app: Celery, events: Sequence[tuple[SimpleRequest, dict[str, Any]]], reason: str
-) -> None:
-    """Publish each event again after Celery's exponential backoff with full jitter."""
-    settings = get_settings()
+def _again(app: Celery, events: Sequence[tuple[SimpleRequest, UploadEvent]], reason: str) -> None:
+    """Publish each event again, under its task id, after the policy's backoff."""
+    policy = RetryPolicy.from_settings()
     for req, event in events:
-        attempt = int(event.get("attempt", 0)) + 1
-        delay = get_exponential_backoff_interval(
-            factor=settings.retry_backoff_s, retries=attempt - 1,
-            maximum=settings.retry_backoff_max_s, full_jitter=True,
-        )  # fmt: skip
-        app.send_task(INGEST_TASK, kwargs={**event, "attempt": attempt}, task_id=req.id,
-                      countdown=delay, queue=UPLOADS_QUEUE)  # fmt: skip
+        app.send_task(
+            INGEST_TASK,
+            kwargs=replace(event, attempt=event.attempt + 1).kwargs(),
+            task_id=req.id,
+            countdown=policy.countdown(event.attempt),
+            queue=UPLOADS_QUEUE,
+        )
     if events:
         log.warning("re-sent %d live upload(s) with backoff: %s", len(events), reason)
 

@@ -16,7 +16,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.settings import Settings
+from vitrine.settings import Settings
 
 #: scheme://user:password@ -> scheme://user:***@ (user may be empty: redis://:pw@host).
 _URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^\s:/@?#]*):[^\s@/?#]*@")

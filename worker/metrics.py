@@ -4,7 +4,7 @@ Pool processes record; the main process serves /metrics on `VITRINE_METRICS_PORT
 prometheus_client's multiprocess mode makes that work across the fork: every process writes
 its values to files in `PROMETHEUS_MULTIPROC_DIR`, and the main process reads them all
 (`MultiProcessCollector`). The directory must be known before prometheus_client is
-imported; `vitrine worker` creates a fresh one per worker (`ops.workers`), and a worker
+imported; `vitrine worker` creates a fresh one per worker (`vitrine.ops.workers`), and a worker
 started otherwise with a metrics port makes itself a temporary one here, first thing.
 Queue depths are read from the broker when scraped, in the serving process.
 """
@@ -24,13 +24,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from worker.names import ALL_QUEUES
-from worker.settings import Settings, get_settings
+from vitrine.pipeline.types import GAVE_UP_PREFIX
+from vitrine.settings import Settings, get_settings
+from vitrine.worker.names import ALL_QUEUES
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _own_dir: str | None = None
 #: A `celery worker` main process (its pool processes inherit what it sets), not a CLI
-#: process that runs `worker.processing` itself.
+#: process that runs `vitrine.worker.processing` itself.
 _IS_WORKER = "celery" in sys.argv[0] and "worker" in sys.argv[1:]
 if _IS_WORKER and get_settings().metrics_port and not os.environ.get(MULTIPROC_ENV):
     _own_dir = os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="vitrine-metrics-")
@@ -82,13 +83,16 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("refused", r"^refused to (read|fetch)"),
         ("limits", r"over the .* limit|took longer than the .* limit"),
         ("decode", r"^(empty file|not an image|truncated or corrupt|.* has zero width or height)"),
-        ("fetch", r"^(file not found|permission denied|cannot fetch|could not fetch|gave up "
-                  r"fetching|HTTP \d|TLS certificate|more than \d+ redirects|unsupported URI "
-                  r"scheme|cannot resolve|.* resolves to no address|.* is a directory|.* is not "
-                  r"a regular file)"),
+        (
+            "fetch",
+            r"^(file not found|permission denied|cannot fetch|could not fetch|gave up "
+            r"fetching|HTTP \d|TLS certificate|more than \d+ redirects|unsupported URI "
+            r"scheme|cannot resolve|.* resolves to no address|.* is a directory|.* is not "
+            r"a regular file)",
+        ),
     )
-)  # fmt: skip
-_GAVE_UP = re.compile(r"^gave up after \d+ (tries|attempts): ")
+)
+_GAVE_UP = re.compile("^" + re.escape(GAVE_UP_PREFIX) + r"\d+ (tries|attempts): ")
 
 
 def reason_class(reason: str | None) -> str:

@@ -14,6 +14,9 @@ REVIEW_TASK = "vitrine.review"
 INGEST_BATCH_TASK = "vitrine.ingest_batch"
 #: A chunk of done images (re-)embedded with a named model (backfill).
 EMBED_BATCH_TASK = "vitrine.embed_batch"
+#: A chunk of done images whose perceptual hash and quality are measured again
+#: (`vitrine backfill --hashes`, after the hash recipe changed).
+REHASH_BATCH_TASK = "vitrine.rehash_batch"
 
 UPLOADS_QUEUE = "uploads"
 BACKFILL_QUEUE = "backfill"

@@ -1,23 +1,29 @@
 """What a task does with a batch of uploads: claim, fetch, preprocess, one forward pass, save.
 
-Each image fails or succeeds on its own: a corrupt file becomes a `failed` row with its
-reason while the rest of the batch is saved. Transient trouble (network) leaves the image
-`processing` and is reported so the task can retry; already-`done` images are skipped,
-which is what makes redelivery and re-submission harmless.
+Each image fails or succeeds on its own (`vitrine.worker.failures.classify` sorts them): a
+corrupt file becomes a `failed` row with its reason while the rest of the batch is saved.
+Transient trouble (network) leaves the image `processing` and is reported so the task can
+retry; already-`done` images are skipped, which is what makes redelivery and
+re-submission harmless.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from db import repository
-from pipeline.batch import failure_reason, prepare_batch
-from worker import metrics, runtime
-from worker.fetch import PermanentError, TransientError
-from worker.fetch_many import fetch_all
-from worker.settings import get_settings
+from vitrine.db import repository
+from vitrine.pipeline.inference.batch import failure_reason, prepare_batch
+from vitrine.pipeline.types import GAVE_UP_PREFIX
+from vitrine.settings import get_settings
+from vitrine.sources.fetch import PermanentError, TransientError
+from vitrine.sources.fetch_many import fetch_all
+from vitrine.worker import metrics, runtime
+from vitrine.worker.failures import classify
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -48,7 +54,7 @@ def process_batch(
     """Run one batch through the active model (or `model_key`, for re-embedding backfills)."""
     settings = get_settings()
     engine = runtime.engine()
-    target = runtime.model_by_key(model_key) if model_key else runtime.active_model()
+    target = runtime.serving(model_key)
     spec = target.model.spec
     if not model_key:
         metrics.set_model(target.row.id, target.row.name, target.row.version)
@@ -110,7 +116,7 @@ def process_batch(
             model_id=target.row.id,
             info=known[sha][0],
             prediction=known[sha][1],
-        )  # fmt: skip
+        )
         for item, sha in digests.items()
         if sha in known
     ]
@@ -126,17 +132,15 @@ def process_batch(
             digests,
             with_phash=True,
             with_quality=True,
+            view_size=target.model.view_size,
         )
     for item, exc in batch.failures.items():
-        if isinstance(exc, PermanentError):
-            outcome.failed[item.image_id] = str(exc)
-        elif isinstance(exc, TransientError):
-            outcome.transient[item.image_id] = str(exc)
-        else:
-            outcome.failed[item.image_id] = failure_reason(exc)
+        failure = classify(exc)
+        sorted_into = outcome.transient if failure.transient else outcome.failed
+        sorted_into[item.image_id] = failure.reason
 
     with timer.stage("forward", record=bool(batch.keys)):
-        predictions = target.model.predict(batch.arrays) if batch.keys else []
+        predictions = target.model.predict(batch.arrays, views=batch.views) if batch.keys else []
     if batch.keys:
         metrics.BATCH_SIZE.observe(len(batch.keys))
     results = reused + [
@@ -151,6 +155,11 @@ def process_batch(
     with timer.stage("write", record=bool(results or outcome.failed)), engine.begin() as conn:
         if results:
             repository.save_results(conn, results=results)
+            # their near-duplicate pairs, in the same transaction (a copy saved at the very
+            # same moment by another batch is found by a later copy, or a rehash)
+            repository.record_duplicates(
+                conn, image_ids=[r.image_id for r in results], timeout_ms=3000
+            )
         for image_id, error in outcome.failed.items():
             repository.mark_failed(conn, image_id=image_id, error=error)
     outcome.done = [r.image_id for r in results]
@@ -166,7 +175,7 @@ def process_batch(
 
 def _gave_up(attempts: int, last_error: str | None) -> str:
     why = last_error or "each attempt ended without a result (worker stopped or timed out)"
-    return f"gave up after {attempts} attempts: {why}"
+    return f"{GAVE_UP_PREFIX}{attempts} attempts: {why}"
 
 
 def fail_images(image_ids: Sequence[int], error: str) -> None:
@@ -178,3 +187,40 @@ def fail_images(image_ids: Sequence[int], error: str) -> None:
 
 
 __all__ = ["BatchOutcome", "PermanentError", "TransientError", "WorkItem", "fail_images"]
+
+
+def rehash_batch(items: Sequence[WorkItem]) -> BatchOutcome:
+    """Measure done images' perceptual hash and quality again (`vitrine backfill
+    --hashes`): fetch and decode as an upload is, no forward pass; a photo that cannot be
+    read any more keeps its row as it is and is reported failed here, not in the row."""
+    from vitrine.pipeline.inference.preprocess import measure_bytes
+
+    settings = get_settings()
+    fetched = fetch_all(
+        [item.uri for item in items],
+        settings.source_policy,
+        max_workers=settings.fetch_concurrency,
+        per_host=settings.fetch_per_host,
+        deadline_s=settings.fetch_timeout_s,
+        batch_deadline_s=settings.fetch_batch_deadline_s,
+    )
+    outcome = BatchOutcome()
+    infos = {}
+    for item in items:
+        got = fetched[item.uri]
+        try:
+            if isinstance(got, Exception):
+                raise got
+            infos[item.image_id] = measure_bytes(got, limits=settings.image_limits)
+        except Exception as exc:  # one photo's trouble is its own
+            if classify(exc).transient:
+                outcome.transient[item.image_id] = str(exc)
+            else:  # worded as it always was (vitrine.worker.failures)
+                outcome.failed[item.image_id] = failure_reason(exc)
+    with runtime.engine().begin() as conn:
+        repository.save_hashes(conn, infos=infos)
+        repository.drop_duplicates(conn, image_ids=list(infos))  # measured anew
+    with runtime.engine().begin() as conn:  # after the commit, as for new images
+        repository.record_duplicates(conn, image_ids=list(infos))
+    outcome.done = list(infos)
+    return outcome

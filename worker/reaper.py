@@ -22,10 +22,10 @@ from amqp.exceptions import ChannelError
 from celery import Celery
 from sqlalchemy import func, pool, select
 
-from db import repository
-from db.engine import make_engine
-from worker.names import ALL_QUEUES, INGEST_BATCH_TASK, UPLOADS_QUEUE
-from worker.settings import Settings
+from vitrine.db import repository
+from vitrine.db.engine import make_engine
+from vitrine.settings import Settings
+from vitrine.worker.names import ALL_QUEUES, INGEST_BATCH_TASK, UPLOADS_QUEUE
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,11 @@ class Reaper(threading.Thread):
             try:
                 self.sweep()
             except Exception:  # a sweep that fails (database down) is tried again next time
-                log.warning("reaper sweep failed; retrying in %ss", self.settings.reaper_interval_s,
-                            exc_info=True)  # fmt: skip
+                log.warning(
+                    "reaper sweep failed; retrying in %ss",
+                    self.settings.reaper_interval_s,
+                    exc_info=True,
+                )
 
     def stop(self) -> None:
         self.stopping.set()

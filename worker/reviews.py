@@ -3,76 +3,81 @@ pass, compare with the listing's images, store.
 
 Review photos are not catalog images: they live in `reviews`, not `images`, so they never
 show up in catalog search, similar_images, duplicates or label counts. The comparison
-(`db.repository.listing_match`) reads the listing's embeddings under the same model in
+(`vitrine.db.repository.listing_match`) reads the listing's embeddings under the same model in
 the same transaction that stores the result, so the stored match score and class say
 what the listing was at that moment (a later listing photo does not change them).
 
-Failures follow the upload rules: a file that cannot be read fails the review with the
-reason; transient trouble (a source's 5xx, a timeout) is raised as `TransientError` for
-the task to retry; a `done` review is not processed again when its event is re-sent.
+Failures follow the upload rules (`vitrine.worker.failures.classify`): a file that cannot
+be read fails the review with the reason; transient trouble (a source's 5xx, a timeout) is
+raised as `TransientError` for the task to retry; a `done` review is not processed again
+when its event is re-sent. The event is a `vitrine.worker.events.ReviewEvent`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from db import repository
-from pipeline.batch import failure_reason, prepare_batch
-from worker import runtime
-from worker.fetch import PermanentError, TransientError
-from worker.fetch_many import fetch_all
-from worker.settings import get_settings
+from vitrine.db import repository
+from vitrine.pipeline.inference.batch import prepare_batch
+from vitrine.settings import get_settings
+from vitrine.sources.fetch_many import fetch_all
+from vitrine.worker import runtime
+from vitrine.worker.events import ReviewEvent
+from vitrine.worker.failures import classify
 
 
-def review_event(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The event's fields, checked: a malformed message fails alone, never retried."""
-    for name in ("uri", "merchant_id", "sku"):
-        if not isinstance(kwargs.get(name), str) or not kwargs[name].strip():
-            raise ValueError(f"a review event needs `uri`, `merchant_id` and `sku` ({name})")
-    ref = kwargs.get("review_ref")
-    if ref is not None and not isinstance(ref, str):
-        raise ValueError("`review_ref` must be text")
-    return {k: kwargs.get(k) for k in ("uri", "merchant_id", "sku", "review_ref")}
-
-
-def process_review(event: dict[str, Any]) -> dict[str, Any]:
+def process_review(event: ReviewEvent) -> dict[str, Any]:
     """Run one review event; the outcome as the task's result."""
     settings = get_settings()
     engine = runtime.engine()
     with engine.begin() as conn:
-        row = repository.upsert_review(conn, **event)
+        row = repository.upsert_review(conn, **event.kwargs())
     if row.status == "done":
         return {"review_id": row.id, "status": "done", "skipped": True}
-    target = runtime.active_model()
-    uri = event["uri"]
+    target = runtime.serving()
+    uri = event.uri
     got = fetch_all(
-        [uri], settings.source_policy, max_workers=1, per_host=1,
-        deadline_s=settings.fetch_timeout_s, batch_deadline_s=settings.fetch_batch_deadline_s,
-    )[uri]  # fmt: skip
-    if isinstance(got, TransientError):
+        [uri],
+        settings.source_policy,
+        max_workers=1,
+        per_host=1,
+        deadline_s=settings.fetch_timeout_s,
+        batch_deadline_s=settings.fetch_batch_deadline_s,
+    )[uri]
+    if isinstance(got, Exception) and classify(got).transient:
         raise got
     batch = prepare_batch(
-        [uri], lambda _: got if isinstance(got, bytes) else _raise(got),
-        target.model.spec.preprocess, settings.image_limits,
-    )  # fmt: skip
+        [uri],
+        lambda _: got if isinstance(got, bytes) else _raise(got),
+        target.model.spec.preprocess,
+        settings.image_limits,
+    )
     if batch.failures:
         exc = batch.failures[uri]
-        if isinstance(exc, TransientError):
+        failure = classify(exc)
+        if failure.transient:
             raise exc
-        error = str(exc) if isinstance(exc, PermanentError) else failure_reason(exc)
+        error = failure.reason
         with engine.begin() as conn:
             repository.fail_review(conn, review_id=row.id, error=error)
         return {"review_id": row.id, "status": "failed", "error": error}
     (prediction,) = target.model.predict(batch.arrays)
     with engine.begin() as conn:
         match = repository.listing_match(
-            conn, merchant_id=event["merchant_id"], sku=event["sku"],
-            model_id=target.row.id, embedding=prediction.embedding,
-        )  # fmt: skip
+            conn,
+            merchant_id=event.merchant_id,
+            sku=event.sku,
+            model_id=target.row.id,
+            embedding=prediction.embedding,
+        )
         repository.save_review(
-            conn, review_id=row.id, model_id=target.row.id, label=prediction.label,
-            confidence=prediction.confidence, match=match,
-        )  # fmt: skip
+            conn,
+            review_id=row.id,
+            model_id=target.row.id,
+            label=prediction.label,
+            confidence=prediction.confidence,
+            match=match,
+        )
     return {
         "review_id": row.id,
         "status": "done",
@@ -83,10 +88,10 @@ def process_review(event: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def give_up(event: dict[str, Any], error: str) -> None:
+def give_up(event: ReviewEvent, error: str) -> None:
     """Fail a review after the last retry, so that it is not left `pending` for ever."""
     with runtime.engine().begin() as conn:
-        row = repository.upsert_review(conn, **event)
+        row = repository.upsert_review(conn, **event.kwargs())
         repository.fail_review(conn, review_id=row.id, error=error)
 
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from db import repository
-from db.engine import make_engine
-from db.types import ModelRow
-from pipeline.model import LoadedModel, ModelCache
-from worker.settings import get_settings
+from vitrine.db import repository
+from vitrine.db.engine import make_engine
+from vitrine.db.types import ModelRow
+from vitrine.pipeline.inference.model import LoadedModel, ModelCache
+from vitrine.settings import get_settings
 
 _lock = threading.Lock()
 _engine: Engine | None = None
@@ -25,7 +25,9 @@ _models = ModelCache()
 
 
 @dataclass(frozen=True)
-class ActiveModel:
+class ServingModel:
+    """A registered model's row and its network, loaded in this process."""
+
     row: ModelRow
     model: LoadedModel
 
@@ -137,21 +139,19 @@ def configure_threads() -> None:
         pass  # already initialised in this process; keep what it has
 
 
-def model_for(row: ModelRow) -> LoadedModel:
-    return _models.get(Path(row.path))
-
-
-def active_model() -> ActiveModel:
+def serving(key: str | None = None) -> ServingModel:
+    """The model this process runs, loaded once (`ModelCache`): the active one, or the
+    model `key` names (a re-embedding backfill of a model not yet active)."""
     with engine().connect() as conn:
-        row = repository.active_model(conn)
-    if row is None:
-        raise RuntimeError("no active model: run `vitrine db upgrade` or `vitrine models activate`")
-    return ActiveModel(row=row, model=model_for(row))
-
-
-def model_by_key(key: str) -> ActiveModel:
-    with engine().connect() as conn:
-        rows = [r for r in repository.list_models(conn) if r.key == key]
-    if not rows:
-        raise LookupError(f"unknown model {key!r}")
-    return ActiveModel(row=rows[0], model=model_for(rows[0]))
+        if key is None:
+            row = repository.active_model(conn)
+            if row is None:
+                raise RuntimeError(
+                    "no active model: run `vitrine db upgrade` or `vitrine models activate`"
+                )
+        else:
+            rows = [r for r in repository.list_models(conn) if r.key == key]
+            if not rows:
+                raise LookupError(f"unknown model {key!r}")
+            row = rows[0]
+    return ServingModel(row=row, model=_models.get(Path(row.path)))

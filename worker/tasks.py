@@ -1,15 +1,16 @@
-"""Celery tasks: thin wrappers that parse the message and call `worker.processing`
-(`worker.live` for the micro-batched upload events).
+"""Celery tasks: thin wrappers that parse the message and call `vitrine.worker.processing`
+(`vitrine.worker.live` for the micro-batched upload events).
 
 Message contract (for producers in any language) is documented in docs/producers.md:
 task `vitrine.ingest`, kwargs `{"uri": ..., "merchant_id": ..., "sku": ...,
 "declared_label": ...}` (the last two optional), queue `uploads`, JSON body; task
-`vitrine.review` for a shopper's review photo of a listing (`worker.reviews`).
+`vitrine.review` for a shopper's review photo of a listing (`vitrine.worker.reviews`).
 
-Retries are Celery's own: a database error (down, restarting, a deadlock victim) retries
-the whole task through `autoretry_for` with exponential backoff and full jitter; images
-whose source had a transient problem (timeout, 5xx) are retried alone, with the same
-backoff formula, and end `failed` with the last reason once `max_retries` is spent.
+Retries are Celery's own, one policy for every task (`vitrine.worker.failures.RetryPolicy`):
+a database error (down, restarting, a deadlock victim) retries the whole task through
+`autoretry_for` with exponential backoff and full jitter; images whose source had a
+transient problem (timeout, 5xx) are retried alone, with the same backoff formula, and end
+`failed` with the last reason once `max_retries` is spent.
 """
 
 from __future__ import annotations
@@ -26,38 +27,32 @@ from celery.signals import (
     worker_ready,
     worker_shutdown,
 )
-from celery.utils.time import get_exponential_backoff_interval
 from celery_batches import SimpleRequest
-from sqlalchemy.exc import DBAPIError, OperationalError
 
-from worker import metrics, runtime
-from worker.celery_app import app
-from worker.fetch import TransientError
-from worker.live import LiveBatches, handle_events
-from worker.names import (
+from vitrine.settings import get_settings
+from vitrine.sources.fetch import TransientError
+from vitrine.worker import metrics, runtime
+from vitrine.worker.celery_app import app
+from vitrine.worker.events import ReviewEvent
+from vitrine.worker.failures import RetryPolicy
+from vitrine.worker.live import LiveBatches, handle_events
+from vitrine.worker.names import (
     EMBED_BATCH_TASK,
     INGEST_BATCH_TASK,
     INGEST_TASK,
     READY_FD_ENV,
+    REHASH_BATCH_TASK,
     REVIEW_TASK,
 )
-from worker.processing import WorkItem, fail_images, process_batch
-from worker.reaper import Reaper
-from worker.reviews import give_up, process_review, review_event
-from worker.settings import get_settings
+from vitrine.worker.processing import WorkItem, fail_images, process_batch, rehash_batch
+from vitrine.worker.reaper import Reaper
+from vitrine.worker.reviews import give_up, process_review
 
 log = logging.getLogger(__name__)
 _settings = get_settings()
 _reaper: Reaper | None = None
 
-RETRYING: dict[str, Any] = {
-    "bind": True,
-    "autoretry_for": (OperationalError, DBAPIError),
-    "max_retries": _settings.max_retries,
-    "retry_backoff": _settings.retry_backoff_s,
-    "retry_backoff_max": _settings.retry_backoff_max_s,
-    "retry_jitter": True,
-}
+RETRYING: dict[str, Any] = RetryPolicy.from_settings(_settings).task_options()
 
 
 @worker_process_init.connect
@@ -68,7 +63,7 @@ def _load_model_in_child(**_: Any) -> None:
     runtime.reset_after_fork()
     runtime.configure_threads()
     try:
-        active = runtime.active_model()
+        active = runtime.serving()
         metrics.set_model(active.row.id, active.row.name, active.row.version)
         log.info("loaded model %s in worker process", active.row.key)
     except Exception:  # the first task will retry and report it properly
@@ -103,18 +98,6 @@ def _on_child_exit(pid: int | None = None, **_: Any) -> None:
     metrics.child_exited(pid or os.getpid())
 
 
-def _countdown(task: Task) -> int:
-    """Celery's own backoff formula (what `autoretry_for` uses), for per-image retries."""
-    return int(
-        get_exponential_backoff_interval(
-            factor=task.retry_backoff,
-            retries=task.request.retries,
-            maximum=task.retry_backoff_max,
-            full_jitter=task.retry_jitter,
-        )
-    )
-
-
 def _run(task: Task, items: list[WorkItem], model_key: str | None, claim: bool) -> dict[str, Any]:
     try:
         outcome = process_batch(items, model_key=model_key, claim=claim)
@@ -122,17 +105,18 @@ def _run(task: Task, items: list[WorkItem], model_key: str | None, claim: bool) 
         limit = _settings.task_soft_time_limit
         fail_images([i.image_id for i in items], f"processing took longer than {limit}s")
         raise
+    policy, retries = RetryPolicy.of_task(task), task.request.retries
     if outcome.transient:
-        if task.request.retries >= task.max_retries:
+        if policy.exhausted(retries):
             for image_id, error in outcome.transient.items():
-                fail_images([image_id], f"gave up after {task.request.retries + 1} tries: {error}")
+                fail_images([image_id], policy.gave_up(retries, error))
         else:
             retry_kwargs = dict(task.request.kwargs or {})
             retry_kwargs["items"] = [i.__dict__ for i in items if i.image_id in outcome.transient]
             raise task.retry(
                 kwargs=retry_kwargs,
                 exc=TransientError("; ".join(outcome.transient.values())),
-                countdown=_countdown(task),
+                countdown=policy.countdown(retries),
             )
     return outcome.as_dict()
 
@@ -146,7 +130,7 @@ def _run(task: Task, items: list[WorkItem], model_key: str | None, claim: bool) 
 )
 def ingest(requests: list[SimpleRequest]) -> dict[str, int]:
     """Upload events (kwargs `uri`, `merchant_id`, `sku`, `declared_label`, and `image_id`
-    from vitrine's own producers), gathered into micro-batches: see `worker.live`."""
+    from vitrine's own producers), gathered into micro-batches: see `vitrine.worker.live`."""
     return handle_events(app, requests)
 
 
@@ -162,16 +146,23 @@ def embed_batch(self: Task, items: list[dict[str, Any]], model_key: str) -> dict
     return _run(self, [WorkItem(**d) for d in items], model_key, claim=False)
 
 
+@app.task(name=REHASH_BATCH_TASK, **RETRYING)
+def rehash(self: Task, items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Backfill: measure done images' perceptual hash and quality again (no forward pass)."""
+    return rehash_batch([WorkItem(**d) for d in items]).as_dict()
+
+
 @app.task(name=REVIEW_TASK, **RETRYING)
 def review(self: Task, **kwargs: Any) -> dict[str, Any]:
     """A shopper's review photo of a listing (kwargs `uri`, `merchant_id`, `sku`,
-    `review_ref`): prediction and match score in one pass, see `worker.reviews`. A source's
+    `review_ref`): prediction and match score in one pass, see `vitrine.worker.reviews`. A source's
     transient trouble retries with the same backoff as uploads, then fails the review."""
-    event = review_event(kwargs)
+    event = ReviewEvent.from_kwargs(kwargs)
+    policy, retries = RetryPolicy.of_task(self), self.request.retries
     try:
         return process_review(event)
     except TransientError as exc:
-        if self.request.retries >= self.max_retries:
-            give_up(event, f"gave up after {self.request.retries + 1} tries: {exc}")
+        if policy.exhausted(retries):
+            give_up(event, policy.gave_up(retries, str(exc)))
             return {"status": "failed", "error": str(exc)}
-        raise self.retry(exc=exc, countdown=_countdown(self)) from None
+        raise self.retry(exc=exc, countdown=policy.countdown(retries)) from None

@@ -3,7 +3,7 @@
 Where the connection comes from, first match wins:
 
 1. `config.attributes["connection"]`: an open SQLAlchemy Connection handed over by
-   `db.migrate.upgrade`, which holds a PostgreSQL advisory lock on it so concurrent
+   `vitrine.db.migrate.upgrade`, which holds a PostgreSQL advisory lock on it so concurrent
    callers run one after another;
 2. `-x url=postgresql://...` on the alembic command line;
 3. `sqlalchemy.url` in alembic.ini (or set with `Config.set_main_option`);
@@ -18,8 +18,8 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import Connection, pool
 
-from db.engine import make_engine, normalise_url
-from db.schema import metadata
+from vitrine.db.engine import make_engine, normalise_url
+from vitrine.db.schema import metadata
 
 config = context.config
 

@@ -1,14 +1,29 @@
-"""Helpers more than one repository module needs; private to `db.repository`."""
+"""Helpers more than one repository module needs; private to `vitrine.db.repository`."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, ScalarSelect, any_, cast, literal, select
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    FromClause,
+    ScalarSelect,
+    any_,
+    case,
+    cast,
+    func,
+    literal,
+    select,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from db.schema import models
+from vitrine.db.schema import models
+from vitrine.pipeline.types import UNKNOWN_LABEL
+
+#: The label of a prediction flagged "none of our categories" (migration 0014).
+UNKNOWN = UNKNOWN_LABEL
 
 
 def active_model_id() -> ScalarSelect[Any]:
@@ -29,3 +44,27 @@ def id_in(column: ColumnElement[Any], ids: Iterable[int]) -> ColumnElement[bool]
     """
     array = literal([int(i) for i in ids], ARRAY(BigInteger))
     return column == any_(cast(array, ARRAY(BigInteger)))
+
+
+def effective_label(image: FromClause, prediction: FromClause) -> ColumnElement[Any]:
+    """The label people and SQL read (migration 0014): a person's latest decision, else
+    'unknown' for a prediction flagged unknown, else the model's label."""
+    model = case((prediction.c.unknown.is_(True), literal(UNKNOWN)), else_=prediction.c.label)
+    return func.coalesce(image.c.person_label, model)
+
+
+def label_source(image: FromClause, prediction: FromClause) -> ColumnElement[Any]:
+    """'person', 'model', or NULL while there is no label at all."""
+    return case(
+        (image.c.person_label.is_not(None), literal("person")),
+        (prediction.c.label.is_not(None), literal("model")),
+        else_=None,
+    )
+
+
+#: The same two, as SQL text over aliases `i` (images) and `p` (predictions), for the
+#: text queries of the desk.
+EFFECTIVE = f"coalesce(i.person_label, CASE WHEN p.unknown THEN '{UNKNOWN}' ELSE p.label END)"
+SOURCE = (
+    "CASE WHEN i.person_label IS NOT NULL THEN 'person' WHEN p.label IS NOT NULL THEN 'model' END"
+)

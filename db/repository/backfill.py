@@ -7,19 +7,21 @@ which is an order of magnitude faster than row-by-row INSERTs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import psycopg
 from pgvector import Vector
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.exc import DBAPIError
 
-from db.engine import register_vector_types
-from db.schema import embeddings, images, positive_int
-from db.types import EmbeddingRow
+from vitrine.db.engine import register_vector_types
+from vitrine.db.repository.quality import save_quality
+from vitrine.db.schema import embeddings, images, positive_int
+from vitrine.db.types import EmbeddingRow
+from vitrine.pipeline.types import ImageInfo
 
 
 def images_missing_embeddings(
@@ -117,7 +119,7 @@ def copy_embeddings(conn: Connection, *, rows: Iterable[EmbeddingRow], upsert: b
     if driver is None:  # pragma: no cover - only for detached connections
         raise RuntimeError("connection has no DBAPI connection")
     if driver.adapters.types.get("vector") is None and not register_vector_types(driver):
-        raise RuntimeError("the vector extension is not installed; run db.migrate.upgrade")
+        raise RuntimeError("the vector extension is not installed; run vitrine.db.migrate.upgrade")
 
     target = "_vitrine_embeddings_load" if upsert else "embeddings"
     copy_sql = f"COPY {target} (image_id, model_id, embedding) FROM STDIN WITH (FORMAT BINARY)"
@@ -196,3 +198,41 @@ def requeue_stale(
         .returning(images.c.id, images.c.uri)
     )
     return sorted((int(i), uri) for i, uri in conn.execute(stmt))
+
+
+def images_without_hash(conn: Connection, *, limit: int = 1_000_000) -> list[tuple[int, str]]:
+    """`(id, uri)` of done images without a perceptual hash (never hashed, or cleared by a
+    migration that changed the recipe), by id: what `vitrine backfill --hashes` measures."""
+    rows = conn.execute(
+        select(images.c.id, images.c.uri)
+        .where(images.c.status == "done", images.c.phash.is_(None))
+        .order_by(images.c.id)
+        .limit(positive_int(limit, "limit"))
+    )
+    return [(int(i), str(u)) for i, u in rows]
+
+
+def unhashed_count(conn: Connection) -> int:
+    """How many done images `images_without_hash` would list."""
+    stmt = select(func.count()).where(images.c.status == "done", images.c.phash.is_(None))
+    return int(conn.execute(stmt).scalar_one())
+
+
+def save_hashes(conn: Connection, *, infos: Mapping[int, ImageInfo]) -> None:
+    """Store re-measured hashes and quality figures of done images (`infos` by image id)."""
+    hashed = [
+        {"image_id": image_id, "phash": info.phash}
+        for image_id, info in sorted(infos.items())
+        if info.phash is not None
+    ]
+    if hashed:
+        conn.execute(
+            update(images)
+            .where(images.c.id == bindparam("image_id"))
+            .values(phash=bindparam("phash")),
+            hashed,
+        )
+    save_quality(
+        conn,
+        measures={i: info.quality for i, info in infos.items() if info.quality is not None},
+    )

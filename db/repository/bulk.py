@@ -14,7 +14,7 @@ import psycopg
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from db.schema import hnsw_index_ddl, hnsw_index_name
+from vitrine.db.schema import hnsw_index_ddl, hnsw_index_name
 
 # The build holds the graph in memory: 1M x 128-d needs about 0.8 GB (`docs/sql.md`);
 # one parallel helper matches a 2-core machine and is harmless on a larger one.
@@ -52,9 +52,15 @@ def copy_catalog(
             ) as copy:
                 for image_id, merchant in zip(ids, merchants, strict=True):
                     copy.write_row(
-                        (image_id, merchant, f"bench://{image_id}", f"sku-{image_id}", "done",
-                         "now")
-                    )  # fmt: skip
+                        (
+                            image_id,
+                            merchant,
+                            f"bench://{image_id}",
+                            f"sku-{image_id}",
+                            "done",
+                            "now",
+                        )
+                    )
             statement = "COPY predictions"
             with cur.copy(
                 "COPY predictions (image_id, model_id, label, label_index, confidence, top_k) "

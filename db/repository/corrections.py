@@ -3,7 +3,7 @@
 A merchandiser may approve an item and later relabel it, or two may disagree; the table
 `label_corrections` (migration 0010) keeps every decision, and the latest one per image
 (by `decided_at`, then by id for decisions in the same instant) is the label that counts.
-Written as SQL text rather than against `db.schema`, so it reads the table whichever
+Written as SQL text rather than against `vitrine.db.schema`, so it reads the table whichever
 module declares it.
 """
 

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 
 from sqlalchemy import ColumnElement, Connection, delete, insert, select, text
 
-from db.repository._shared import id_in
-from db.schema import erasures, images
-from db.types import Erasure
+from vitrine.db.repository._shared import id_in
+from vitrine.db.schema import erasures, images
+from vitrine.db.types import Erasure
 
 SCOPES = ("merchant", "image")
 
@@ -83,12 +83,12 @@ def image_rows_left(conn: Connection, *, image_ids: Sequence[int]) -> dict[str, 
     return left
 
 
-def delete_reviews(conn: Connection, *, merchant_id: str) -> list[str]:
-    """Delete the shoppers' review photos of a merchant's listings; their uris."""
+def delete_reviews(conn: Connection, *, merchant_id: str) -> list[tuple[int, str]]:
+    """Delete the shoppers' review photos of a merchant's listings; their (id, uri)."""
     gone = conn.execute(
-        text("DELETE FROM reviews WHERE merchant_id = :m RETURNING uri"), {"m": merchant_id}
+        text("DELETE FROM reviews WHERE merchant_id = :m RETURNING id, uri"), {"m": merchant_id}
     )
-    return sorted(str(uri) for uri in gone.scalars())
+    return sorted((int(i), str(uri)) for i, uri in gone.all())
 
 
 def referenced_uris(conn: Connection, *, uris: Sequence[str]) -> set[str]:

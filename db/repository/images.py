@@ -1,13 +1,16 @@
 """The image life cycle's writes: record uploads, claim, store results, fail or retry.
 
 Batched writes are one statement per table for the whole batch. The transitions these
-functions allow are described in `db.repository`; the guards live in each statement's
+functions allow are described in `vitrine.db.repository`; the guards live in each statement's
 WHERE clause, so a duplicate worker or a redelivered task cannot undo a `done` row.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
@@ -18,6 +21,7 @@ from sqlalchemy import (
     case,
     func,
     literal,
+    literal_column,
     select,
     text,
     update,
@@ -25,10 +29,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from db.repository.quality import save_quality
-from db.schema import embeddings, images, predictions
-from db.types import ClaimedImage, ImageResult
-from pipeline.types import Upload
+from vitrine.db.repository.quality import save_quality
+from vitrine.db.schema import embeddings, images, predictions
+from vitrine.db.types import ClaimedImage, ImageResult
+from vitrine.pipeline.types import Upload
 
 # Keep a row's `error` readable; a full traceback belongs in the worker log.
 MAX_ERROR_CHARS = 4000
@@ -36,74 +40,97 @@ MAX_ERROR_CHARS = 4000
 _img_insert = pg_insert(images)
 _img_failed = images.c.status == "failed"
 # Executed with a list of parameter dicts: SQLAlchemy's "insertmanyvalues" sends it as
-# one multi-row INSERT per 1000 rows (RETURNING is what enables that batching).
+# one multi-row INSERT per 1000 rows (RETURNING is what enables that batching). On a
+# redelivered event the row is kept as it is, but a failed one goes back to pending (the
+# producer sent it again: try again), and a declared label sent late is kept.
 _UPSERT_IMAGES = _img_insert.on_conflict_do_update(
-    index_elements=[images.c.merchant_id, images.c.uri],
+    index_elements=[images.c.event_id],
     set_={
-        "sku": func.coalesce(_img_insert.excluded.sku, images.c.sku),
         "declared_label": func.coalesce(
-            _img_insert.excluded.declared_label, images.c.declared_label
+            images.c.declared_label, _img_insert.excluded.declared_label
         ),
         "status": case((_img_failed, literal("pending")), else_=images.c.status),
         "error": case((_img_failed, None), else_=images.c.error),
         "attempts": case((_img_failed, 0), else_=images.c.attempts),
         "updated_at": func.now(),
     },
-).returning(images.c.id, images.c.merchant_id, images.c.uri)
+).returning(
+    images.c.id,
+    images.c.event_id,
+    images.c.status,
+    # xmax is 0 on a row this statement inserted, the updating transaction's id otherwise.
+    literal_column("xmax = 0").label("created"),
+)
 
 
-def upsert_pending_images(conn: Connection, *, uploads: Sequence[Upload]) -> list[int]:
-    """Record uploads; return one image id per upload, in input order.
+@dataclass(frozen=True)
+class Recorded:
+    """What recording an upload event did: its row, whether the row is new (False: the
+    same event was received before) and the row's status now."""
 
-    Keyed on (merchant_id, uri): re-uploading returns the existing id. A new non-null
-    sku (or declared label) replaces the stored one. A `done` or in-flight row keeps its
-    status; a `failed` row goes back to `pending` with error cleared and attempts reset
-    to 0. Duplicates within `uploads` get the same id.
+    image_id: int
+    created: bool
+    status: str
+
+
+def new_event_id() -> str:
+    return f"uuid:{uuid.uuid4()}"
+
+
+def record_uploads(conn: Connection, *, uploads: Sequence[Upload]) -> list[Recorded]:
+    """Record upload events; one `Recorded` per upload, in input order.
+
+    Keyed on the event (`Upload.event_id`; None: a new event): each event is its own row,
+    so the same bytes under another SKU or merchant are never merged into one. The same
+    event again (a redelivery) finds its row: a `done` or in-flight row keeps its status,
+    a `failed` one goes back to `pending` with error cleared and attempts reset to 0.
+    Uploads within `uploads` that share an event share its row.
     """
     if not uploads:
         return []
-    unique: dict[tuple[str, str], tuple[str | None, str | None]] = {}
-    for upload in uploads:
-        key = (upload.merchant_id, upload.uri)
-        # Last non-null sku (declared label) wins, as sequential re-uploads would do.
-        sku, declared = unique.get(key, (None, None))
-        unique[key] = (
-            sku if upload.sku is None else upload.sku,
-            declared if upload.declared_label is None else upload.declared_label,
-        )
-
+    named = [u if u.event_id else dataclasses.replace(u, event_id=new_event_id()) for u in uploads]
+    unique: dict[str, Upload] = {}
+    for upload in named:
+        unique.setdefault(str(upload.event_id), upload)
     # Input order, so ids grow in upload order. (Two producers re-sending the same
-    # existing rows in opposite orders at the same moment can deadlock; PostgreSQL
+    # existing events in opposite orders at the same moment can deadlock; PostgreSQL
     # aborts one of them with a DBAPIError, which callers already retry.)
     rows = [
-        {"merchant_id": m, "uri": u, "sku": s, "declared_label": d}
-        for (m, u), (s, d) in unique.items()
+        {
+            "event_id": u.event_id,
+            "merchant_id": u.merchant_id,
+            "uri": u.uri,
+            "sku": u.sku,
+            "declared_label": u.declared_label,
+        }
+        for u in unique.values()
     ]
-    ids: dict[tuple[str, str], int] = {}
+    recorded: dict[str, Recorded] = {}
     for row in conn.execute(_UPSERT_IMAGES, rows):
-        ids[(row.merchant_id, row.uri)] = int(row.id)
-    return [ids[(upload.merchant_id, upload.uri)] for upload in uploads]
+        recorded[row.event_id] = Recorded(int(row.id), bool(row.created), str(row.status))
+    out: list[Recorded] = []
+    seen: set[str] = set()
+    for upload in named:
+        event = str(upload.event_id)
+        # A second upload of one event in the same call was "received" by the first.
+        first = recorded[event]
+        out.append(first if event not in seen else dataclasses.replace(first, created=False))
+        seen.add(event)
+    return out
 
 
-def claim_image(conn: Connection, *, image_id: int) -> ClaimedImage | None:
-    """Mark an image `processing` and count the attempt; None if there is nothing to do.
+def upsert_pending_images(conn: Connection, *, uploads: Sequence[Upload]) -> list[int]:
+    """`record_uploads`, the image ids alone."""
+    return [r.image_id for r in record_uploads(conn, uploads=uploads)]
+
+
+def claim_images(conn: Connection, *, image_ids: Sequence[int]) -> dict[int, ClaimedImage]:
+    """Mark images `processing` and count the attempt, in one statement; ids with nothing
+    to do are absent.
 
     Claimable: `pending`, and `processing` (a redelivery after a worker died mid-task).
     Not claimable: `done` (a redelivered task must not redo it) and `failed` (terminal
     until the merchant uploads again) -- and unknown ids.
-    """
-    stmt = (
-        update(images)
-        .where(images.c.id == image_id, images.c.status.in_(("pending", "processing")))
-        .values(status="processing", attempts=images.c.attempts + 1, updated_at=func.now())
-        .returning(*_CLAIMED_COLUMNS)
-    )
-    row = conn.execute(stmt).first()
-    return None if row is None else _claimed(row)
-
-
-def claim_images(conn: Connection, *, image_ids: Sequence[int]) -> dict[int, ClaimedImage]:
-    """`claim_image` for many images in one statement; ids not claimable are absent.
 
     Rows are locked in id order, so concurrent batches claiming overlapping ids cannot
     deadlock each other.
@@ -164,6 +191,8 @@ _UPSERT_PREDICTIONS = _pred_insert.on_conflict_do_update(
         "confidence": _pred_insert.excluded.confidence,
         "top_k": _pred_insert.excluded.top_k,
         "declared_score": _pred_insert.excluded.declared_score,
+        "unknown_score": _pred_insert.excluded.unknown_score,
+        "unknown": _pred_insert.excluded.unknown,
         "created_at": func.now(),
     },
 ).returning(predictions.c.image_id)
@@ -237,6 +266,8 @@ def save_results(conn: Connection, *, results: Sequence[ImageResult]) -> list[in
                     {"label": label, "score": float(score)} for label, score in r.prediction.top_k
                 ],
                 "declared_score": r.prediction.score_of(declared[r.image_id]),
+                "unknown_score": r.prediction.unknown_score,
+                "unknown": r.prediction.unknown,
             }
             for r in batch
         ],
@@ -272,20 +303,4 @@ def mark_failed(conn: Connection, *, image_id: int, error: str) -> None:
         update(images)
         .where(images.c.id == image_id, images.c.status != "done")
         .values(status="failed", error=error[:MAX_ERROR_CHARS], updated_at=func.now())
-    )
-
-
-def mark_pending(conn: Connection, *, image_id: int, error: str | None = None) -> None:
-    """Put an image back to `pending` for a retry, optionally recording the last error.
-
-    A row already `done` is left alone.
-    """
-    conn.execute(
-        update(images)
-        .where(images.c.id == image_id, images.c.status != "done")
-        .values(
-            status="pending",
-            error=None if error is None else error[:MAX_ERROR_CHARS],
-            updated_at=func.now(),
-        )
     )

@@ -10,12 +10,13 @@ from collections.abc import Sequence
 
 import numpy as np
 from sqlalchemy import ARRAY, Connection, Text, and_, any_, func, literal, select
+from sqlalchemy.dialects.postgresql import distinct_on
 
-from db.repository._shared import active_model_id, id_in
-from db.repository.quality import MEASURES, quality_of
-from db.schema import IMAGE_STATUSES, embeddings, image_quality, images, predictions
-from db.types import ImageSummary, LabelInfo
-from pipeline.types import ImageInfo, Prediction
+from vitrine.db.repository._shared import active_model_id, effective_label, id_in, label_source
+from vitrine.db.repository.quality import MEASURES, quality_of
+from vitrine.db.schema import IMAGE_STATUSES, embeddings, image_quality, images, predictions
+from vitrine.db.types import ImageSummary, LabelInfo
+from vitrine.pipeline.types import ImageInfo, Prediction
 
 
 def statuses(conn: Connection, *, image_ids: Sequence[int]) -> dict[int, tuple[str, str | None]]:
@@ -46,28 +47,35 @@ def label_counts(
     if image_ids is not None and not image_ids:
         return []
     model = active_model_id() if model_id is None else model_id
+    p = predictions
+    label = effective_label(images, p).label("label")
     n = func.count().label("n")
     stmt = (
-        select(predictions.c.label, n)
-        .where(predictions.c.model_id == model)
-        .group_by(predictions.c.label)
-        .order_by(n.desc(), predictions.c.label)
+        select(label, n)
+        .select_from(p.join(images, images.c.id == p.c.image_id))
+        .where(p.c.model_id == model)
+        .group_by(label)
+        .order_by(n.desc(), label)
     )
     if image_ids is not None:
-        stmt = stmt.where(id_in(predictions.c.image_id, image_ids))
-    return [(label, int(count)) for label, count in conn.execute(stmt)]
+        stmt = stmt.where(id_in(p.c.image_id, image_ids))
+    return [(str(label), int(count)) for label, count in conn.execute(stmt)]
 
 
 def labels_for(conn: Connection, *, image_ids: Sequence[int]) -> dict[int, LabelInfo]:
-    """`{image_id: LabelInfo}` under the active model.
+    """`{image_id: LabelInfo}` under the active model, the label the effective one (a
+    person's decision wins; `vitrine.db.repository._shared.effective_label`).
 
     Ids without a prediction from the active model (pending, failed, unknown, or no
     model active) are absent rather than mapped to None, so `len()` counts labelled ones.
     """
     if not image_ids:
         return {}
-    stmt = select(predictions.c.image_id, predictions.c.label, predictions.c.confidence).where(
-        predictions.c.model_id == active_model_id(), id_in(predictions.c.image_id, image_ids)
+    p = predictions
+    stmt = (
+        select(p.c.image_id, effective_label(images, p).label("label"), p.c.confidence)
+        .select_from(p.join(images, images.c.id == p.c.image_id))
+        .where(p.c.model_id == active_model_id(), id_in(p.c.image_id, image_ids))
     )
     return {
         int(row.image_id): LabelInfo(label=row.label, confidence=float(row.confidence))
@@ -95,7 +103,8 @@ def image_summaries(conn: Connection, *, image_ids: Sequence[int]) -> dict[int, 
             images.c.sku,
             images.c.status,
             images.c.error,
-            p.c.label,
+            effective_label(images, p).label("label"),
+            label_source(images, p).label("label_source"),
             p.c.confidence,
         )
         .select_from(joined)
@@ -103,12 +112,14 @@ def image_summaries(conn: Connection, *, image_ids: Sequence[int]) -> dict[int, 
     )
     return {
         int(row.id): ImageSummary(
+            image_id=int(row.id),
             uri=row.uri,
             merchant_id=row.merchant_id,
             sku=row.sku,
             status=row.status,
             error=row.error,
             label=row.label,
+            label_source=row.label_source,
             confidence=None if row.confidence is None else float(row.confidence),
         )
         for row in conn.execute(stmt)
@@ -138,22 +149,24 @@ def known_results(
             predictions.c.label_index,
             predictions.c.confidence,
             predictions.c.top_k,
+            predictions.c.unknown_score,
+            predictions.c.unknown,
             embeddings.c.embedding,
             *(image_quality.c[m] for m in MEASURES),
-        )  # fmt: skip
+        )
         .join(
             predictions,
             and_(predictions.c.image_id == images.c.id, predictions.c.model_id == model_id),
-        )  # fmt: skip
+        )
         .join(
             embeddings,
             and_(embeddings.c.image_id == images.c.id, embeddings.c.model_id == model_id),
-        )  # fmt: skip
+        )
         .outerjoin(image_quality, image_quality.c.image_id == images.c.id)
         .where(images.c.sha256 == any_(literal(sorted(set(sha256s)), ARRAY(Text))))
         .where(images.c.status == "done")
         .order_by(images.c.sha256, images.c.id)
-        .distinct(images.c.sha256)
+        .ext(distinct_on(images.c.sha256))
     )
     known: dict[str, tuple[ImageInfo, Prediction]] = {}
     for row in conn.execute(stmt):
@@ -175,7 +188,9 @@ def known_results(
                 confidence=float(row.confidence),
                 top_k=top_k,
                 embedding=np.asarray(vector, dtype=np.float32),
-            ),  # fmt: skip
+                unknown_score=row.unknown_score,
+                unknown=row.unknown,
+            ),
         )
     return known
 

@@ -11,9 +11,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Text, func, literal, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from db.schema import embeddings, hnsw_index_ddl, hnsw_index_name, models, positive_int
-from db.types import ModelRow
-from pipeline.types import ModelSpec
+from vitrine.db.schema import embeddings, hnsw_index_ddl, hnsw_index_name, models, positive_int
+from vitrine.db.types import ModelRow
+from vitrine.pipeline.types import ModelSpec
 
 MODELS_LOCK_KEY = 0x76_69_74_72_69_6E_65_6D  # "vitrinem"
 
@@ -167,6 +167,13 @@ def active_model(conn: Connection) -> ModelRow | None:
     """The active model, or None if none was activated yet."""
     rows = _model_rows(conn, models.c.is_active)
     return rows[0] if rows else None
+
+
+def active_labels(conn: Connection) -> list[str]:
+    """The active model's labels ([] with none active), without counting its embeddings
+    as `active_model` does: the review desk reads them on every page."""
+    labels = conn.execute(select(models.c.labels).where(models.c.is_active)).scalar_one_or_none()
+    return [str(label) for label in labels or []]
 
 
 def list_models(conn: Connection) -> list[ModelRow]:

@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import Connection, func, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from db.schema import image_quality
-from pipeline.types import ImageQuality
+from vitrine.db.schema import image_quality
+from vitrine.pipeline.types import ImageQuality
 
 MEASURES = tuple(f.name for f in dataclasses.fields(ImageQuality))
 

@@ -16,8 +16,8 @@ import numpy.typing as npt
 from sqlalchemy import Connection, case, func, literal, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from db.repository.images import MAX_ERROR_CHARS
-from db.schema import reviews
+from vitrine.db.repository.images import MAX_ERROR_CHARS
+from vitrine.db.schema import reviews
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def save_review(
             listing_label=match.listing_label,
             match_score=match.match_score,
             processed_at=func.now(),
-        )  # fmt: skip
+        )
     )
 
 

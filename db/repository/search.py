@@ -17,8 +17,8 @@ import numpy.typing as npt
 from pgvector.sqlalchemy import VECTOR
 from sqlalchemy import Connection, Executable, bindparam, text
 
-from db.schema import positive_int
-from db.types import Neighbour
+from vitrine.db.schema import positive_int
+from vitrine.db.types import Neighbour
 
 
 def similar_sql(
@@ -35,32 +35,6 @@ def similar_sql(
     return f"SELECT * FROM similar_images({', '.join([str(iid), str(kk), *named])});"
 
 
-def similar_raw_sql(*, model_id: int, embedding_dim: int, image_id: int, k: int = 10) -> str:
-    """The same query without the function, spelled so the model's HNSW index is used.
-
-    The model id and dimension must be literals matching the index
-    `embeddings_hnsw_m<model_id>`; `similar_images()` builds exactly this text.
-    """
-    mid = positive_int(model_id, "model_id")
-    dim = positive_int(embedding_dim, "embedding_dim")
-    iid = positive_int(image_id, "image_id")
-    kk = positive_int(k, "k")
-    query = (
-        f"(SELECT embedding::vector({dim}) FROM embeddings "
-        f"WHERE image_id = {iid} AND model_id = {mid})"
-    )
-    return (
-        "SELECT e.image_id, i.merchant_id, i.sku, i.uri, p.label,\n"
-        f"       e.embedding::vector({dim}) <=> {query} AS distance\n"
-        "  FROM embeddings e\n"
-        "  JOIN images i ON i.id = e.image_id\n"
-        f"  LEFT JOIN predictions p ON p.image_id = e.image_id AND p.model_id = {mid}\n"
-        f" WHERE e.model_id = {mid} AND e.image_id <> {iid}\n"
-        f" ORDER BY e.embedding::vector({dim}) <=> {query}\n"
-        f" LIMIT {kk};"
-    )
-
-
 _SIMILAR_IMAGES = text(
     "SELECT image_id, merchant_id, sku, uri, label, distance "
     "FROM similar_images(:image_id, :k, :merchant_id, :label)"
@@ -72,8 +46,12 @@ _SIMILAR_TO_VECTOR = text(
 ).bindparams(bindparam("vec", type_=VECTOR()))
 
 
-def _neighbours(conn: Connection, stmt: Executable, params: dict[str, Any]) -> list[Neighbour]:
-    return [
+def _neighbours(
+    conn: Connection, stmt: Executable, params: dict[str, Any], max_distance: float | None
+) -> list[Neighbour]:
+    """The function's rows, those past `max_distance` (cosine) left out: a neighbour that
+    far is not like the query, and a short list says so better than a filled one."""
+    found = [
         Neighbour(
             image_id=int(row.image_id),
             merchant_id=row.merchant_id,
@@ -84,6 +62,7 @@ def _neighbours(conn: Connection, stmt: Executable, params: dict[str, Any]) -> l
         )
         for row in conn.execute(stmt, params)
     ]
+    return [n for n in found if max_distance is None or n.distance <= max_distance]
 
 
 def similar(
@@ -93,8 +72,10 @@ def similar(
     k: int = 10,
     merchant_id: str | None = None,
     label: str | None = None,
+    max_distance: float | None = None,
 ) -> list[Neighbour]:
-    """The `k` nearest images to `image_id` under the active model, nearest first.
+    """The `k` nearest images to `image_id` under the active model, nearest first, none
+    further than `max_distance` (cosine distance; None: no cut-off).
 
     Excludes the image itself; empty if it has no embedding for the active model. With
     `merchant_id` and/or `label`, only those images are candidates, and `k` come back
@@ -102,7 +83,7 @@ def similar(
     No active model: a database error.
     """
     params = {"image_id": int(image_id), "k": int(k), "merchant_id": merchant_id, "label": label}
-    return _neighbours(conn, _SIMILAR_IMAGES, params)
+    return _neighbours(conn, _SIMILAR_IMAGES, params, max_distance)
 
 
 def similar_to_vector(
@@ -112,9 +93,10 @@ def similar_to_vector(
     k: int = 10,
     merchant_id: str | None = None,
     label: str | None = None,
+    max_distance: float | None = None,
 ) -> list[Neighbour]:
     """The `k` nearest images to an arbitrary vector under the active model, optionally
-    within one merchant and/or label.
+    within one merchant and/or label, none further than `max_distance`.
 
     `embedding` is bound as a float32 numpy array (no copy when it already is one);
     a size other than the active model's is a database error.
@@ -123,4 +105,4 @@ def similar_to_vector(
     if vec.ndim != 1:
         raise ValueError(f"embedding must be one vector (1-d), got shape {vec.shape}")
     params = {"vec": vec, "k": int(k), "merchant_id": merchant_id, "label": label}
-    return _neighbours(conn, _SIMILAR_TO_VECTOR, params)
+    return _neighbours(conn, _SIMILAR_TO_VECTOR, params, max_distance)

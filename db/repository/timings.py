@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import Connection, delete, func, select
 
-from db.schema import images
+from vitrine.db.schema import images
 
 
 def database_clock(conn: Connection) -> float:

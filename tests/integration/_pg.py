@@ -8,7 +8,7 @@ lacks pgvector and is never touched.
 Set `VITRINE_TEST_DATABASE_URL` to use an existing server (with pgvector available)
 instead; the stop callable is then a no-op.
 
-Swap point: once `embedded.services.ensure_services(settings)` exists, this helper can
+Swap point: once `vitrine.embedded.services.ensure_services(settings)` exists, this helper can
 delegate to it.
 """
 

@@ -20,12 +20,12 @@ import sqlalchemy.exc
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import make_url
 
-from db import repository as repo
-from db.engine import make_engine
-from db.migrate import upgrade
-from db.types import ImageResult
-from pipeline.types import FASHION_MNIST_LABELS, ImageInfo, ModelSpec, Prediction, Upload
 from tests.integration._pg import create_database, drop_database, start_test_postgres
+from vitrine.db import repository as repo
+from vitrine.db.engine import make_engine
+from vitrine.db.migrate import upgrade
+from vitrine.db.types import ImageResult
+from vitrine.pipeline.types import FASHION_MNIST_LABELS, ImageInfo, ModelSpec, Prediction, Upload
 
 GROUPS = ("vitrine_worker", "vitrine_analyst", "vitrine_merchant")
 PASSWORD = "s3cret-for-tests"
@@ -182,7 +182,7 @@ def gallery(
     ]
     ids = repo.upsert_pending_images(conn, uploads=uploads)
     for image_id in ids:
-        repo.claim_image(conn, image_id=image_id)
+        repo.claim_images(conn, image_ids=[image_id]).get(image_id)
     shas = shas or [None] * len(ids)
     repo.save_results(
         conn,

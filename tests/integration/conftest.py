@@ -21,8 +21,8 @@ import pytest
 from PIL import Image
 from sqlalchemy import Engine, text
 
-from pipeline.datasets import load_fashion_mnist
-from worker.settings import SAMPLE_FASHION_DIR, get_settings
+from vitrine.pipeline.training.datasets import load_fashion_mnist
+from vitrine.settings import SAMPLE_FASHION_DIR, get_settings
 
 #: The one loopback address the session's workers may fetch from: test HTTP servers that
 #: should be reachable listen there; 127.0.0.1 stays refused, as any internal service.
@@ -47,7 +47,7 @@ def pipeline_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
     os.environ["VITRINE_FETCH_ALLOW_NETWORKS"] = f"{ALLOWED_HTTP_HOST}/32"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     get_settings.cache_clear()
-    from ops.context import open_context
+    from vitrine.ops.context import open_context
 
     urls = open_context().urls()  # starts the embedded servers, migrates their database
     os.environ["DATABASE_URL"] = urls.database_url
@@ -56,7 +56,7 @@ def pipeline_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
     try:
         yield dict(os.environ)
     finally:
-        from embedded.services import stop_services
+        from vitrine.embedded.services import stop_services
 
         # Celery results left over from the tests unsubscribe from Redis when collected:
         # let that happen now, while Redis is up, not at a later collection that fails
@@ -74,7 +74,7 @@ def pipeline_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
 
 @pytest.fixture(scope="session")
 def ctx(pipeline_env: dict[str, str]):  # type: ignore[no-untyped-def]
-    from ops.context import open_context
+    from vitrine.ops.context import open_context
 
     ctx = open_context()
     ctx.broker_url()  # Celery in this process publishes to the session's broker
@@ -89,7 +89,7 @@ def engine(ctx) -> Engine:  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def celery_worker_process(ctx) -> Iterator[subprocess.Popen[bytes]]:  # type: ignore[no-untyped-def]
     """One real `celery worker` (prefork, 2 processes) for the session."""
-    from embedded.launcher import running_worker
+    from vitrine.embedded.launcher import running_worker
 
     log = ctx.settings.data_dir / "logs" / "test-worker.log"
     with running_worker(ctx.urls(), concurrency=2, log_path=log) as proc:
@@ -114,7 +114,7 @@ def catalog(fashion_slice, tmp_path_factory) -> tuple[Path, dict[str, str]]:  # 
     """80 merchant-style photos (JPEG/PNG/WebP, some EXIF-rotated) and their true labels."""
     import csv
 
-    from pipeline.photos import write_catalog
+    from vitrine.pipeline.synthetic.photos import write_catalog
 
     out = tmp_path_factory.mktemp("catalog")
     manifest = write_catalog(fashion_slice.x_test, fashion_slice.y_test, out, n=80, seed=11)
@@ -145,7 +145,7 @@ def vitrine(
 ) -> subprocess.CompletedProcess[str]:
     """Run the real CLI as a user would."""
     return subprocess.run(
-        [sys.executable, "-m", "cli", *args],
+        [sys.executable, "-m", "vitrine", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -8,7 +8,9 @@ import json
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -16,23 +18,24 @@ import pytest
 from celery.result import AsyncResult
 from PIL import Image
 
-from embedded.common import free_port
 from tests.integration._prom import samples as _samples
 from tests.integration.conftest import vitrine
+from vitrine.embedded.common import free_port
 
 BODY_LIMIT = 300_000
 
 
-@pytest.fixture(scope="module")
-def api(pipeline_env, celery_worker_process) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    """`vitrine serve` on a free loopback port; its base URL once /healthz answers."""
+@contextmanager
+def serving(env: dict[str, str], log_name: str) -> Iterator[str]:
+    """`vitrine serve` on a free loopback port with `env`; its base URL once /readyz
+    answers 200 (the model for search by photo loaded). Its log (the access log included)
+    is `<data dir>/logs/<log_name>`."""
     port = free_port()
-    env = dict(pipeline_env, VITRINE_API_MAX_BODY_BYTES=str(BODY_LIMIT))
-    log = Path(pipeline_env["VITRINE_DATA_DIR"]) / "logs" / "test-api.log"
+    log = Path(env["VITRINE_DATA_DIR"]) / "logs" / log_name
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "vitrine", "serve", "--host", "127.0.0.1", "--port", str(port)],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -42,7 +45,7 @@ def api(pipeline_env, celery_worker_process) -> Iterator[str]:  # type: ignore[n
         while True:  # the server's own answer is the event awaited
             assert proc.poll() is None, log.read_text()
             try:
-                if httpx.get(f"{base}/healthz", timeout=1.0).status_code == 200:
+                if httpx.get(f"{base}/readyz", timeout=5.0).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
@@ -53,6 +56,20 @@ def api(pipeline_env, celery_worker_process) -> Iterator[str]:  # type: ignore[n
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def api(pipeline_env, celery_worker_process) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """`vitrine serve` on a free loopback port; its base URL once /readyz answers."""
+    # Logins are many here (every test's desk session, from one address): the limit itself
+    # is tested on a server of its own (test_api_safety.py).
+    env = dict(
+        pipeline_env,
+        VITRINE_API_MAX_BODY_BYTES=str(BODY_LIMIT),
+        VITRINE_DESK_LOGIN_RATE="1000/minute",
+    )
+    with serving(env, "test-api.log") as base:
+        yield base
 
 
 def _token(env: dict[str, str], name: str, *merchant: str) -> str:
@@ -82,7 +99,7 @@ def _photo_bytes(path: Path) -> bytes:
 
 def _wait_done(base: str, token: str, accepted: dict) -> dict:  # type: ignore[type-arg]
     """Wait for the upload's task (its id came back with the 202), then read the image."""
-    from worker.celery_app import app
+    from vitrine.worker.celery_app import app
 
     AsyncResult(accepted["task_id"], app=app).get(timeout=120)
     image = httpx.get(f"{base}{accepted['href']}", headers=_auth(token), timeout=10)
@@ -98,7 +115,9 @@ def test_health_readiness_and_docs(api: str) -> None:
     assert ready.json()["checks"] == {"database": "ok", "model": "ok", "broker": "ok"}
     spec = httpx.get(f"{api}/openapi.json").json()
     assert {"/v1/uploads", "/v1/images/{image_id}", "/v1/search"} <= set(spec["paths"])
-    assert httpx.get(f"{api}/docs").status_code == 200
+    docs = httpx.get(f"{api}/docs")
+    assert docs.status_code == 200 and "cdn." not in docs.text  # served here, offline too
+    assert httpx.get(f"{api}/docs/static/swagger-ui-bundle.js").status_code == 200
 
 
 def test_every_v1_route_needs_a_known_token(api: str, pipeline_env, tokens) -> None:  # type: ignore[no-untyped-def]
@@ -131,15 +150,47 @@ def test_upload_a_photo_and_read_its_result(api: str, tokens, catalog) -> None: 
     assert image["status"] == "done" and image["error"] is None
     assert image["label"] == image["top_k"][0]["label"] and 0 < image["confidence"] <= 1
     assert image["model"] and image["sku"] == "API-1" and image["width"] > 0
-    # the same bytes again, under another name: one stored file, and since (merchant, uri)
-    # is an upload's identity, the same image
-    again = httpx.post(
+    assert image["label_source"] == "model" and image["model_label"] == image["label"]
+    assert accepted["outcome"] == "created"
+
+    # The same bytes again under another SKU, and once with no SKU: each is a listing of
+    # its own (nothing overwritten), answered from the stored result (sha256).
+    listings = {"API-1": accepted["image_id"]}
+    for sku in ("API-2", None):
+        again = httpx.post(
+            f"{api}/v1/uploads",
+            headers=_auth(tokens["platform"]),
+            files={"file": ("copy.jpg", _photo_bytes(photo), "image/jpeg")},
+            data={"merchant_id": "m-api", **({"sku": sku} if sku else {})},
+        )
+        assert again.status_code == 202 and again.json()["outcome"] == "created", again.text
+        assert again.json()["image_id"] not in listings.values()
+        listings[str(sku)] = again.json()["image_id"]
+        assert _wait_done(api, tokens["platform"], again.json())["label"] == image["label"]
+    for sku, image_id in listings.items():
+        kept = httpx.get(f"{api}/v1/images/{image_id}", headers=_auth(tokens["platform"])).json()
+        assert str(kept["sku"]) == sku and kept["status"] == "done"
+
+    # A client retrying the same request names it with an Idempotency-Key: received once.
+    keyed = {**_auth(tokens["platform"]), "Idempotency-Key": "order-77/photo-1"}
+    first = httpx.post(
         f"{api}/v1/uploads",
-        headers=_auth(tokens["platform"]),
-        files={"file": ("copy.jpg", _photo_bytes(photo), "image/jpeg")},
-        data={"merchant_id": "m-api"},
+        headers=keyed,
+        files={"file": ("p.jpg", _photo_bytes(photo))},
+        data={"merchant_id": "m-api", "sku": "API-77"},
     )
-    assert again.status_code == 202 and again.json()["image_id"] == accepted["image_id"]
+    assert first.json()["outcome"] == "created"
+    _wait_done(api, tokens["platform"], first.json())
+    retried = httpx.post(
+        f"{api}/v1/uploads",
+        headers=keyed,
+        files={"file": ("p.jpg", _photo_bytes(photo))},
+        data={"merchant_id": "m-api", "sku": "API-77"},
+    )
+    assert retried.status_code == 202
+    body = retried.json()
+    assert body["outcome"] == "already received" and body["image_id"] == first.json()["image_id"]
+    assert body["status"] == "done" and body["task_id"] is None  # the truth, nothing queued
 
 
 def test_upload_by_reference_and_its_refusals(api: str, tokens, catalog) -> None:  # type: ignore[no-untyped-def]
@@ -204,7 +255,9 @@ def test_a_merchant_token_sees_and_acts_for_its_merchant_only(api: str, tokens, 
     directory, _ = catalog
     photos = sorted(directory.glob("*.*"))
     acme, platform = _auth(tokens["acme"]), _auth(tokens["platform"])
-    own = httpx.post(f"{api}/v1/uploads", headers=acme, json={"uri": photos[3].as_uri()})
+    own = httpx.post(
+        f"{api}/v1/uploads", headers=acme, files={"file": ("a.png", photos[3].read_bytes())}
+    )
     assert own.status_code == 202 and own.json()["merchant_id"] == "m-acme"
     assert _wait_done(api, tokens["acme"], own.json())["merchant_id"] == "m-acme"
     other = httpx.post(
@@ -219,17 +272,33 @@ def test_a_merchant_token_sees_and_acts_for_its_merchant_only(api: str, tokens, 
     hidden = httpx.get(f"{api}/v1/images/{other_id}", headers=acme)
     assert hidden.status_code == 404 and hidden.json() == {"error": f"no image {other_id}"}
     forbidden = httpx.post(
-        f"{api}/v1/uploads", headers=acme, json={"uri": photos[5].as_uri(), "merchant_id": "m-x"}
+        f"{api}/v1/uploads",
+        headers=acme,
+        files={"file": ("b.png", photos[3].read_bytes())},
+        data={"merchant_id": "m-x"},
     )
     assert forbidden.status_code == 403
+    # A merchant's token names no server file, whatever it is, inside the roots or not.
+    for uri in (photos[5].as_uri(), str(photos[5]), "file:///etc/passwd"):
+        refused = httpx.post(f"{api}/v1/uploads", headers=acme, json={"uri": uri})
+        assert refused.status_code == 403 and "itself" in refused.json()["error"], uri
     near = httpx.get(f"{api}/v1/images/{own.json()['image_id']}/similar?k=50", headers=acme)
     assert near.status_code == 200, near.text
     assert {n["merchant_id"] for n in near.json()["neighbours"]} <= {"m-acme"}
 
 
 def test_similar_items_and_search_by_photo(api: str, tokens, catalog) -> None:  # type: ignore[no-untyped-def]
-    directory, _ = catalog
-    photos = sorted(directory.glob("*.*"))[10:16]
+    directory, truth = catalog
+    # Six photos of one kind: neighbours are cut off past VITRINE_SIMILAR_MAX_DISTANCE, so
+    # k places fill only with items of the same kind.
+    kinds = Counter(truth.values())
+    kind = max(sorted(kinds), key=kinds.__getitem__)
+    photos = sorted(
+        directory / name
+        for name, label in truth.items()
+        if label == kind and (directory / name).stat().st_size < 250_000  # the body cap here
+    )[:6]
+    assert len(photos) == 6
     headers = _auth(tokens["platform"])
     accepted = [
         httpx.post(
@@ -273,7 +342,9 @@ def test_similar_items_and_search_by_photo(api: str, tokens, catalog) -> None:  
 
 def test_metrics_count_what_was_answered(api: str, tokens, catalog) -> None:  # type: ignore[no-untyped-def]
     headers = _auth(tokens["platform"])
-    before = _samples(httpx.get(f"{api}/metrics").text)
+    assert httpx.get(f"{api}/metrics").status_code == 401  # not for anyone
+    assert httpx.get(f"{api}/metrics", headers=_auth(tokens["acme"])).status_code == 403
+    before = _samples(httpx.get(f"{api}/metrics", headers=headers).text)
     buf = io.BytesIO()
     Image.new("RGB", (64, 64), (200, 30, 30)).save(buf, "PNG")
     for _ in range(2):
@@ -284,7 +355,7 @@ def test_metrics_count_what_was_answered(api: str, tokens, catalog) -> None:  # 
             data={"merchant_id": "m-metrics"},
         )
     httpx.get(f"{api}/v1/images/424242", headers=headers)
-    after = _samples(httpx.get(f"{api}/metrics").text)
+    after = _samples(httpx.get(f"{api}/metrics", headers=headers).text)
 
     def delta(name: str) -> float:
         return after.get(name, 0.0) - before.get(name, 0.0)

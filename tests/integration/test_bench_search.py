@@ -17,9 +17,20 @@ def test_bench_search_scores_every_plan_and_drops_its_database(
     pipeline_env: dict[str, str], engine: Engine
 ) -> None:
     proc = vitrine(
-        pipeline_env, "bench", "search", "--vectors", "3000", "--queries", "40",
-        "--merchants", "10", "--ef-search", "20", "--json", timeout=600,
-    )  # fmt: skip
+        pipeline_env,
+        "bench",
+        "search",
+        "--vectors",
+        "3000",
+        "--queries",
+        "40",
+        "--merchants",
+        "10",
+        "--ef-search",
+        "20",
+        "--json",
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout)
     assert got["vectors"] == 3000 and got["dim"] == 128 and got["queries"] == 40

@@ -37,7 +37,7 @@ def done_images(pipeline_env, celery_worker_process, clean_db: Engine, catalog) 
     out = _ok(
         vitrine(pipeline_env, "submit", str(directory), "--merchant", "m-cli", "--wait", "--json")
     )
-    images = json.loads(out)["images"]
+    images = json.loads(out)["results"]
     assert {i["status"] for i in images} == {"done"}
     return images
 
@@ -74,10 +74,11 @@ def test_read_only_commands_work_with_a_select_only_role(
     assert "ro-secret" not in json.dumps(status)  # passwords never printed
     first = done_images[0]["image_id"]
     found = json.loads(_ok(vitrine(env, "similar", str(first), "-k", "3", "--json")))
-    assert len(found["neighbours"]) == 3 and first not in [
-        n["image_id"] for n in found["neighbours"]
-    ]
-    listed = json.loads(_ok(vitrine(env, "models", "list", "--json")))
+    # At most k, none past the distance cut-off (0.3 by default), never the image itself.
+    assert 1 <= len(found["neighbours"]) <= 3
+    assert all(n["distance"] <= 0.3 for n in found["neighbours"])
+    assert first not in [n["image_id"] for n in found["neighbours"]]
+    listed = json.loads(_ok(vitrine(env, "models", "list", "--json")))["models"]
     assert [m["key"] for m in listed] == [r.key for r in registry]
     sheet = tmp_path / "sheet.png"
     shown = _ok(vitrine(env, "similar", str(first), "--png", str(sheet)))
@@ -102,6 +103,37 @@ def test_tables_not_reprs(pipeline_env, done_images: list[dict]) -> None:  # typ
         assert "{'" not in out and "':" not in out, out  # no Python dict reprs
 
 
+def test_hashes_are_measured_again_from_the_photos(
+    pipeline_env, engine: Engine, done_images
+) -> None:  # type: ignore[no-untyped-def]
+    """After a migration clears hashes (the recipe changed), `db upgrade` says how many and
+    `backfill --hashes` measures them again from the stored photos, as the worker did."""
+    ids = [i["image_id"] for i in done_images]
+    with engine.begin() as conn:
+        before = dict(
+            conn.execute(
+                text("SELECT id, phash::text FROM images WHERE id = ANY(:i)"), {"i": ids}
+            ).all()
+        )
+        conn.execute(text("UPDATE images SET phash = NULL WHERE id = ANY(:i)"), {"i": ids})
+    told = json.loads(_ok(vitrine(pipeline_env, "db", "upgrade", "--json")))
+    assert told["hashes_to_measure"] == len(ids)
+    report = json.loads(
+        _ok(vitrine(pipeline_env, "backfill", "--hashes", "--workers", "0", "--json"))
+    )
+    assert report["images"] == report["done"] == len(ids) and report["failed"] == 0
+    with engine.connect() as conn:
+        after = dict(
+            conn.execute(
+                text("SELECT id, phash::text FROM images WHERE id = ANY(:i)"), {"i": ids}
+            ).all()
+        )
+    assert after == before  # the same photos, the same hashes
+    assert (
+        json.loads(_ok(vitrine(pipeline_env, "db", "upgrade", "--json")))["hashes_to_measure"] == 0
+    )
+
+
 def test_failed_uploads_exit_1_and_say_why(
     pipeline_env, celery_worker_process, clean_db, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
@@ -110,7 +142,7 @@ def test_failed_uploads_exit_1_and_say_why(
         pipeline_env, "submit", str(tmp_path / "notes.jpg"), "--merchant", "m-x", "--wait", "--json"
     )
     assert proc.returncode == 1, proc.stderr
-    (row,) = json.loads(proc.stdout)["images"]
+    (row,) = json.loads(proc.stdout)["results"]
     assert row["status"] == "failed" and "not an image" in row["error"]
 
 
@@ -121,7 +153,7 @@ def test_submit_reads_a_folders_manifest_and_http_urls(
     queued = json.loads(
         _ok(vitrine(pipeline_env, "submit", str(directory), "--merchant", "m-q", "--json"))
     )  # without --wait: exits at once, quietly (no AsyncResult noise at interpreter exit)
-    assert queued["submitted"] == len(truth) == len(set(queued["image_ids"]))
+    assert queued["uploads"] == queued["created"] == len(truth) == len(set(queued["image_ids"]))
     with (directory / "manifest.csv").open(newline="") as fh:
         skus = {row["file"]: row["sku"] for row in csv.DictReader(fh)}
     _ok(vitrine(pipeline_env, "submit", str(directory), "--merchant", "m-sku", "--wait", "--json"))
@@ -160,7 +192,7 @@ def test_submit_reads_a_folders_manifest_and_http_urls(
         )
     finally:
         server.shutdown()
-    (row,) = json.loads(out)["images"]
+    (row,) = json.loads(out)["results"]
     assert row["status"] == "done" and row["uri"] == url and row["label"] == truth[name]
     assert requests == [f"/{name}"]
 
@@ -200,7 +232,7 @@ def test_an_unreachable_broker_is_exit_3(pipeline_env, tmp_path: Path, catalog) 
 
 
 def test_demo_scores_only_its_own_items(
-    pipeline_env, celery_worker_process, tmp_path: Path
+    pipeline_env, celery_worker_process, engine: Engine, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     first = json.loads(
         _ok(
@@ -209,6 +241,22 @@ def test_demo_scores_only_its_own_items(
             )
         )
     )
+    # 40 distinct items, a third of them transparent cut-outs: no near-duplicate pair
+    with engine.connect() as conn:
+        pairs = conn.execute(
+            text(
+                "SELECT count(*) FROM duplicate_candidates WHERE merchant_id = 'demo-shop' "
+                "AND duplicate_merchant_id = 'demo-shop'"
+            )
+        ).scalar_one()
+        formats = dict(
+            conn.execute(
+                text(
+                    "SELECT format, count(*) FROM images WHERE merchant_id = 'demo-shop' GROUP BY 1"
+                )
+            ).all()
+        )
+    assert pairs == 0 and formats.get("PNG", 0) >= 5, formats
     assert first["images"] == 40 and first["failed"] == 0
     # The same photos uploaded again by the catalog's own shops: exact duplicates that
     # would be every demo item's nearest neighbours if the search left the demo's shop.
@@ -250,8 +298,12 @@ def test_a_configured_database_changes_only_in_db_upgrade(pipeline_env, tmp_path
         again = json.loads(
             _ok(vitrine({**env, "VITRINE_MODEL_DIR": str(other)}, "db", "upgrade", "--json"))
         )
-        assert again == {"revision": first["revision"], "registered_model": None}
-        listed = json.loads(_ok(vitrine(env, "models", "list", "--json")))
+        assert again == {
+            "revision": first["revision"],
+            "registered_model": None,
+            "hashes_to_measure": 0,
+        }
+        listed = json.loads(_ok(vitrine(env, "models", "list", "--json")))["models"]
         assert [(m["key"], m["active"]) for m in listed] == [("fashion-cnn@1", True)]
         assert Path(listed[0]["path"]).name == "fashion-cnn"  # not re-pointed at the copy
     finally:
@@ -283,21 +335,46 @@ def test_credentials_never_appear_in_output_or_logs(pipeline_env, done_images) -
 def test_bench_ingest_smoke(pipeline_env) -> None:  # type: ignore[no-untyped-def]
     """The benchmark's shape and that every image of every path landed (no speed asserted)."""
     out = _ok(
-        vitrine(pipeline_env, "bench", "ingest", "--images", "16", "--naive-images", "4",
-                "--latency-uploads", "6", "--latency-rate", "20", "--json", timeout=600)
-    )  # fmt: skip
+        vitrine(
+            pipeline_env,
+            "bench",
+            "ingest",
+            "--images",
+            "16",
+            "--naive-images",
+            "4",
+            "--latency-uploads",
+            "6",
+            "--latency-rate",
+            "20",
+            "--json",
+            timeout=600,
+        )
+    )
     result = json.loads(out)
     for key in (
-        "bound_images_per_s", "bulk_images_per_s", "live_images_per_s", "naive_images_per_s",
-        "p50_latency_ms", "p95_latency_ms", "worker_peak_rss_mb", "db_images_per_s",
+        "bound_images_per_s",
+        "bulk_images_per_s",
+        "live_images_per_s",
+        "naive_images_per_s",
+        "p50_latency_ms",
+        "p95_latency_ms",
+        "worker_peak_rss_mb",
+        "db_images_per_s",
         "p95_latency_during_backfill_ms",
-    ):  # fmt: skip
+    ):
         assert isinstance(result[key], int | float) and result[key] > 0, key
     assert result["images"] == 16 and result["cpus"] >= 1
     landed = result["landed"]
     assert set(landed) == {
-        "warm-up", "bulk", "live", "latency", "latency-during-backfill", "naive-warm-up", "naive"
-    }  # fmt: skip
+        "warm-up",
+        "bulk",
+        "live",
+        "latency",
+        "latency-during-backfill",
+        "naive-warm-up",
+        "naive",
+    }
     assert all(n == total for n, total in (v.split("/") for v in landed.values())), landed
     assert landed["bulk"] == landed["live"] == "16/16" and landed["naive"] == "4/4"
     assert set(result["ratios"]) == {"live_vs_bound", "bulk_vs_bound", "live_vs_naive"}

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from db import repository
-from pipeline.model import load_model_dir
-from pipeline.types import FASHION_MNIST_LABELS
 from tests.integration.conftest import vitrine
-from worker.settings import SAMPLE_FASHION_DIR
+from vitrine.db import repository
+from vitrine.pipeline.inference.model import load_model_dir
+from vitrine.pipeline.types import FASHION_MNIST_LABELS
+from vitrine.settings import SAMPLE_FASHION_DIR
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +28,7 @@ N_PHOTOS = 16
 
 @pytest.fixture(scope="module")
 def corrected_catalog(fashion_slice, tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
-    from pipeline.photos import write_catalog
+    from vitrine.pipeline.synthetic.photos import write_catalog
 
     out = tmp_path_factory.mktemp("corrections-catalog")
     write_catalog(fashion_slice.x_test, fashion_slice.y_test, out, n=N_PHOTOS, seed=23)
@@ -38,7 +38,7 @@ def corrected_catalog(fashion_slice, tmp_path_factory) -> Path:  # type: ignore[
 def _ingest(env: dict[str, str], directory: Path) -> None:
     proc = vitrine(env, "submit", str(directory), "--merchant", "m-corrections", "--wait", "--json")
     assert proc.returncode == 0, proc.stderr
-    assert {r["status"] for r in json.loads(proc.stdout)["images"]} == {"done"}
+    assert {r["status"] for r in json.loads(proc.stdout)["results"]} == {"done"}
 
 
 def _stored(engine: Engine) -> list[tuple[int, str, int]]:
@@ -60,9 +60,8 @@ def _decide(engine: Engine, decisions: list[tuple[int, str, str, str, int, str]]
                     "previous_label, queue, decided_by, decided_at) VALUES (:i, :m, :a, :l, "
                     ":p, 'low_confidence', 'desk-test', now() - CAST(:o AS interval))"
                 ),
-                {"i": image_id, "m": model_id, "a": action, "l": label, "p": previous,
-                 "o": offset},
-            )  # fmt: skip
+                {"i": image_id, "m": model_id, "a": action, "l": label, "p": previous, "o": offset},
+            )
 
 
 def _other(label: str) -> str:
@@ -105,16 +104,27 @@ def test_train_on_corrections_writes_a_new_model_and_reports_before_after(
         [(i, "approve", label, label, m, "2 hours") for i, label, m in approve]
         + [(i, "relabel", _other(label), label, m, "2 hours") for i, label, m in relabel]
         # decided twice: relabelled first, approved later; the approval counts
-        + [(twice_id, "relabel", _other(twice_label), twice_label, twice_model, "3 hours"),
-           (twice_id, "approve", twice_label, twice_label, twice_model, "1 hour")],
-    )  # fmt: skip
+        + [
+            (twice_id, "relabel", _other(twice_label), twice_label, twice_model, "3 hours"),
+            (twice_id, "approve", twice_label, twice_label, twice_model, "1 hour"),
+        ],
+    )
     with clean_db.connect() as conn:
         latest = {c.image_id: c for c in repository.latest_corrections(conn)}
     assert len(latest) == 13 and latest[twice_id].action == "approve"
 
     out = tmp_path / "corrected"
-    proc = vitrine(pipeline_env, "train", "--corrections", "--out", str(out), "--epochs", "1",
-                   "--json", timeout=600)  # fmt: skip
+    proc = vitrine(
+        pipeline_env,
+        "train",
+        "--corrections",
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--json",
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["base"] == active_before
@@ -126,9 +136,9 @@ def test_train_on_corrections_writes_a_new_model_and_reports_before_after(
     assert compare["relabelled"]["before"] == 0.0
     # 2,000 test images, or all of them where only the repo's slice is there (a fresh
     # machine without Debian's data set)
-    from ops.corrections import TEST_SAMPLE
-    from ops.data import fashion_mnist
-    from pipeline.datasets import DEBIAN_DIR
+    from vitrine.ops.corrections import TEST_SAMPLE
+    from vitrine.ops.data import fashion_mnist
+    from vitrine.pipeline.training.datasets import DEBIAN_DIR
 
     test_images = len(fashion_mnist(None, sample=not DEBIAN_DIR.is_dir()).x_test)
     assert compare["test"]["n"] == min(TEST_SAMPLE, test_images)
@@ -150,8 +160,17 @@ def test_train_on_corrections_writes_a_new_model_and_reports_before_after(
     assert not (out / "checkpoint").exists()
     # `eval --corrections` scores any model on the same items: the same figures.
     for model_args, when in (([], "before"), (["--model", str(out)], "after")):
-        proc = vitrine(pipeline_env, "eval", *model_args, "--corrections", "--no-retrieval",
-                       "--data", str(SAMPLE_FASHION_DIR), "--json", timeout=600)  # fmt: skip
+        proc = vitrine(
+            pipeline_env,
+            "eval",
+            *model_args,
+            "--corrections",
+            "--no-retrieval",
+            "--data",
+            str(SAMPLE_FASHION_DIR),
+            "--json",
+            timeout=600,
+        )
         assert proc.returncode == 0, proc.stderr
         scored = json.loads(proc.stdout)["corrections"]
         assert (scored["n"], scored["relabelled"]) == (13, 6)

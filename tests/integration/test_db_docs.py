@@ -14,12 +14,12 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from db import repository as repo
-from db.engine import make_engine
-from db.migrate import upgrade
-from db.types import ImageResult
-from pipeline.types import FASHION_MNIST_LABELS, ImageInfo, ModelSpec, Prediction, Upload
 from tests.integration._pg import create_database, start_test_postgres
+from vitrine.db import repository as repo
+from vitrine.db.engine import make_engine
+from vitrine.db.migrate import upgrade
+from vitrine.db.types import ImageResult
+from vitrine.pipeline.types import FASHION_MNIST_LABELS, ImageInfo, ModelSpec, Prediction, Upload
 
 pytestmark = pytest.mark.integration
 
@@ -86,6 +86,9 @@ def _populate(url: str) -> None:
                                 confidence=0.45 if n % 7 == 0 else 0.8,
                                 top_k=((label, 0.8), (labels[3], 0.1), (labels[4], 0.05)),
                                 embedding=vec.astype(np.float32),
+                                # 21 and 22 are none of the model's categories
+                                unknown_score=0.9 if n in (20, 21) else 0.1,
+                                unknown=n in (20, 21),
                             ),
                         )
                     )
@@ -123,6 +126,25 @@ def _populate(url: str) -> None:
                 )
             )
             _shop_floor(conn)
+            # A person relabelled acme's image 5 and approved image 6 on the review desk.
+            conn.execute(
+                text(
+                    "INSERT INTO label_corrections (image_id, model_id, action, label,"
+                    " previous_label, queue, decided_by) VALUES"
+                    " (5, 1, 'relabel', 'Bag', 'Sneaker', 'grid', 'ann'),"
+                    " (6, 1, 'approve', 'Sandal', 'Sandal', 'grid', 'ann')"
+                )
+            )
+            # ... delisted image 8 as a copy of 7, and said review r-2 does not match (0016).
+            conn.execute(
+                text(
+                    "INSERT INTO pair_decisions (kind, image_id, other_image_id, review_id,"
+                    " decision, delisted_image_id, action_id, decided_by) VALUES"
+                    " ('duplicate', 7, 8, NULL, 'delist_one', 8, gen_random_uuid(), 'ann'),"
+                    " ('review', 5, NULL, (SELECT id FROM reviews WHERE review_ref = 'r-2'),"
+                    " 'does_not_match', NULL, gen_random_uuid(), 'ann')"
+                )
+            )
     finally:
         engine.dispose()
 

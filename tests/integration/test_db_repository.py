@@ -15,19 +15,21 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import sqlalchemy.exc
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from pgvector import Vector
-from sqlalchemy import Engine, event, select, text
+from sqlalchemy import Connection, Engine, event, select, text
 from sqlalchemy.engine import make_url
 
-from db import repository as repo
-from db.engine import make_engine
-from db.migrate import current_revision, head_revision, upgrade
-from db.schema import embeddings, hnsw_index_name, metadata
-from db.types import EmbeddingRow, ImageResult
-from pipeline.types import FASHION_MNIST_LABELS, ImageInfo, ModelSpec, Prediction, Upload
 from tests.integration._pg import create_database, drop_database, start_test_postgres
+from tests.similar_sql import similar_raw_sql
+from vitrine.db import repository as repo
+from vitrine.db.engine import make_engine
+from vitrine.db.migrate import alembic_config, current_revision, head_revision, upgrade
+from vitrine.db.schema import embeddings, hnsw_index_name, metadata
+from vitrine.db.types import EmbeddingRow, ImageResult
+from vitrine.pipeline.types import FASHION_MNIST_LABELS, ImageInfo, ModelSpec, Prediction, Upload
 
 pytestmark = pytest.mark.integration
 
@@ -103,8 +105,14 @@ def result(
 
 
 def uploads(n: int, merchant: str = "m1", prefix: str = "img") -> list[Upload]:
+    """n upload events; the same call again is the same events (a redelivery)."""
     return [
-        Upload(uri=f"s3://b/{prefix}/{i}.png", merchant_id=merchant, sku=f"sku{i}")
+        Upload(
+            uri=f"s3://b/{prefix}/{i}.png",
+            merchant_id=merchant,
+            sku=f"sku{i}",
+            event_id=f"ev:{merchant}:{prefix}:{i}",
+        )
         for i in range(n)
     ]
 
@@ -122,7 +130,7 @@ def processed_gallery(
             conn, uploads=uploads(len(vectors), merchant, prefix=f"g{model_id}")
         )
         for i in ids:
-            assert repo.claim_image(conn, image_id=i) is not None
+            assert repo.claim_images(conn, image_ids=[i]).get(i) is not None
         repo.save_results(
             conn,
             results=[
@@ -143,7 +151,7 @@ def test_upgrade_is_idempotent_and_safe_concurrently(empty_db: str) -> None:
         for f in futures:
             f.result(timeout=120)
     upgrade(empty_db)  # and once more: nothing to do
-    assert current_revision(empty_db) == head_revision() == "0011"
+    assert current_revision(empty_db) == head_revision()  # (the literal: test_db_sql.py)
     eng = make_engine(empty_db)
     try:
         with eng.connect() as conn:
@@ -326,28 +334,32 @@ def test_find_model_and_model_count(engine: Engine) -> None:
 # --------------------------------------------------------------------------- images
 
 
-def test_upsert_is_idempotent_and_keeps_order(engine: Engine) -> None:
+def test_each_upload_event_is_its_own_row_and_a_redelivery_finds_it(engine: Engine) -> None:
+    """Migration 0013: a listing is never lost to another upload of the same photo."""
     batch = [
-        Upload(uri="s3://b/a.png", merchant_id="m1", sku="A"),
-        Upload(uri="s3://b/b.png", merchant_id="m1"),
-        Upload(uri="s3://b/a.png", merchant_id="m2"),  # same uri, other merchant: new row
-        Upload(uri="s3://b/a.png", merchant_id="m1"),  # duplicate within the batch
+        Upload("s3://b/a.png", "m1", "SKU-1", event_id="e1"),
+        Upload("s3://b/a.png", "m1", "SKU-2", event_id="e2"),  # same photo, another SKU
+        Upload("s3://b/a.png", "m1", None, event_id="e3"),  # and once with none
+        Upload("s3://b/a.png", "m2", "SKU-1", event_id="e4"),  # another merchant
+        Upload("s3://b/a.png", "m1", "SKU-1", event_id="e1"),  # e1 again in the same batch
     ]
     with engine.begin() as conn:
-        ids = repo.upsert_pending_images(conn, uploads=batch)
-        assert ids[0] == ids[3] and len(set(ids)) == 3
-        assert repo.upsert_pending_images(conn, uploads=[]) == []
+        recorded = repo.record_uploads(conn, uploads=batch)
+        ids = [r.image_id for r in recorded]
+        assert ids[0] == ids[4] and len(set(ids)) == 4
+        assert [r.created for r in recorded] == [True, True, True, True, False]
+        assert {r.status for r in recorded} == {"pending"}
+        assert repo.record_uploads(conn, uploads=[]) == []
     with engine.begin() as conn:
-        again = repo.upsert_pending_images(conn, uploads=list(reversed(batch)))
-        assert again == list(reversed(ids))
-        # sku: a new non-null value replaces, a null keeps what is stored
-        repo.upsert_pending_images(
-            conn, uploads=[Upload(uri="s3://b/b.png", merchant_id="m1", sku="B")]
-        )
-        skus: dict[int, str] = dict(
-            conn.execute(text("SELECT id, sku FROM images WHERE merchant_id = 'm1'")).all()
-        )
-        assert skus == {ids[0]: "A", ids[1]: "B"}
+        again = repo.record_uploads(conn, uploads=list(reversed(batch)))
+        assert [r.image_id for r in again] == list(reversed(ids))
+        assert not any(r.created for r in again)  # every one received before
+        rows = dict(conn.execute(text("SELECT event_id, sku FROM images")).all())
+        assert rows == {"e1": "SKU-1", "e2": "SKU-2", "e3": None, "e4": "SKU-1"}
+        # an upload with no event id is a new event each time
+        one = repo.record_uploads(conn, uploads=[Upload("s3://b/a.png", "m1")])
+        two = repo.record_uploads(conn, uploads=[Upload("s3://b/a.png", "m1")])
+        assert one[0].created and two[0].created and one[0].image_id != two[0].image_id
 
 
 def test_resubmission_keeps_done_and_resets_failed(engine: Engine) -> None:
@@ -355,7 +367,7 @@ def test_resubmission_keeps_done_and_resets_failed(engine: Engine) -> None:
         model = repo.register_model(conn, spec=spec("1", 4), path="/m/1")
         done_id, failed_id, busy_id = repo.upsert_pending_images(conn, uploads=uploads(3))
         for i in (done_id, failed_id, busy_id):
-            repo.claim_image(conn, image_id=i)
+            repo.claim_images(conn, image_ids=[i]).get(i)
         repo.save_results(conn, results=[result(done_id, model, [1, 0, 0, 0])])
         repo.mark_failed(conn, image_id=failed_id, error="cannot identify image file")
     with engine.begin() as conn:
@@ -372,6 +384,14 @@ def test_resubmission_keeps_done_and_resets_failed(engine: Engine) -> None:
         assert attempts == 0
 
 
+def _back_to_pending(conn: Connection, image_id: int, error: str) -> None:
+    """A row as `vitrine requeue` or an older vitrine leaves it: pending, last error kept."""
+    conn.execute(
+        text("UPDATE images SET status = 'pending', error = :e WHERE id = :i"),
+        {"i": image_id, "e": error},
+    )
+
+
 def test_claim_lifecycle(engine: Engine) -> None:
     with engine.begin() as conn:
         model = repo.register_model(conn, spec=spec("1", 4), path="/m/1")
@@ -379,7 +399,7 @@ def test_claim_lifecycle(engine: Engine) -> None:
             conn, uploads=[Upload(uri="s3://b/x.png", merchant_id="m9", sku="X"), uploads(1)[0]]
         )
     with engine.begin() as conn:
-        claimed = repo.claim_image(conn, image_id=img)
+        claimed = repo.claim_images(conn, image_ids=[img]).get(img)
         assert claimed is not None
         assert (claimed.id, claimed.uri, claimed.merchant_id, claimed.sku, claimed.attempts) == (
             img,
@@ -389,18 +409,17 @@ def test_claim_lifecycle(engine: Engine) -> None:
             1,
         )
     with engine.begin() as conn:  # redelivered while "processing": claimable again
-        again = repo.claim_image(conn, image_id=img)
+        again = repo.claim_images(conn, image_ids=[img]).get(img)
         assert again is not None and again.attempts == 2
-        repo.mark_pending(conn, image_id=img, error="timeout fetching")
+        _back_to_pending(conn, img, "timeout fetching")
         assert repo.statuses(conn, image_ids=[img]) == {img: ("pending", "timeout fetching")}
-        third = repo.claim_image(conn, image_id=img)
+        third = repo.claim_images(conn, image_ids=[img]).get(img)
         assert third is not None and third.attempts == 3
         repo.save_results(conn, results=[result(img, model, [1, 2, 3, 4])])
     with engine.begin() as conn:
-        assert repo.claim_image(conn, image_id=img) is None  # done: nothing to redo
-        assert repo.claim_image(conn, image_id=123_456) is None
+        assert repo.claim_images(conn, image_ids=[img]).get(img) is None  # done: nothing to redo
+        assert repo.claim_images(conn, image_ids=[123_456]).get(123_456) is None
         repo.mark_failed(conn, image_id=img, error="late duplicate worker")  # ignored
-        repo.mark_pending(conn, image_id=img)  # ignored
         assert repo.statuses(conn, image_ids=[img]) == {img: ("done", None)}
         row = conn.execute(
             text("SELECT sha256, width, height, format, processed_at FROM images WHERE id = :i"),
@@ -408,9 +427,9 @@ def test_claim_lifecycle(engine: Engine) -> None:
         ).one()
         assert row[:4] == (f"sha-{img}", 28, 28, "PNG") and row.processed_at is not None
 
-        repo.claim_image(conn, image_id=other)
+        repo.claim_images(conn, image_ids=[other]).get(other)
         repo.mark_failed(conn, image_id=other, error="x" * 10_000)
-        assert repo.claim_image(conn, image_id=other) is None  # failed is terminal
+        assert repo.claim_images(conn, image_ids=[other]).get(other) is None  # failed is terminal
         status, error = repo.statuses(conn, image_ids=[other])[other]
         assert status == "failed" and error == "x" * repo.MAX_ERROR_CHARS
 
@@ -419,9 +438,9 @@ def test_claim_images_claims_a_batch_in_one_statement(engine: Engine) -> None:
     with engine.begin() as conn:
         model = repo.register_model(conn, spec=spec("1", 4), path="/m/1")
         a, b, c, d = repo.upsert_pending_images(conn, uploads=uploads(4))
-        repo.claim_image(conn, image_id=b)  # b: processing already (a redelivery)
-        repo.mark_pending(conn, image_id=c, error="timeout fetching")
-        repo.claim_image(conn, image_id=d)
+        repo.claim_images(conn, image_ids=[b]).get(b)  # b: processing already (a redelivery)
+        _back_to_pending(conn, c, "timeout fetching")
+        repo.claim_images(conn, image_ids=[d]).get(d)
         repo.save_results(conn, results=[result(d, model, [1, 0, 0, 0])])  # d: done
     with engine.begin() as conn:
         got = repo.claim_images(conn, image_ids=[d, c, b, a, a, 999_999])
@@ -532,7 +551,7 @@ def test_labels_for_and_image_summaries(engine: Engine) -> None:
             ],
         )
         for i in (done, failed, other_done):
-            repo.claim_image(conn, image_id=i)
+            repo.claim_images(conn, image_ids=[i]).get(i)
         repo.save_results(
             conn,
             results=[
@@ -618,7 +637,7 @@ def test_similar_images_nearest_by_cosine_excluding_self(engine: Engine) -> None
         rows = conn.execute(text(repo.similar_sql(ids[0], 5))).all()
         assert [r.image_id for r in rows] == [n.image_id for n in got]
         raw = conn.execute(
-            text(repo.similar_raw_sql(model_id=a, embedding_dim=4, image_id=ids[0], k=5))
+            text(similar_raw_sql(model_id=a, embedding_dim=4, image_id=ids[0], k=5))
         ).all()
         assert [r.image_id for r in raw] == [n.image_id for n in got]
         # similar_to_vector: the image itself comes first at distance ~0
@@ -772,7 +791,7 @@ def test_hnsw_index_is_used(engine: Engine) -> None:
 
     with engine.connect() as conn:
         # 1) The raw analyst query: the cost model alone picks the model's index.
-        raw = repo.similar_raw_sql(model_id=a, embedding_dim=16, image_id=ids[0], k=10)
+        raw = similar_raw_sql(model_id=a, embedding_dim=16, image_id=ids[0], k=10)
         plan = _plan(conn, raw)
         assert f"Index Scan using {hnsw_index_name(a)} on embeddings e" in plan, plan
 
@@ -831,7 +850,7 @@ def test_hnsw_index_is_used(engine: Engine) -> None:
         assert exact and "hnsw" not in exact[0], notices
 
         # 4) The other model's index serves the other model.
-        raw_b = repo.similar_raw_sql(model_id=b, embedding_dim=8, image_id=ids[0], k=10)
+        raw_b = similar_raw_sql(model_id=b, embedding_dim=8, image_id=ids[0], k=10)
         assert f"Index Scan using {hnsw_index_name(b)}" in _plan(conn, raw_b)
 
 
@@ -1041,7 +1060,7 @@ def test_known_results_returns_what_a_model_said_about_the_same_bytes(engine: En
             conn, uploads=uploads(3, "m-known", prefix="known")
         )
         for i in (first, second):
-            assert repo.claim_image(conn, image_id=i) is not None
+            assert repo.claim_images(conn, image_ids=[i]).get(i) is not None
         vec = np.array([0.1, 0.2, 0.3, 0.4], np.float32)
         repo.save_results(
             conn,
@@ -1063,3 +1082,65 @@ def test_known_results_returns_what_a_model_said_about_the_same_bytes(engine: En
         assert repo.known_results(conn, sha256s=["same-bytes"], model_id=m2) == {}
         assert repo.known_results(conn, sha256s=[f"sha-{pending}"], model_id=m1) == {}
         assert repo.known_results(conn, sha256s=[], model_id=m1) == {}
+
+
+def test_migrating_to_upload_events_and_effective_labels_loses_nothing(empty_db: str) -> None:
+    """Data of a database at 0012 survives 0013-0015: every row keeps its id and gets its
+    legacy event; a decision made before becomes the image's person label; a stored
+    prediction reads as before (no unknown flag); every hash is cleared for re-measuring."""
+    cfg = alembic_config(empty_db)
+    command.upgrade(cfg, "0012")
+    eng = make_engine(empty_db)
+    try:
+        with eng.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO models (key, name, version, embedding_dim, labels, spec, "
+                    "path, is_active) "
+                    "VALUES ('m@1', 'm', '1', 4, '[\"Bag\", \"Coat\"]', '{}', '/m', true)"
+                )
+            )
+            for n, fmt in enumerate(("JPEG", "PNG")):
+                conn.execute(
+                    text(
+                        "INSERT INTO images (merchant_id, uri, sku, status, format, phash) "
+                        "VALUES ('acme', :u, :s, 'done', :f, repeat('1', 320)::bit(320))"
+                    ),
+                    {"u": f"s3://b/{n}.jpg", "s": f"SKU-{n}", "f": fmt},
+                )
+                conn.execute(
+                    text(
+                        "INSERT INTO predictions (image_id, model_id, label, label_index, "
+                        "confidence, top_k) SELECT id, 1, 'Bag', 0, 0.9, '[]' FROM images "
+                        "WHERE uri = :u"
+                    ),
+                    {"u": f"s3://b/{n}.jpg"},
+                )
+            conn.execute(
+                text(
+                    "INSERT INTO label_corrections (image_id, model_id, action, label, "
+                    "previous_label, decided_by) SELECT id, 1, 'relabel', 'Coat', 'Bag', 'ann' "
+                    "FROM images WHERE sku = 'SKU-1'"
+                )
+            )
+            before = conn.execute(text("SELECT id, sku FROM images ORDER BY id")).all()
+        command.upgrade(cfg, "head")
+        with eng.connect() as conn:
+            after = conn.execute(
+                text(
+                    "SELECT id, sku, event_id, person_label, phash IS NULL FROM images ORDER BY id"
+                )
+            ).all()
+            labels = conn.execute(
+                text("SELECT sku, label, label_source, model_label FROM image_labels ORDER BY sku")
+            ).all()
+        assert [(r.id, r.sku) for r in after] == [(r.id, r.sku) for r in before]
+        assert [r.event_id for r in after] == [f"legacy:{r.id}" for r in before]
+        assert [r.person_label for r in after] == [None, "Coat"]
+        assert [r[4] for r in after] == [True, True]  # hashes go to be measured again
+        assert [tuple(r) for r in labels] == [
+            ("SKU-0", "Bag", "model", "Bag"),
+            ("SKU-1", "Coat", "person", "Bag"),  # the decision wins
+        ]
+    finally:
+        eng.dispose()

@@ -15,9 +15,6 @@ import pytest
 import sqlalchemy.exc
 from sqlalchemy import text
 
-from db import repository as repo
-from db.migrate import head_revision, schema_revision
-from pipeline.types import Upload
 from tests.integration._roles import (
     GROUPS,
     MERCHANT_VIEWS,
@@ -33,6 +30,9 @@ from tests.integration._roles import (
     run,
     throwaway_server,
 )
+from vitrine.db import repository as repo
+from vitrine.db.migrate import head_revision, schema_revision
+from vitrine.pipeline.types import Upload
 
 pytestmark = pytest.mark.integration
 
@@ -63,10 +63,11 @@ EXPECTED = {
     | {"duplicate_candidates:SELECT", "predictions:INSERT", "embeddings:INSERT"}
     | {"images_id_seq:USAGE", "similar_images:EXECUTE", "similar_to_vector:EXECUTE"}
     | {"vitrine_knn:EXECUTE", "schema:USAGE"}
-    | _cols("images", "INSERT", "merchant_id uri sku")
+    | _cols("images", "INSERT", "merchant_id uri sku event_id")  # event_id: 0013
     | _cols("images", "UPDATE", "sku status error attempts sha256 width height format")
     | _cols("images", "UPDATE", "updated_at processed_at phash")
     | _cols("predictions", "UPDATE", "label label_index confidence top_k declared_score created_at")
+    | _cols("predictions", "UPDATE", "unknown_score unknown")  # 0014
     | _cols("embeddings", "UPDATE", "embedding created_at")
     # listing-photo quality (0007): measurements written, the view read
     | {"image_quality:SELECT", "image_quality:INSERT", "quality_issues:SELECT"}
@@ -79,20 +80,25 @@ EXPECTED = {
     | {"reviews:SELECT", "reviews_id_seq:USAGE"}
     | _cols("reviews", "INSERT", "merchant_id sku review_ref uri")
     | _cols("reviews", "UPDATE", "review_ref status error label confidence listing_label")
-    | _cols("reviews", "UPDATE", "match_score model_id processed_at"),
+    | _cols("reviews", "UPDATE", "match_score model_id processed_at")
+    # near-duplicate pairs (0016): added as images finish, dropped when hashes are remade
+    | {"duplicate_pairs:SELECT", "duplicate_pairs:INSERT", "duplicate_pairs:DELETE"},
     "vitrine_analyst": READ_ALL
     | {"duplicate_candidates:SELECT", "merchant_logins:SELECT", "schema:USAGE"}
     | {f"{f}:EXECUTE" for f in (*SEARCH_FUNCTIONS, "vitrine_embedding_merchant")}
+    | {"vitrine_person_label:EXECUTE"}  # a trigger function (0014), as the one above
     | {"erasures:SELECT"}  # the audit trail of vitrine forget (0008): read, never written
     | {"label_corrections:SELECT"}  # review-desk decisions (0010): the owner writes
     | {f"{r}:SELECT" for r in ("reviews", *SHOP_FLOOR_VIEWS)}  # 0009
-    | {"image_quality:SELECT", "quality_issues:SELECT"},
+    | {"image_quality:SELECT", "quality_issues:SELECT"}
+    | {f"{r}:SELECT" for r in ("duplicate_pairs", "pair_decisions", "delisted_images")},  # 0016
     "vitrine_merchant": (READ_ALL - {"alembic_version:SELECT"})
     | {"duplicate_candidates:SELECT", "merchant_logins:SELECT", "schema:USAGE"}
     | {f"{f}:EXECUTE" for f in SEARCH_FUNCTIONS}
     | {"image_quality:SELECT", "quality_issues:SELECT"}  # own rows: policy, invoker view
     | {"label_corrections:SELECT"}  # own images' decisions (0010): its desk queues
-    | {f"{r}:SELECT" for r in ("reviews", *SHOP_FLOOR_VIEWS)},  # own rows (0009)
+    | {f"{r}:SELECT" for r in ("reviews", *SHOP_FLOOR_VIEWS)}  # own rows (0009)
+    | {f"{r}:SELECT" for r in ("duplicate_pairs", "pair_decisions", "delisted_images")},  # 0016
 }
 
 
@@ -100,7 +106,7 @@ def test_each_group_holds_exactly_its_privileges(db: RoleDb) -> None:
     assert group_roles(db) == dict.fromkeys(GROUPS, False)  # NOLOGIN
     for role, expected in EXPECTED.items():
         if role == "vitrine_merchant" and not invoker_views(db.admin):  # PostgreSQL 14
-            views = (*MERCHANT_VIEWS, "quality_issues", *SHOP_FLOOR_VIEWS)
+            views = (*MERCHANT_VIEWS, "quality_issues", *SHOP_FLOOR_VIEWS, "delisted_images")
             expected = expected - {f"{v}:SELECT" for v in views}
         assert grants(db, role) == expected, role
 
@@ -113,7 +119,8 @@ def test_every_object_is_covered_and_invoker_rights(db: RoleDb) -> None:
         f"SELECT relname FROM pg_class WHERE {ours} AND relkind IN ('r', 'v', 'm', 'p') "
         "AND NOT has_table_privilege('vitrine_analyst', oid, 'SELECT')",
     )
-    assert unreadable == [("api_clients",)]  # token hashes: the owner's alone (0006)
+    # token hashes (0006) and desk session hashes (0012): the owner's alone
+    assert sorted(unreadable) == [("api_clients",), ("desk_sessions",)]
     definer = run(
         db.admin,
         "SELECT p.proname FROM pg_proc p WHERE p.pronamespace = current_schema()::regnamespace "
@@ -139,19 +146,18 @@ def test_worker_runs_the_pipeline_and_nothing_else(db: RoleDb) -> None:
     with db.admin.begin() as conn:
         model_id = register(conn)  # models are the owner's: `vitrine db upgrade`, `models add`
     worker = db.login("t_worker", "vitrine_worker")
-    ups = [Upload(f"s3://m-1/{n}.png", "m-1", f"sku{n}") for n in range(3)]
-    ups.append(Upload("s3://m-2/0.png", "m-2"))
+    ups = [Upload(f"s3://m-1/{n}.png", "m-1", f"sku{n}", event_id=f"e{n}") for n in range(3)]
+    ups.append(Upload("s3://m-2/0.png", "m-2", event_id="e-m2"))
     ids = run(worker, lambda c: repo.upsert_pending_images(c, uploads=ups))
     assert run(worker, lambda c: repo.upsert_pending_images(c, uploads=ups[:1])) == ids[:1]
     stuck = run(worker, lambda c: repo.requeue_stale(c, older_than_s=0, limit=10))  # reaper
     assert [i for i, _ in stuck] == ids
-    claimed = run(worker, lambda c: [repo.claim_image(c, image_id=i) for i in ids])
+    claimed = run(worker, lambda c: [repo.claim_images(c, image_ids=[i]).get(i) for i in ids])
     assert [c.merchant_id for c in claimed] == ["m-1", "m-1", "m-1", "m-2"]
     vectors: list[list[float]] = [[1, 0, 0, 0], [0.9, 0.1, 0, 0], [0, 1, 0, 0]]
     done = [result(i, model_id, v) for i, v in zip(ids, vectors, strict=False)]
     run(worker, lambda c: repo.save_results(c, results=done))
     run(worker, lambda c: repo.save_results(c, results=done[:1]))  # redelivery: DO UPDATE
-    run(worker, lambda c: repo.mark_pending(c, image_id=ids[3], error="timeout"))
     run(worker, lambda c: repo.mark_failed(c, image_id=ids[3], error="not an image"))
 
     counts = run(worker, lambda c: repo.status_counts(c))
@@ -196,7 +202,7 @@ def test_worker_records_declared_labels_and_reviews(db: RoleDb) -> None:
         Upload("s3://m-1/1.png", "m-1", "sku1"),
     ]
     ids = run(worker, lambda c: repo.upsert_pending_images(c, uploads=ups))
-    run(worker, lambda c: [repo.claim_image(c, image_id=i) for i in ids])
+    run(worker, lambda c: [repo.claim_images(c, image_ids=[i]).get(i) for i in ids])
     done = [result(ids[0], model_id, [1, 0, 0, 0]), result(ids[1], model_id, [0, 1, 0, 0])]
     run(worker, lambda c: repo.save_results(c, results=done))
     review = {"merchant_id": "m-1", "sku": "sku1", "uri": "s3://r/1.jpg"}
@@ -204,9 +210,10 @@ def test_worker_records_declared_labels_and_reviews(db: RoleDb) -> None:
     vec = np.array([0.6, 0.8, 0, 0], dtype=np.float32)
     match = run(
         worker,
-        lambda c: repo.listing_match(c, merchant_id="m-1", sku="sku1", model_id=model_id,
-                                     embedding=vec),
-    )  # fmt: skip
+        lambda c: repo.listing_match(
+            c, merchant_id="m-1", sku="sku1", model_id=model_id, embedding=vec
+        ),
+    )
     assert match.match_score == pytest.approx(0.8)
     saved = {"model_id": model_id, "label": "Bag", "confidence": 0.9, "match": match}
     run(worker, lambda c: repo.save_review(c, review_id=row.id, **saved))
@@ -228,11 +235,12 @@ def test_analyst_reads_everything_and_writes_nothing(db: RoleDb) -> None:
     relations = run(
         db.admin,
         "SELECT relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace "
-        "AND relkind IN ('r', 'v') AND relname <> 'api_clients' ORDER BY relname",
+        "AND relkind IN ('r', 'v') AND relname NOT IN ('api_clients', 'desk_sessions') "
+        "ORDER BY relname",
     )
     # + image_quality, quality_issues (0007), erasures, reviews and its 2 views (0009),
-    # label_corrections (0010)
-    assert len(relations) == 9 + 2 + 1 + 3 + 1
+    # label_corrections (0010), duplicate_pairs, pair_decisions, delisted_images (0016)
+    assert len(relations) == 9 + 2 + 1 + 3 + 1 + 3
     for (name,) in relations:  # every row of every table and view, as the owner sees them
         count = f"SELECT count(*) FROM {name}"
         assert run(analyst, count) == run(db.admin, count), name

@@ -16,8 +16,6 @@ import psycopg
 import pytest
 from sqlalchemy import Engine
 
-from db import repository as repo
-from pipeline.types import Upload
 from tests.integration._roles import (
     MERCHANT_VIEWS,
     RoleDb,
@@ -30,6 +28,8 @@ from tests.integration._roles import (
     run,
     throwaway_server,
 )
+from vitrine.db import repository as repo
+from vitrine.pipeline.types import Upload
 
 pytestmark = pytest.mark.integration
 

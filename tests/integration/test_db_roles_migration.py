@@ -17,9 +17,6 @@ import sqlalchemy.exc
 from alembic import command
 from sqlalchemy.engine import make_url
 
-from db import repository as repo
-from db.migrate import alembic_config, current_revision, head_revision, upgrade
-from pipeline.types import Upload
 from tests.integration._pg import ENV_URL
 from tests.integration._roles import (
     GROUPS,
@@ -30,6 +27,9 @@ from tests.integration._roles import (
     run,
     throwaway_server,
 )
+from vitrine.db import repository as repo
+from vitrine.db.migrate import alembic_config, current_revision, head_revision, upgrade
+from vitrine.pipeline.types import Upload
 
 pytestmark = pytest.mark.integration
 

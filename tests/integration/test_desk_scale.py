@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine
 
-from db import repository
+from vitrine.db import repository
 
 pytestmark = pytest.mark.integration
 N, MERCHANT = 10_000, "m-desk-scale"
@@ -26,10 +26,13 @@ def big_catalog(engine: Engine) -> Iterator[list[int]]:
         assert active is not None
         labels = [active.labels[i % len(active.labels)] for i in range(N)]
         ids = repository.copy_catalog(
-            conn, model_id=active.id, merchants=[MERCHANT] * N, labels=labels,
+            conn,
+            model_id=active.id,
+            merchants=[MERCHANT] * N,
+            labels=labels,
             label_indices=[i % len(active.labels) for i in range(N)],
             confidences=[0.3 + 0.7 * ((i * 37) % 100) / 100 for i in range(N)],
-        )  # fmt: skip
+        )
     try:
         yield ids
     finally:
@@ -70,7 +73,7 @@ def test_catalog_pages_are_keyset_fast_and_join_up(engine: Engine, big_catalog) 
 
 def test_queue_pages_are_keyset_fast(engine: Engine, big_catalog) -> None:  # type: ignore[no-untyped-def]
     middle = big_catalog[N // 2]
-    for queue in ("low_confidence", "quality", "duplicates"):
+    for queue in ("low_confidence", "quality", "label_mismatches"):
         page, spent = _timed(
             engine,
             lambda c, q=queue: repository.queue_items(
@@ -81,5 +84,10 @@ def test_queue_pages_are_keyset_fast(engine: Engine, big_catalog) -> None:  # ty
         if queue == "low_confidence":
             assert len(page) == 25 and all(r["confidence"] < 0.5 for r in page)
             assert page[0]["image_id"] > middle
+    pairs, spent = _timed(  # near-duplicates are pairs, read from duplicate_pairs
+        engine,
+        lambda c: repository.duplicate_pairs(c, merchant_id=MERCHANT, after=(middle, 0), limit=25),
+    )
+    assert spent < PAGE_BUDGET_S and pairs == []  # COPY-made images have no hashes
     merchants, spent = _timed(engine, repository.merchants)
     assert MERCHANT in merchants and spent < PAGE_BUDGET_S

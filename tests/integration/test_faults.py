@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from ops.uploads import file_uri, register_uploads
-from pipeline.types import Upload
 from tests.integration.conftest import N_SMALL as N_UPLOADS
+from vitrine.ops.uploads import file_uri, register_uploads
+from vitrine.pipeline.types import Upload
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -98,14 +98,15 @@ def ingest(request, engine: Engine, small_catalog: list[Path]) -> Ingest:  # typ
     """2,000 registered uploads of a merchant of their own, to go the `request.param` way."""
     merchant = f"m-fault-{uuid.uuid4().hex[:10]}"
     uploads = [Upload(uri=file_uri(p), merchant_id=merchant) for p in small_catalog]
-    return Ingest(merchant, register_uploads(engine, uploads), engine, request.param)
+    ids = [r.image_id for r in register_uploads(engine, uploads)]
+    return Ingest(merchant, ids, engine, request.param)
 
 
 def publish(ingest: Ingest, small_catalog: list[Path], batch: int = 64) -> None:
     """Bulk: batch tasks of 64, as `vitrine ingest` sends them. Live: one `vitrine.ingest`
     event per upload, as `vitrine submit` sends them, micro-batched by the worker."""
-    from worker.celery_app import app
-    from worker.names import INGEST_BATCH_TASK, INGEST_TASK
+    from vitrine.worker.celery_app import app
+    from vitrine.worker.names import INGEST_BATCH_TASK, INGEST_TASK
 
     items = [
         {"image_id": i, "uri": file_uri(p)} for i, p in zip(ingest.ids, small_catalog, strict=True)
@@ -126,8 +127,8 @@ def publish(ingest: Ingest, small_catalog: list[Path], batch: int = 64) -> None:
 
 @contextmanager
 def fault_worker(ctx, name: str) -> Iterator[subprocess.Popen[bytes]]:  # type: ignore[no-untyped-def]
-    from embedded.launcher import running_worker
-    from worker.names import UPLOADS_QUEUE
+    from vitrine.embedded.launcher import running_worker
+    from vitrine.worker.names import UPLOADS_QUEUE
 
     log = ctx.settings.data_dir / "logs" / f"fault-{name}.log"
     log.unlink(missing_ok=True)
@@ -138,7 +139,12 @@ def fault_worker(ctx, name: str) -> Iterator[subprocess.Popen[bytes]]:  # type: 
         queues=[FAULT_QUEUE, UPLOADS_QUEUE],
         extra_env=FAST_REAPER,
     ) as proc:
-        yield proc
+        try:
+            yield proc
+        except BaseException:  # a failed fault shows what its worker said (the tail)
+            print(f"--- {log.name}, last 60 lines ---")
+            print("\n".join(log.read_text(errors="replace").splitlines()[-60:]))
+            raise
 
 
 def worker_log(ctx, name: str) -> str:  # type: ignore[no-untyped-def]
@@ -165,10 +171,64 @@ def started(ingest: Ingest, n: int = 300) -> Callable[[dict[str, int]], bool]:
     return lambda c: c.get("done", 0) >= n
 
 
-def mid_work(ingest: Ingest, n: int = 300) -> Callable[[dict[str, int]], bool]:
-    """Under way, and some upload claimed right now: a kill then has work to interrupt
-    (between two live micro-batches nothing is claimed, and nothing would be redone)."""
-    return lambda c: c.get("done", 0) >= n and c.get("processing", 0) > 0
+def kill_mid_work(ingest: Ingest, pids: Callable[[], list[int]], timeout: float = 120) -> None:
+    """SIGKILL `pids()` at a moment some upload is claimed and unsaved, whatever the
+    machine's load: the processes are frozen (SIGSTOP), the rows read, and only if a claim
+    is open are they killed; else they go on (SIGCONT) and the next look comes. While they
+    are frozen nothing can commit, so what the rows say is what the kill interrupts (a
+    look between two live micro-batches finds nothing claimed, and tries again)."""
+    ingest.wait(started(ingest), timeout, "the ingest to be under way")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        frozen = pids()
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        # A COMMIT the worker sent just before it froze still completes on the server: the
+        # rows are read once no statement of anyone else is running, or a batch that was in
+        # fact saved would count as interrupted (seen on a loaded machine: 0 reclaimed).
+        _until_no_statement_runs(ingest)
+        if ingest.counts().get("processing", 0) > 0:
+            for pid in frozen:
+                os.kill(pid, signal.SIGKILL)
+            return
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+        time.sleep(0.1)  # the poll interval: the worker runs until the next look
+    raise AssertionError(f"no batch was claimed at any look: {ingest.counts()}")
+
+
+def _until_no_statement_runs(ingest: Ingest, timeout: float = 30) -> None:
+    """Wait until no other session of the database is executing a statement."""
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+        "AND state = 'active' AND pid <> pg_backend_pid()"
+    )
+    deadline = time.monotonic() + timeout
+    with ingest.engine.connect() as conn:
+        while conn.execute(query).scalar_one() > 0:
+            assert time.monotonic() < deadline, "a statement kept running with the worker frozen"
+            conn.rollback()
+            time.sleep(0.01)
+
+
+def _group(pid: int) -> list[int]:
+    """A worker's main process and its pool children."""
+    return [pid, *_children(pid)]
+
+
+@contextmanager
+def frozen(ingest: Ingest, pids: list[int]) -> Iterator[None]:
+    """The worker stopped (SIGSTOP) while a server goes down, so the fault finds work
+    left to do however fast this machine is: the precondition is checked, not hoped for."""
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        left = ingest.counts()
+        assert left.get("pending", 0) + left.get("processing", 0) > 0, left
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
 
 
 # --------------------------------------------------------------------------- the faults
@@ -177,11 +237,9 @@ def mid_work(ingest: Ingest, n: int = 300) -> Callable[[dict[str, int]], bool]:
 def test_a_worker_child_killed_mid_batch(ctx, ingest: Ingest, small_catalog) -> None:  # type: ignore[no-untyped-def]
     with fault_worker(ctx, "child") as proc:
         publish(ingest, small_catalog)
-        ingest.wait(mid_work(ingest), 120, "the ingest to be under way, a batch claimed")
         # Every pool child at once: the one holding a claimed, unsaved batch is among them
         # (killing one child alone sometimes hit the one waiting between batches).
-        for child in _children(proc.pid):
-            os.kill(child, signal.SIGKILL)
+        kill_mid_work(ingest, lambda: _children(proc.pid))
         ingest.wait_settled()
         assert proc.poll() is None  # the pool replaced its child
     result = ingest.assert_exactly_once()
@@ -191,25 +249,36 @@ def test_a_worker_child_killed_mid_batch(ctx, ingest: Ingest, small_catalog) -> 
 def test_the_whole_worker_killed_then_started_again(ctx, ingest: Ingest, small_catalog) -> None:  # type: ignore[no-untyped-def]
     with fault_worker(ctx, "whole-1") as proc:
         publish(ingest, small_catalog)
-        ingest.wait(mid_work(ingest), 120, "the ingest to be under way, a batch claimed")
-        os.killpg(proc.pid, signal.SIGKILL)  # main process and children, no warm shutdown
+        kill_mid_work(ingest, lambda: _group(proc.pid))  # no warm shutdown
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # anything else of its process group
+        except ProcessLookupError:
+            pass
         proc.wait()
     assert ingest.counts().get("done", 0) < N_UPLOADS
     with fault_worker(ctx, "whole-2"):
         ingest.wait_settled()
     result = ingest.assert_exactly_once()
-    assert reclaimed(ingest) >= 1, result  # claimed by the dead worker, finished by the new
-    assert "reaper sent" in worker_log(ctx, "whole-2")  # its claims were sent again
+    # Claimed by the dead worker, finished by the new one. Which process sent the claims
+    # again is not the promise (the reaper's own test is test_failures.py): one CI run on a
+    # loaded machine settled with no "reaper sent" in this worker's log.
+    assert reclaimed(ingest) >= 1, (result, worker_log(ctx, "whole-2")[-4000:])
 
 
-def _restart_redis(ctx, *, keep_data: bool) -> None:  # type: ignore[no-untyped-def]
-    from embedded.services import ensure_service, stop_services
+def _stop_redis(ctx, *, keep_data: bool) -> None:  # type: ignore[no-untyped-def]
+    from vitrine.embedded.services import stop_services
 
     settings = ctx.settings.model_copy(update={"database_url": None, "redis_url": None})
     assert stop_services(settings, ["redis"]) == ["redis"]
     if not keep_data:  # a broker that kept nothing: its queues and unacked messages are gone
         for leftover in (settings.embedded_dir / "redis").glob("appendonly*"):
             shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+
+
+def _start_redis(ctx) -> None:  # type: ignore[no-untyped-def]
+    from vitrine.embedded.services import ensure_service
+
+    settings = ctx.settings.model_copy(update={"database_url": None, "redis_url": None})
     assert ensure_service(settings, "redis") == ctx.broker_url()  # same port again
 
 
@@ -220,7 +289,9 @@ def test_redis_restarted(ctx, ingest: Ingest, small_catalog, keep_data: bool) ->
     with fault_worker(ctx, f"redis-{keep_data}") as proc:
         publish(ingest, small_catalog)
         ingest.wait(started(ingest), 120, "the ingest to be under way")
-        _restart_redis(ctx, keep_data=keep_data)
+        with frozen(ingest, _group(proc.pid)):
+            _stop_redis(ctx, keep_data=keep_data)
+        _start_redis(ctx)  # meanwhile the worker met the broker gone
         ingest.wait_settled()
         assert proc.poll() is None  # the worker reconnected by itself
     ingest.assert_exactly_once()
@@ -231,14 +302,14 @@ def test_redis_restarted(ctx, ingest: Ingest, small_catalog, keep_data: bool) ->
 
 
 def _stop_postgres(ctx) -> None:  # type: ignore[no-untyped-def]
-    from embedded.services import stop_services
+    from vitrine.embedded.services import stop_services
 
     settings = ctx.settings.model_copy(update={"database_url": None, "redis_url": None})
     assert stop_services(settings, ["postgres"]) == ["postgres"]
 
 
 def _start_postgres(ctx) -> None:  # type: ignore[no-untyped-def]
-    from embedded.services import ensure_service
+    from vitrine.embedded.services import ensure_service
 
     settings = ctx.settings.model_copy(update={"database_url": None, "redis_url": None})
     assert ensure_service(settings, "postgres") == ctx.database_url()
@@ -249,8 +320,9 @@ def test_postgres_restarted_or_down(ctx, ingest: Ingest, small_catalog, outage_s
     with fault_worker(ctx, f"pg-{outage_s}") as proc:
         publish(ingest, small_catalog)
         ingest.wait(started(ingest), 120, "the ingest to be under way")
-        _stop_postgres(ctx)
         try:
+            with frozen(ingest, _group(proc.pid)):
+                _stop_postgres(ctx)
             time.sleep(outage_s)  # the outage itself is the fault: nothing to wait for
         finally:
             _start_postgres(ctx)

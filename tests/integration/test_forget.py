@@ -1,7 +1,7 @@
 """`vitrine forget` against the session's real PostgreSQL: rows, files, audit, races, roles.
 
-Photos are stored the way the API and the CLI store them (`ops.api_uploads.queue_photo`
-with publishing stubbed out, `ops.ingest.staged`), so the files forget removes are laid
+Photos are stored the way the API and the CLI store them (`vitrine.ops.api_uploads.queue_photo`
+with publishing stubbed out, `vitrine.ops.ingest.staged`), so the files forget removes are laid
 out exactly as vitrine lays them out; the command itself runs as a subprocess.
 """
 
@@ -22,14 +22,14 @@ import numpy as np
 import pytest
 from sqlalchemy import Connection, Engine, text
 
-from db import repository as repo
-from db.types import ImageResult
-from ops import api_uploads
-from ops.ingest import staged
-from ops.uploads import file_uri
-from pipeline.types import ImageInfo, ImageQuality, Prediction, Upload
 from tests.integration._roles import GROUPS, grants, refused, register, role_db, run
 from tests.integration.conftest import vitrine
+from vitrine.db import repository as repo
+from vitrine.db.types import ImageResult
+from vitrine.ops import api_uploads
+from vitrine.ops.ingest import staged
+from vitrine.ops.uploads import file_uri
+from vitrine.pipeline.types import ImageInfo, ImageQuality, Prediction, Upload
 
 pytestmark = pytest.mark.integration
 
@@ -127,12 +127,16 @@ def test_forget_a_merchant_rows_files_and_audit(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    shared_id = _api_photo(ctx, monkeypatch, b"same photo at two shops", "m-a")
-    other_shop = _api_photo(ctx, monkeypatch, b"same photo at two shops", "m-b")
+    # The API keeps each merchant's photos apart: the same bytes at two shops are two files.
+    api_a = _api_photo(ctx, monkeypatch, b"same photo at two shops", "m-a")
+    api_b = _api_photo(ctx, monkeypatch, b"same photo at two shops", "m-b")
     alone_id = _api_photo(ctx, monkeypatch, b"only at shop a", "m-a")
     local = outside / "shirt.jpg"
     local.write_bytes(b"the merchant's original")
-    (staged_upload,) = staged(ctx, [Upload(file_uri(local), "m-a")])
+    # The operator's CLI staged one local file for both shops: one file, named by two rows.
+    staged_upload, staged_for_b = staged(ctx, [Upload(file_uri(local), m) for m in ("m-a", "m-b")])
+    assert staged_upload.uri == staged_for_b.uri
+    (other_shop,) = _register(db, [staged_for_b])
     in_roots = tmp_path / "catalog" / "dress.png"  # under the workers' roots: read in place
     in_roots.parent.mkdir()
     in_roots.write_bytes(b"the merchant's own file")
@@ -144,23 +148,31 @@ def test_forget_a_merchant_rows_files_and_audit(
             Upload("https://cdn.example.com/a.jpg", "m-a"),
         ],
     )
-    mine = [shared_id, alone_id, *ids]
-    _process(db, [*mine, other_shop])
+    mine = [api_a, alone_id, *ids]
+    _process(db, [*mine, other_shop, api_b])
     with db.connect() as conn:
         uris = {int(i): str(u) for i, u in conn.execute(text("SELECT id, uri FROM images"))}
     files = {
         name: Path(unquote(urlsplit(uris[i]).path))
-        for name, i in (("shared", shared_id), ("alone", alone_id), ("staged", ids[0]))
+        for name, i in (("api", api_a), ("alone", alone_id), ("shared", ids[0]), ("b", api_b))
     }
-    assert files["staged"].is_relative_to(ctx.settings.uploads / "staged")
+    assert files["api"] != files["b"]
+    assert files["shared"].is_relative_to(ctx.settings.uploads / "staged")
     assert all(p.is_file() for p in files.values())
 
     rehearsal = _forget(pipeline_env, "--merchant", "m-a", "--dry-run")
     assert rehearsal | {"db_user": None} == {
-        "scope": "merchant", "subject": "m-a", "dry_run": True, "images_deleted": 5,
-        "files_deleted": 2, "files_shared": 1, "uris_not_ours": 2, "erasure_id": None,
-        "db_user": None, "reviews_deleted": 0,
-    }  # fmt: skip
+        "scope": "merchant",
+        "subject": "m-a",
+        "dry_run": True,
+        "images_deleted": 5,
+        "files_deleted": 2,
+        "files_shared": 1,
+        "uris_not_ours": 2,
+        "erasure_id": None,
+        "db_user": None,
+        "reviews_deleted": 0,
+    }
     left = _left(db, mine)
     assert left == dict.fromkeys(("images", "predictions", "embeddings", "image_quality"), 5)
     assert all(p.is_file() for p in files.values())
@@ -169,8 +181,9 @@ def test_forget_a_merchant_rows_files_and_audit(
     done = _forget(pipeline_env, "--merchant", "m-a")
     assert (done["images_deleted"], done["files_deleted"], done["files_shared"]) == (5, 2, 1)
     assert _left(db, mine) == {}
-    assert not files["alone"].exists() and not files["staged"].exists()
-    assert files["shared"].read_bytes() == b"same photo at two shops"  # m-b's upload too
+    assert not files["alone"].exists() and not files["api"].exists()
+    assert files["b"].read_bytes() == b"same photo at two shops"  # m-b's own copy
+    assert files["shared"].read_bytes() == b"the merchant's original"  # m-b's row names it
     assert local.read_bytes() == b"the merchant's original"  # staged was a link or copy
     assert in_roots.read_bytes() == b"the merchant's own file"  # never vitrine's to delete
     assert run(db, f"SELECT status FROM images WHERE id = {other_shop}") == [("done",)]
@@ -238,7 +251,6 @@ def test_an_erased_image_does_not_come_back(db: Engine) -> None:
     with db.begin() as conn:
         assert repo.save_results(conn, results=results) == [kept]  # no error for the batch
         repo.mark_failed(conn, image_id=gone, error="late")
-        repo.mark_pending(conn, image_id=gone)
     assert _left(db, [gone]) == {}
     assert run(db, f"SELECT status FROM images WHERE id = {kept}") == [("done",)]
 
@@ -248,7 +260,7 @@ def test_an_erasure_waits_for_a_save_in_flight(db: Engine) -> None:
     (image_id,) = _register(db, [Upload("s3://r/3.png", "m-r")])
     erased: list[list[tuple[int, str]]] = []
     with db.connect() as worker:
-        repo.claim_image(worker, image_id=image_id)
+        repo.claim_images(worker, image_ids=[image_id]).get(image_id)
         repo.save_results(worker, results=[_result(worker, image_id)])
 
         def erase() -> None:
@@ -295,13 +307,16 @@ def test_audit_trail_is_the_owners_and_the_analysts(ctx: Any) -> None:
         )
         refused(analyst, "DELETE FROM erasures")
         ours = {r: {g for g in grants(rdb, r) if g.startswith("erasures")} for r in GROUPS}
-        assert ours == {"vitrine_worker": set(), "vitrine_analyst": {"erasures:SELECT"},
-                        "vitrine_merchant": set()}  # fmt: skip
+        assert ours == {
+            "vitrine_worker": set(),
+            "vitrine_analyst": {"erasures:SELECT"},
+            "vitrine_merchant": set(),
+        }
         refused(worker, "SELECT * FROM erasures")
         refused(merchant, "SELECT * FROM erasures", merchant="m-1")
         refused(worker, lambda c: repo.delete_images(c, scope="merchant", subject="m-1"))
         refused(merchant, lambda c: repo.delete_images(c, scope="merchant", subject="m-1"), "m-1")
-        run(worker, lambda c: repo.claim_image(c, image_id=image_id))
+        run(worker, lambda c: repo.claim_images(c, image_ids=[image_id]).get(image_id))
         assert run(worker, lambda c: repo.save_results(c, results=[_result(c, image_id)])) == [
             image_id
         ]

@@ -16,7 +16,7 @@ import pytest
 import redis
 from sqlalchemy import text
 
-from ops.uploads import file_uri
+from vitrine.ops.uploads import file_uri
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -52,9 +52,9 @@ def _descendants(pid: int) -> list[int]:
 
 
 def test_twenty_thousand_uploads_at_once(ctx, engine, small_catalog, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from embedded.launcher import running_worker
-    from worker.celery_app import app
-    from worker.names import INGEST_TASK
+    from vitrine.embedded.launcher import running_worker
+    from vitrine.worker.celery_app import app
+    from vitrine.worker.names import INGEST_TASK
 
     broker = redis.Redis.from_url(ctx.broker_url())
     broker.config_resetstat()
@@ -72,10 +72,12 @@ def test_twenty_thousand_uploads_at_once(ctx, engine, small_catalog, tmp_path: P
         with engine.connect() as conn:
             return int(
                 conn.execute(
-                    text("SELECT count(*) FROM images WHERE merchant_id LIKE 'm-load-%'"
-                         " AND status IN ('done', 'failed')")
+                    text(
+                        "SELECT count(*) FROM images WHERE merchant_id LIKE 'm-load-%'"
+                        " AND status IN ('done', 'failed')"
+                    )
                 ).scalar_one()
-            )  # fmt: skip
+            )
 
     rss_peak = 0.0
     log = ctx.settings.data_dir / "logs" / "load-worker.log"
@@ -91,14 +93,18 @@ def test_twenty_thousand_uploads_at_once(ctx, engine, small_catalog, tmp_path: P
     with engine.connect() as conn:
         statuses = dict(
             conn.execute(
-                text("SELECT status, count(*) FROM images WHERE merchant_id LIKE 'm-load-%'"
-                     " GROUP BY status")
+                text(
+                    "SELECT status, count(*) FROM images WHERE merchant_id LIKE 'm-load-%'"
+                    " GROUP BY status"
+                )
             ).all()
-        )  # fmt: skip
+        )
         duplicated = conn.execute(
-            text("SELECT count(*) FROM (SELECT image_id FROM predictions GROUP BY image_id,"
-                 " model_id HAVING count(*) > 1) d")
-        ).scalar_one()  # fmt: skip
+            text(
+                "SELECT count(*) FROM (SELECT image_id FROM predictions GROUP BY image_id,"
+                " model_id HAVING count(*) > 1) d"
+            )
+        ).scalar_one()
     report = {
         "uploads": total,
         "published_s": round(published_s, 1),

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from tests.integration.conftest import vitrine
-from worker.settings import SAMPLE_FASHION_DIR
+from vitrine.settings import SAMPLE_FASHION_DIR
 
 pytestmark = pytest.mark.integration
 
@@ -57,9 +57,9 @@ def test_two_models_coexist_and_switch(
                 pipeline_env, "submit", str(directory), "--merchant", "m-models", "--wait", "--json"
             )
         )
-    )["images"]
+    )["results"]
     _ok(vitrine(pipeline_env, "models", "add", str(model_dir)))
-    listed = json.loads(_ok(vitrine(pipeline_env, "models", "list", "--json")))
+    listed = json.loads(_ok(vitrine(pipeline_env, "models", "list", "--json")))["models"]
     assert {m["key"]: m["active"] for m in listed} == {"fashion-cnn@1": True, "tiny@2": False}
 
     try:

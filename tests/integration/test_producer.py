@@ -192,7 +192,7 @@ def test_thin_producer_uploads_become_done_rows(
     task_ids.append(cli.stdout.strip())
     assert len(set(task_ids)) == 4
 
-    from worker.celery_app import app
+    from vitrine.worker.celery_app import app
 
     for task_id in task_ids:  # the worker stores each event's outcome under its task id
         outcome = AsyncResult(task_id, app=app).get(timeout=120)

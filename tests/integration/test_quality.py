@@ -11,8 +11,8 @@ import pytest
 from PIL import Image, ImageDraw
 from sqlalchemy import Engine, text
 
-from db import repository as repo
 from tests.integration.conftest import vitrine
+from vitrine.db import repository as repo
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +27,7 @@ def _photo(path: Path, size: tuple[int, int], box: tuple[int, int, int, int], bg
 def _submit(env: dict[str, str], *paths: Path, merchant: str) -> dict[str, int]:
     proc = vitrine(env, "submit", *map(str, paths), "--merchant", merchant, "--wait", "--json")
     assert proc.returncode == 0, proc.stderr
-    rows = json.loads(proc.stdout)["images"]
+    rows = json.loads(proc.stdout)["results"]
     assert {r["status"] for r in rows} == {"done"}, rows
     return {Path(str(r["uri"]).removeprefix("file://")).name: int(r["image_id"]) for r in rows}
 

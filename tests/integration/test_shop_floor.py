@@ -13,9 +13,9 @@ import pytest
 from celery.result import AsyncResult
 from sqlalchemy import Engine, text
 
-from ops.bench_mismatches import encode
-from pipeline.photos import PALETTE, make_product_photo
-from pipeline.studio import make_studio_photo
+from vitrine.bench.mismatches import encode
+from vitrine.pipeline.synthetic.photos import PALETTE, make_product_photo
+from vitrine.pipeline.synthetic.studio import make_studio_photo
 
 PRODUCER_SRC = Path(__file__).resolve().parents[2] / "producer" / "src"
 if str(PRODUCER_SRC) not in sys.path:
@@ -42,7 +42,7 @@ def _review(fashion: Any, index: int, path: Path, seed: int) -> str:
 
 
 def _outcome(task_id: str) -> Any:
-    from worker.celery_app import app
+    from vitrine.worker.celery_app import app
 
     return AsyncResult(task_id, app=app).get(timeout=120)
 
@@ -144,8 +144,8 @@ def test_review_photos_through_the_api(
     """POST /v1/reviews, by reference and as bytes, in process (the worker is real)."""
     from fastapi.testclient import TestClient
 
-    from api.app import create_app
-    from ops.api_clients import create_token
+    from vitrine.api.app import create_app
+    from vitrine.ops.api_clients import create_token
 
     with clean_db.begin() as conn:
         conn.execute(text("DELETE FROM reviews"))

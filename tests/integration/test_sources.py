@@ -65,7 +65,7 @@ def servers(tmp_path: Path) -> Iterator[tuple[int, list[str], list[str]]]:
 
 
 def _outcome(uri: str, merchant: str) -> dict:  # type: ignore[type-arg]
-    from worker.client import submit_upload
+    from vitrine.worker.client import submit_upload
 
     return submit_upload(uri, merchant_id=merchant).get(timeout=120)
 
@@ -81,7 +81,7 @@ def test_refused_sources_fail_at_once_and_send_nothing(
         f"http://127.0.0.1:{port}/p.png": "loopback address",
         f"http://localhost:{port}/p.png": "loopback address",
         f"http://{ALLOWED_HTTP_HOST}:{port}/go": "loopback address",  # redirect inside
-        "file:///etc/shadow": "outside the file roots",
+        "file:///etc/shadow": "outside the workers' file roots",
         str(link): "through a symlink",
         "gopher://127.0.0.1:70/": "unsupported URI scheme",
     }
@@ -120,7 +120,7 @@ def test_the_cli_stages_files_from_outside_the_roots(
         env = {**pipeline_env, "VITRINE_FILE_ROOTS": ""}  # the CLI's own default roots
         proc = vitrine(env, "submit", str(photo), "--merchant", "m-staged", "--wait", "--json")
         assert proc.returncode == 0, proc.stderr
-        (row,) = json.loads(proc.stdout)["images"]
+        (row,) = json.loads(proc.stdout)["results"]
     finally:
         shutil.rmtree(elsewhere)
     uploads = Path(pipeline_env["VITRINE_DATA_DIR"]) / "uploads" / "staged"

@@ -23,7 +23,7 @@ import pytest
 
 from tests.integration._prom import samples
 from tests.integration.conftest import vitrine
-from worker.names import INGEST_TASK
+from vitrine.worker.names import INGEST_TASK
 
 pytestmark = pytest.mark.integration
 
@@ -53,8 +53,8 @@ def _free_port() -> int:
 def run(ctx, engine, catalog, tmp_path_factory) -> Iterator[Run]:  # type: ignore[no-untyped-def]
     from sqlalchemy import text
 
-    from embedded.launcher import running_worker, stop_worker
-    from worker.celery_app import app
+    from vitrine.embedded.launcher import running_worker, stop_worker
+    from vitrine.worker.celery_app import app
 
     with engine.begin() as conn:  # no known bytes: every good photo is decoded
         conn.execute(text("TRUNCATE images RESTART IDENTITY CASCADE"))
@@ -140,7 +140,7 @@ def test_one_json_line_per_upload_and_no_password(run: Run, ctx) -> None:  # typ
 def test_worker_check_follows_the_heartbeat(run: Run) -> None:
     alive = vitrine(run.env, "worker-check", "--max-age", str(MAX_AGE), "--ping", timeout=120)
     assert alive.returncode == 0, alive.stdout + alive.stderr
-    from embedded.launcher import stop_worker
+    from vitrine.embedded.launcher import stop_worker
 
     stop_worker(run.proc)
     last = run.heartbeat.stat().st_mtime

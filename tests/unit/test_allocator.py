@@ -1,4 +1,4 @@
-"""pipeline.allocator: glibc keeps one upload's freed buffers for the next one."""
+"""vitrine.pipeline.inference.allocator: glibc keeps one upload's freed buffers for the next one."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import platform
 
 import pytest
 
-from pipeline import allocator
-from pipeline.allocator import (
+from vitrine.pipeline.inference import allocator
+from vitrine.pipeline.inference.allocator import (
     M_MMAP_THRESHOLD,
     M_TRIM_THRESHOLD,
     MMAP_THRESHOLD,

@@ -1,16 +1,15 @@
-"""pipeline.augment: label-preserving changes to uint8 training images."""
+"""vitrine.pipeline.training.augment: label-preserving changes to uint8 training images."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pipeline.augment import Augmentation, augment, gaussian_blur
-from pipeline.datasets import FashionMNIST, load_fashion_mnist
+from vitrine.pipeline.training.augment import Augmentation, augment, gaussian_blur
+from vitrine.pipeline.training.datasets import FashionMNIST, load_fashion_mnist
+from vitrine.settings import SAMPLE_FASHION_DIR
 
-SLICE = Path(__file__).resolve().parents[1] / "data" / "fashion-mnist-slice"
+SLICE = SAMPLE_FASHION_DIR
 NO_AUGMENTATION = Augmentation(flip=False, max_shift=0, erase_probability=0.0)
 
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
-from pipeline.model import build_backbone_model
+from vitrine.pipeline.inference.model import build_backbone_model
 
 
 def _labelled_folder(root: Path, per_class: int = 16) -> Path:
@@ -65,8 +65,8 @@ def test_unknown_backbone_is_a_clear_error() -> None:
 def test_train_cli_fine_tunes_on_a_labelled_folder(
     weights_file: tuple[Path, np.ndarray], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from cli.app import app
-    from worker.settings import get_settings
+    from vitrine.cli.app import app
+    from vitrine.settings import get_settings
 
     monkeypatch.setenv("VITRINE_DATA_DIR", str(tmp_path / "data"))
     get_settings.cache_clear()

@@ -1,4 +1,5 @@
-"""pipeline.backdrop: plain studio backdrops, their vignetting and cast shadows removed.
+"""vitrine.pipeline.inference.backdrop: plain studio backdrops, their vignetting and cast shadows
+removed.
 
 Each case is built with a known object mask, so the test checks the mask the lifted
 foreground gives, not only that something ran.
@@ -10,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from pipeline.backdrop import backdrop_level, lift_colour_backdrop
-from pipeline.preprocess import foreground
+from vitrine.pipeline.inference.backdrop import backdrop_level, lift_colour_backdrop
+from vitrine.pipeline.inference.preprocess import foreground
 
 H, W = 180, 240
 

@@ -1,4 +1,5 @@
-"""pipeline.batch: read -> preprocess -> stack, each failure kept against its own key."""
+"""vitrine.pipeline.inference.batch: read -> preprocess -> stack, each failure kept against its own
+key."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from pipeline.batch import PreparedBatch, failure_reason, prepare_batch
-from pipeline.decode import BadImageError
-from pipeline.preprocess import preprocess_bytes
-from pipeline.types import ImageLimits, PreprocessSpec
+from vitrine.pipeline.inference.batch import PreparedBatch, failure_reason, prepare_batch
+from vitrine.pipeline.inference.decode import BadImageError
+from vitrine.pipeline.inference.preprocess import preprocess_bytes
+from vitrine.pipeline.types import ImageLimits, PreprocessSpec
 
 SPEC = PreprocessSpec()
 LIMITS = ImageLimits(max_bytes=10**7, max_pixels=10**7)

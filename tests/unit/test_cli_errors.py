@@ -13,10 +13,10 @@ import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
-import embedded.services
-import ops.context
-from cli.app import app
-from worker.settings import get_settings
+import vitrine.embedded.services
+import vitrine.ops.context
+from vitrine.cli.app import app
+from vitrine.settings import get_settings
 
 runner = CliRunner()
 
@@ -52,9 +52,9 @@ def no_services(monkeypatch: pytest.MonkeyPatch) -> None:
         raise ServicesStarted("the command tried to reach a server before validating input")
 
     for method in ("database_url", "engine", "broker_url", "urls"):
-        monkeypatch.setattr(ops.context.Context, method, refuse)
-    monkeypatch.setattr(embedded.services, "ensure_service", refuse)
-    monkeypatch.setattr(embedded.services, "ensure_services", refuse)
+        monkeypatch.setattr(vitrine.ops.context.Context, method, refuse)
+    monkeypatch.setattr(vitrine.embedded.services, "ensure_service", refuse)
+    monkeypatch.setattr(vitrine.embedded.services, "ensure_services", refuse)
 
 
 def invoke(*args: str | Path) -> Result:
@@ -122,24 +122,43 @@ def test_ingest_missing_manifest(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- eval
 
 
-def test_eval_images_without_manifest(tmp_path: Path) -> None:
+def test_eval_images_without_manifest_reports_the_unknown_rate(tmp_path: Path) -> None:
+    """Without labels there is no accuracy, but the share flagged "none of our categories"
+    is still measured: here a product on white and a circuit board."""
+    import json
+
+    import numpy as np
+
+    from vitrine.pipeline.synthetic.foreign import make_foreign_photo
+    from vitrine.pipeline.synthetic.photos import make_product_photo
+    from vitrine.pipeline.training.datasets import load_fashion_mnist
+    from vitrine.settings import SAMPLE_FASHION_DIR
+
     images = tmp_path / "photos"
-    _png(images / "a.png")
-    assert_user_error(invoke("eval", "--images", images), "--images and --manifest go together")
+    images.mkdir()
+    rng = np.random.default_rng(3)
+    item = load_fashion_mnist(SAMPLE_FASHION_DIR).x_test[0]
+    make_product_photo(item, rng=rng)[0].convert("RGB").save(images / "shirt.jpg")
+    make_foreign_photo("circuit board", "white", rng=rng)[0].save(images / "board.jpg")
+    result = invoke("eval", "--images", images, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["n"] == 2 and report["unknown_rate"] == 0.5
+    assert "accuracy" not in report
 
 
 def test_eval_manifest_without_images(tmp_path: Path) -> None:
     manifest = tmp_path / "labels.csv"
     manifest.write_text("file,label\na.png,Bag\n")
-    assert_user_error(invoke("eval", "--manifest", manifest), "--images and --manifest go together")
+    assert_user_error(invoke("eval", "--manifest", manifest), "--manifest goes with --images")
 
 
 def test_eval_model_dir_without_model_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The model is checked before the data set: a machine without Debian's Fashion-MNIST
     still gets the message about the model directory it got wrong."""
-    import ops.data
+    import vitrine.ops.data
 
-    monkeypatch.setattr(ops.data, "DEBIAN_DIR", tmp_path / "no-datasets-here")
+    monkeypatch.setattr(vitrine.ops.data, "DEBIAN_DIR", tmp_path / "no-datasets-here")
     not_a_model = tmp_path / "not-a-model"
     not_a_model.mkdir()
     assert_user_error(
@@ -150,9 +169,9 @@ def test_eval_model_dir_without_model_json(tmp_path: Path, monkeypatch: pytest.M
 def test_eval_without_fashion_mnist_says_how_to_get_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ops.data
+    import vitrine.ops.data
 
-    monkeypatch.setattr(ops.data, "DEBIAN_DIR", tmp_path / "no-datasets-here")
+    monkeypatch.setattr(vitrine.ops.data, "DEBIAN_DIR", tmp_path / "no-datasets-here")
     assert_user_error(invoke("eval", "--no-hnsw"), "dataset-fashion-mnist", "--data")
 
 
@@ -243,9 +262,9 @@ def test_eval_on_a_tiny_manifest(tmp_path: Path) -> None:
     """The photo path end to end on two files: JSON out, nothing started."""
     import json
 
-    from pipeline.datasets import load_fashion_mnist
-    from pipeline.photos import write_catalog
-    from worker.settings import SAMPLE_FASHION_DIR
+    from vitrine.pipeline.synthetic.photos import write_catalog
+    from vitrine.pipeline.training.datasets import load_fashion_mnist
+    from vitrine.settings import SAMPLE_FASHION_DIR
 
     data = load_fashion_mnist(SAMPLE_FASHION_DIR)
     manifest = write_catalog(data.x_test, data.y_test, tmp_path / "photos", n=12, seed=5)
@@ -279,3 +298,45 @@ def test_train_init_with_data_folder(tmp_path: Path) -> None:
 def test_similar_needs_exactly_one_query(tmp_path: Path) -> None:
     assert_user_error(invoke("similar"), "give an IMAGE_ID or --image FILE")
     assert_user_error(invoke("similar", "3", "--image", tmp_path / "x.jpg"), "one of them")
+
+
+def test_urls_are_refused_before_anything_is_queued() -> None:
+    """Nothing reaches a server: a malformed URL and an unsupported scheme are one line."""
+    assert_user_error(invoke("submit", "http://exa%mple/x.jpg", "--merchant", "m"), "bad host")
+    assert_user_error(invoke("submit", "ftp://x/y.jpg", "--merchant", "m"), "unsupported scheme")
+    assert_user_error(invoke("ingest", "ftp://x/y.jpg", "--merchant", "m"), "unsupported scheme")
+
+
+def test_an_upload_without_a_merchant_is_a_user_mistake(tmp_path: Path) -> None:
+    photo = _png(tmp_path / "a.png")
+    assert_user_error(invoke("submit", photo), "no merchant for", "give --merchant")
+    assert_user_error(invoke("ingest", photo), "no merchant for", "give --merchant")
+
+
+def test_with_json_an_error_is_a_json_object_on_stdout_too() -> None:
+    """What the command says on stderr, a program reading --json gets on stdout; for a bad
+    option too (the real entry point, as a shell runs it)."""
+    import json
+    import subprocess
+    import sys
+
+    result = runner.invoke(app, ["submit", "ftp://x/y.jpg", "--merchant", "m", "--json"])
+    assert result.exit_code == 2
+    body = json.loads(result.stdout)
+    assert body["exit_code"] == 2 and "unsupported scheme" in body["error"]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from vitrine.cli.app import main; main()",
+            "submit",
+            "--bogus",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert json.loads(proc.stdout) == {"error": "No such option: --bogus", "exit_code": 2}

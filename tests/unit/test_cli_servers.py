@@ -12,10 +12,10 @@ from collections.abc import Iterator
 import pytest
 from typer.testing import CliRunner
 
-from cli.app import app
-from ops.errors import ServerUnreachable, UserError
-from ops.servers import check_redis, database_revision, redact
-from worker.settings import get_settings
+from vitrine.cli.app import app
+from vitrine.ops.errors import ServerUnreachable, UserError
+from vitrine.ops.servers import check_redis, database_revision, redact
+from vitrine.settings import get_settings
 
 runner = CliRunner()
 
@@ -80,8 +80,9 @@ def test_without_the_embedded_package_unset_urls_are_a_clear_user_error(tmp_path
     import sys
 
     script = (
-        "import sys; sys.modules['embedded'] = None\n"  # as if the package were not installed
-        "from cli.app import app\n"
+        # as if the embedded extra were not installed
+        "import sys; sys.modules['vitrine.embedded'] = None\n"
+        "from vitrine.cli.app import app\n"
         "app(['status'], prog_name='vitrine')\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}

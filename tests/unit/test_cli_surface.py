@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli.app import app
-from worker.settings import Settings
+from vitrine.cli.app import app
+from vitrine.settings import Settings
 
 runner = CliRunner()
 
@@ -29,10 +29,21 @@ def test_short_and_long_help(flag: str) -> None:
 
 
 COMMANDS_WITH_JSON = [
-    ["submit"], ["ingest"], ["backfill"], ["requeue"], ["similar"], ["status"], ["train"],
-    ["eval"], ["bench"], ["demo"], ["db", "upgrade"], ["services", "status"], ["models", "list"],
+    ["submit"],
+    ["ingest"],
+    ["backfill"],
+    ["requeue"],
+    ["similar"],
+    ["status"],
+    ["train"],
+    ["eval"],
+    ["bench"],
+    ["demo"],
+    ["db", "upgrade"],
+    ["services", "status"],
+    ["models", "list"],
     ["forget"],
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS_WITH_JSON, ids=" ".join)

@@ -17,12 +17,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import pipeline.fitting
-from db.repository import CorrectedImage, latest_corrections
-from db.repository.corrections import _LATEST
-from ops import corrections as ops_corrections
-from ops.errors import UserError
-from pipeline.corrections import (
+import vitrine.pipeline.training.fitting
+from vitrine.db.repository import CorrectedImage, latest_corrections
+from vitrine.db.repository.corrections import _LATEST
+from vitrine.ops import corrections as ops_corrections
+from vitrine.ops.errors import UserError
+from vitrine.pipeline.inference.model import build_cnn
+from vitrine.pipeline.training.corrections import (
     MIN_CORRECTIONS,
     CorrectionsConfig,
     accuracy,
@@ -30,8 +31,7 @@ from pipeline.corrections import (
     mix,
     replay_size,
 )
-from pipeline.model import build_cnn
-from pipeline.types import FASHION_MNIST_LABELS, ModelSpec
+from vitrine.pipeline.types import FASHION_MNIST_LABELS, ModelSpec
 
 CONFIG = CorrectionsConfig(replay_per_correction=4, min_replay=10, correction_weight=5.0)
 
@@ -46,13 +46,23 @@ def test_latest_decision_per_image_is_what_the_query_orders_by() -> None:
 def test_rows_become_corrected_images() -> None:
     when = datetime(2026, 11, 28, tzinfo=UTC)
     row = SimpleNamespace(
-        image_id=7, uri="/srv/a.png", action="relabel", label="Shirt",
-        previous_label="T-shirt/top", model_id=1, decided_at=when,
-    )  # fmt: skip
+        image_id=7,
+        uri="/srv/a.png",
+        action="relabel",
+        label="Shirt",
+        previous_label="T-shirt/top",
+        model_id=1,
+        decided_at=when,
+    )
     approve = SimpleNamespace(
-        image_id=9, uri="/srv/b.png", action="approve", label="Bag",
-        previous_label=None, model_id=None, decided_at=when,
-    )  # fmt: skip
+        image_id=9,
+        uri="/srv/b.png",
+        action="approve",
+        label="Bag",
+        previous_label=None,
+        model_id=None,
+        decided_at=when,
+    )
     fake = SimpleNamespace(execute=lambda statement: [row, approve])
     got = latest_corrections(fake)  # type: ignore[arg-type]
     assert got == [
@@ -72,8 +82,15 @@ def test_mix_puts_corrections_first_weighted_up_then_a_replay_sample() -> None:
     corrected_y = np.arange(5)
     replay_x = np.arange(100, dtype=np.uint8).reshape(100, 1, 1).repeat(2, 1).repeat(2, 2)
     replay_y = np.arange(100) % 10
-    scaled = mix(corrected_x, corrected_y, replay_x, replay_y, config=CONFIG,
-                 rng=np.random.default_rng(3), to_input=lambda a: a[..., None] / 255.0)  # fmt: skip
+    scaled = mix(
+        corrected_x,
+        corrected_y,
+        replay_x,
+        replay_y,
+        config=CONFIG,
+        rng=np.random.default_rng(3),
+        to_input=lambda a: a[..., None] / 255.0,
+    )
     assert scaled.corrections == 5 and scaled.replay == 20
     assert len(set(scaled.replay_indices.tolist())) == 20  # without replacement
     assert list(scaled.replay_indices) == sorted(scaled.replay_indices)
@@ -82,15 +99,28 @@ def test_mix_puts_corrections_first_weighted_up_then_a_replay_sample() -> None:
     np.testing.assert_allclose(scaled.x[5:, 0, 0, 0], scaled.replay_indices / 255.0, rtol=1e-6)
     assert list(scaled.y[5:]) == list(scaled.replay_indices % 10)
     assert list(scaled.weights) == [5.0] * 5 + [1.0] * 20
-    again = mix(corrected_x, corrected_y, replay_x, replay_y, config=CONFIG,
-                rng=np.random.default_rng(3), to_input=lambda a: a[..., None] / 255.0)  # fmt: skip
+    again = mix(
+        corrected_x,
+        corrected_y,
+        replay_x,
+        replay_y,
+        config=CONFIG,
+        rng=np.random.default_rng(3),
+        to_input=lambda a: a[..., None] / 255.0,
+    )
     assert list(again.replay_indices) == list(scaled.replay_indices)  # seeded
 
 
 def test_mix_refuses_images_and_labels_of_different_lengths() -> None:
     with pytest.raises(ValueError, match="differ"):
-        mix(np.zeros((2, 1)), np.zeros(3), np.zeros((9, 1)), np.zeros(9), config=CONFIG,
-            rng=np.random.default_rng(0))  # fmt: skip
+        mix(
+            np.zeros((2, 1)),
+            np.zeros(3),
+            np.zeros((9, 1)),
+            np.zeros(9),
+            config=CONFIG,
+            rng=np.random.default_rng(0),
+        )
 
 
 def test_fit_is_given_the_weights(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -101,10 +131,18 @@ def test_fit_is_given_the_weights(monkeypatch: pytest.MonkeyPatch) -> None:
             calls.append({"x": x, "y": y, **kwargs})
             return SimpleNamespace(history={"loss": [0.5], "accuracy": [0.9]})
 
-    monkeypatch.setattr(pipeline.fitting, "compile_trainer", lambda *a, **k: Recorder())
-    monkeypatch.setattr(pipeline.fitting, "settle_batchnorm", lambda *a, **k: True)
-    data = mix(np.zeros((5, 28, 28, 1), np.float32), np.arange(5), np.zeros((50, 28, 28, 1)),
-               np.zeros(50, int), config=CONFIG, rng=np.random.default_rng(0))  # fmt: skip
+    monkeypatch.setattr(
+        vitrine.pipeline.training.fitting, "compile_trainer", lambda *a, **k: Recorder()
+    )
+    monkeypatch.setattr(vitrine.pipeline.training.fitting, "settle_batchnorm", lambda *a, **k: True)
+    data = mix(
+        np.zeros((5, 28, 28, 1), np.float32),
+        np.arange(5),
+        np.zeros((50, 28, 28, 1)),
+        np.zeros(50, int),
+        config=CONFIG,
+        rng=np.random.default_rng(0),
+    )
     run = fine_tune(object(), data, config=CorrectionsConfig(epochs=2), log=lambda _: None)
     assert len(calls) == 2 and [c["initial_epoch"] for c in calls] == [0, 1]
     assert all(c["sample_weight"] is data.weights for c in calls)
@@ -119,8 +157,9 @@ def test_a_short_real_fine_tune_moves_the_weights_and_settles_batchnorm() -> Non
     y = rng.integers(0, 10, 40)
     before = [w.copy() for w in model.get_weights()]
     data = mix(x[:5], y[:5], x[5:], y[5:], config=CONFIG, rng=rng)
-    run = fine_tune(model, data, config=CorrectionsConfig(epochs=1, learning_rate=1e-2),
-                    log=lambda _: None)  # fmt: skip
+    run = fine_tune(
+        model, data, config=CorrectionsConfig(epochs=1, learning_rate=1e-2), log=lambda _: None
+    )
     assert run["batchnorm_recalibrated"] is True
     assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
     score = accuracy(model, x, y)
@@ -138,7 +177,7 @@ def _png(path: Path, value: int) -> Path:
 def test_corrected_photos_are_read_preprocessed_and_the_unusable_skipped(
     tmp_path: Path,
 ) -> None:
-    from worker.settings import get_settings
+    from vitrine.settings import get_settings
 
     when = datetime(2026, 11, 28, tzinfo=UTC)
     good = _png(tmp_path / "good.png", 20)
@@ -151,17 +190,24 @@ def test_corrected_photos_are_read_preprocessed_and_the_unusable_skipped(
         CorrectedImage(4, str(good), "relabel", "Scarf", "Coat", 1, when),  # not a label
         CorrectedImage(5, str(tmp_path / "gone.png"), "approve", "Bag", None, 1, when),
     ]
-    base = SimpleNamespace(spec=ModelSpec(name="m", version="1", labels=FASHION_MNIST_LABELS,
-                                          embedding_dim=8))  # fmt: skip
+    base = SimpleNamespace(
+        spec=ModelSpec(name="m", version="1", labels=FASHION_MNIST_LABELS, embedding_dim=8)
+    )
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.png"  # not under the file roots
+    outside.write_bytes(good.read_bytes())
+    rows.append(CorrectedImage(6, outside.as_uri(), "approve", "Bag", "Bag", 1, when))
     said: list[str] = []
-    ctx = SimpleNamespace(settings=get_settings())
+    settings = get_settings().model_copy(update={"file_roots": [tmp_path]})
+    ctx = SimpleNamespace(settings=settings)
     photos = ops_corrections._corrected_inputs(ctx, rows, base, said.append)  # type: ignore[arg-type]
     assert photos.image_ids == [1, 2]
     assert list(photos.labels) == [FASHION_MNIST_LABELS.index("Shirt"), 4]
     assert list(photos.relabelled) == [True, False]
     assert photos.x.shape == (2, 28, 28, 1) and photos.x.dtype == np.float32
-    assert [s.split(":")[0] for s in photos.skipped] == ["image 3", "image 4", "image 5"]
-    assert len(said) == 3
+    skipped = [s.split(":")[0] for s in photos.skipped]
+    assert skipped == ["image 3", "image 4", "image 5", "image 6"]
+    assert "outside the workers' file roots" in photos.skipped[-1]  # the workers' own rule
+    assert len(said) == 4
     assert photos.fingerprint("sha256:x") != photos.fingerprint("sha256:y")
 
 

@@ -1,4 +1,5 @@
-"""pipeline.datasets: IDX files, Fashion-MNIST, the shipped slice and folder datasets."""
+"""vitrine.pipeline.training.datasets: IDX files, Fashion-MNIST, the shipped slice and folder
+datasets."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.datasets import (
+from vitrine.pipeline.training.datasets import (
     DEBIAN_DIR,
     FASHION_MNIST_FILES,
     idx_bytes,
@@ -19,8 +20,9 @@ from pipeline.datasets import (
     write_idx,
     write_slice,
 )
+from vitrine.settings import SAMPLE_FASHION_DIR
 
-SLICE = Path(__file__).resolve().parents[1] / "data" / "fashion-mnist-slice"
+SLICE = SAMPLE_FASHION_DIR
 
 
 @pytest.mark.parametrize(

@@ -19,18 +19,19 @@ from sqlalchemy import UniqueConstraint
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateIndex
 
-import db
-from db import repository as repo
-from db.engine import make_engine, normalise_url
-from db.migrate import (
+import vitrine.db
+from tests.similar_sql import similar_raw_sql
+from vitrine.db import repository as repo
+from vitrine.db.engine import make_engine, normalise_url
+from vitrine.db.migrate import (
     ALEMBIC_INI,
     MIGRATIONS_DIR,
     alembic_config,
     head_revision,
     revision_module,
 )
-from db.repository.images import _MARK_DONE, _UPSERT_EMBEDDINGS, _UPSERT_PREDICTIONS
-from db.schema import (
+from vitrine.db.repository.images import _MARK_DONE, _UPSERT_EMBEDDINGS, _UPSERT_PREDICTIONS
+from vitrine.db.schema import (
     IMAGE_STATUSES,
     embeddings,
     hnsw_index_ddl,
@@ -41,9 +42,9 @@ from db.schema import (
     positive_int,
     predictions,
 )
-from db.types import ClaimedImage, ImageResult, ImageSummary, LabelInfo, ModelRow, Neighbour
+from vitrine.db.types import ClaimedImage, ImageResult, ImageSummary, LabelInfo, ModelRow, Neighbour
 
-DB_DIR = Path(db.__file__).resolve().parent
+DB_DIR = Path(vitrine.db.__file__).resolve().parent
 
 
 # --------------------------------------------------------------------------- URLs / engine
@@ -92,6 +93,8 @@ def test_tables_and_keys() -> None:
     tables |= {"erasures", "image_quality"}
     tables |= {"reviews"}  # 0009: shoppers' review photos
     tables |= {"label_corrections"}  # 0010: review-desk decisions
+    tables |= {"desk_sessions"}  # 0012: review-desk logins kept on the server
+    tables |= {"pair_decisions", "duplicate_pairs"}  # 0016: pairs at the review desk
     assert set(metadata.tables) == tables
     assert [c.name for c in predictions.primary_key.columns] == ["image_id", "model_id"]
     assert [c.name for c in embeddings.primary_key.columns] == ["image_id", "model_id"]
@@ -100,7 +103,7 @@ def test_tables_and_keys() -> None:
         for uc in images.constraints
         if isinstance(uc, UniqueConstraint)
     }
-    assert ("merchant_id", "uri") in uniques
+    assert uniques == {("event_id",)}  # 0013: one row per upload event, not per (merchant, uri)
     assert images.c.status.server_default is not None
     assert IMAGE_STATUSES == ("pending", "processing", "done", "failed")
     fk = next(iter(predictions.c.image_id.foreign_keys))
@@ -140,7 +143,7 @@ def test_similar_sql_is_what_an_analyst_types() -> None:
 
 
 def test_similar_raw_sql_repeats_the_index_expression() -> None:
-    sql = repo.similar_raw_sql(model_id=3, embedding_dim=128, image_id=42, k=5)
+    sql = similar_raw_sql(model_id=3, embedding_dim=128, image_id=42, k=5)
     # The planner matches the ORDER BY expression and the partial predicate against
     # `embeddings_hnsw_m3` literally: same cast, same operator, model id as a constant.
     assert "ORDER BY e.embedding::vector(128) <=> (SELECT embedding::vector(128)" in sql
@@ -148,7 +151,7 @@ def test_similar_raw_sql_repeats_the_index_expression() -> None:
     assert sql.rstrip().endswith("LIMIT 5;")
     assert "(embedding::vector(128)) vector_cosine_ops" in hnsw_index_ddl(3, 128)
     with pytest.raises(ValueError):
-        repo.similar_raw_sql(model_id=3, embedding_dim=0, image_id=42)
+        similar_raw_sql(model_id=3, embedding_dim=0, image_id=42)
 
 
 def test_positive_int_is_the_one_validator() -> None:
@@ -178,9 +181,10 @@ def test_search_functions_pick_exact_or_index_plans() -> None:
 
 
 def test_the_duplicate_threshold_is_the_hash_recipes() -> None:
-    """`duplicate_candidates` (0004) pairs hashes at the distance `pipeline.phash` was
+    """`duplicate_candidates` (0004) pairs hashes at the distance
+    `vitrine.pipeline.inference.phash` was
     measured at; 0004 edits 0003's view text, which must still hold the old threshold."""
-    from pipeline.phash import DUPLICATE_BITS
+    from vitrine.pipeline.inference.phash import DUPLICATE_BITS
 
     previous = revision_module("0003_search_and_hashes.py")
     current = revision_module("0004_phash_v2.py")
@@ -201,34 +205,125 @@ def test_arguments_are_checked_before_any_query() -> None:
 
 
 def test_repository_package_keeps_every_name() -> None:
-    import db.repository as package
+    import vitrine.db.repository as package
 
     before_split = {
-        "ClaimedImage", "EmbeddingRow", "ImageResult", "ModelRow", "Neighbour",
-        "MAX_ERROR_CHARS", "MODELS_LOCK_KEY", "activate_model", "active_model",
-        "claim_image", "copy_embeddings", "drop_hnsw_index", "ensure_hnsw_index",
-        "images_missing_embeddings", "label_counts", "list_models", "mark_failed",
-        "mark_pending", "register_model", "save_results", "similar", "similar_raw_sql",
-        "similar_sql", "similar_to_vector", "stale_images", "status_counts", "statuses",
+        "ClaimedImage",
+        "EmbeddingRow",
+        "ImageResult",
+        "ModelRow",
+        "Neighbour",
+        "MAX_ERROR_CHARS",
+        "MODELS_LOCK_KEY",
+        "activate_model",
+        "active_model",
+        "copy_embeddings",
+        "drop_hnsw_index",
+        "ensure_hnsw_index",
+        "images_missing_embeddings",
+        "label_counts",
+        "list_models",
+        "mark_failed",
+        "register_model",
+        "save_results",
+        "similar",
+        "similar_sql",
+        "similar_to_vector",
+        "stale_images",
+        "status_counts",
+        "statuses",
         "upsert_pending_images",
-    }  # fmt: skip
+    }
     added = {
-        "ImageSummary", "LabelInfo", "find_model", "image_summaries",
-        "iter_images_missing_embeddings", "labels_for", "model_count", "requeue_stale",
-        "commit_times", "database_clock", "delete_merchants", "settled_counts", "claim_images",
-        "known_results", "copy_catalog", "build_hnsw_index_concurrently",
+        "ImageSummary",
+        "LabelInfo",
+        "find_model",
+        "image_summaries",
+        "iter_images_missing_embeddings",
+        "labels_for",
+        "model_count",
+        "requeue_stale",
+        "commit_times",
+        "database_clock",
+        "delete_merchants",
+        "settled_counts",
+        "claim_images",
+        "known_results",
+        "copy_catalog",
+        "build_hnsw_index_concurrently",
         "drop_hnsw_index_concurrently",
-        "ApiClient", "api_client_for_token", "create_api_client", "image_detail",
-        "list_api_clients", "revoke_api_client",
-        "Erasure", "delete_images", "delete_reviews", "image_rows_left", "record_erasure",
+        "ApiClient",
+        "api_client_for_token",
+        "create_api_client",
+        "image_detail",
+        "list_api_clients",
+        "revoke_api_client",
+        "rotate_api_client",
+        "Recorded",
+        "new_event_id",
+        "record_uploads",
+        "images_without_hash",
+        "save_hashes",
+        "unhashed_count",
+        "create_desk_session",
+        "desk_session_client",
+        "end_desk_session",
+        "Erasure",
+        "delete_images",
+        "delete_reviews",
+        "image_rows_left",
+        "record_erasure",
         "referenced_uris",
-        "quality_issues", "save_quality",
-        "ListingMatch", "ReviewRow", "fail_review", "listing_match", "save_review",
+        "quality_issues",
+        "save_quality",
+        "ListingMatch",
+        "ReviewRow",
+        "fail_review",
+        "listing_match",
+        "save_review",
         "upsert_review",
-        "browse", "corrections_for", "merchants", "queue_items", "readable_views",
-        "record_correction", "photo_source",
-        "CorrectedImage", "latest_corrections",
-    }  # fmt: skip
+        "browse",
+        "corrections_for",
+        "merchants",
+        "queue_items",
+        "readable_views",
+        "record_correction",
+        "photo_source",
+        "CorrectedImage",
+        "latest_corrections",
+    }
+    desk_pairs = {  # 0016: pairs, counts, bulk actions and undo at the review desk
+        "PAIR_QUEUES",
+        "browse_count",
+        "queue_count",
+        "DUPLICATE_DECISIONS",
+        "REVIEW_DECISIONS",
+        "LastAction",
+        "delisted",
+        "duplicate_pairs",
+        "last_action",
+        "new_action",
+        "pair_count",
+        "pair_history",
+        "photos",
+        "record_pair_decision",
+        "review_listing",
+        "review_pairs",
+        "review_source",
+        "undo_last",
+        "record_duplicates",
+        "drop_duplicates",
+        "active_labels",
+    }
+    failed = {  # the desk's failed uploads and their resending
+        "FailedCount",
+        "ResetUpload",
+        "failed_count",
+        "failed_uploads",
+        "resendable",
+        "reset_failed",
+    }
+    added |= desk_pairs | failed
     assert set(package.__all__) == before_split | added
     assert len(package.__all__) == len(set(package.__all__))
     for name in package.__all__:
@@ -266,7 +361,7 @@ def test_db_imports_only_pipeline_types_from_the_project() -> None:
             for name in names:
                 top = name.split(".")[0]
                 if top in ours and top != "db":
-                    assert name == "pipeline.types", f"{path}: imports {name}"
+                    assert name == "vitrine.pipeline.types", f"{path}: imports {name}"
 
 
 # --------------------------------------------------------------------------- migrations
@@ -275,7 +370,7 @@ def test_db_imports_only_pipeline_types_from_the_project() -> None:
 def test_single_head_and_ini_inside_migrations() -> None:
     assert ALEMBIC_INI.parent == MIGRATIONS_DIR == DB_DIR / "migrations"
     script = ScriptDirectory.from_config(alembic_config())
-    assert script.get_heads() == ["0011"] == [head_revision()]
+    assert script.get_heads() == ["0016"] == [head_revision()]
 
 
 def test_offline_sql_from_another_directory(
@@ -290,6 +385,13 @@ def test_offline_sql_from_another_directory(
     assert "CREATE EXTENSION IF NOT EXISTS vector" in sql
     assert "CREATE UNIQUE INDEX models_one_active_idx ON models (is_active) WHERE is_active" in sql
     assert "CONSTRAINT images_merchant_id_uri_key UNIQUE (merchant_id, uri)" in sql
+    # 0013: identity by event; 0014: the effective label, in the search too
+    assert "ALTER TABLE images DROP CONSTRAINT images_merchant_id_uri_key" in sql
+    assert "ADD CONSTRAINT images_event_id_key UNIQUE (event_id)" in sql
+    assert "CREATE TRIGGER label_corrections_person_label" in sql
+    assert (
+        "coalesce(i.person_label, CASE WHEN p.unknown THEN 'unknown' ELSE p.label END) = $5" in sql
+    )
     assert "embedding VECTOR NOT NULL" in sql
     assert "CREATE FUNCTION similar_images(p_image_id bigint, p_k integer DEFAULT 10)" in sql
     assert "CREATE FUNCTION similar_to_vector(p_vec vector, p_k integer DEFAULT 10)" in sql
@@ -305,7 +407,7 @@ def test_offline_sql_from_another_directory(
     assert "AND b.distance <= 30" in sql
     # 0005: per-merchant exact search from the covering index alone
     assert "INCLUDE (image_id, embedding)" in sql
-    assert sql.count("CREATE OR REPLACE FUNCTION vitrine_knn(") == 1
+    assert sql.count("CREATE OR REPLACE FUNCTION vitrine_knn(") == 2  # 0005, 0014
     assert "SET max_parallel_workers_per_gather = 0" in sql
     # 0006: API clients, token hashes only, kept from the analyst
     assert "token_sha256 bytea NOT NULL" in sql
@@ -331,6 +433,10 @@ def test_offline_sql_from_another_directory(
     # 0010: review-desk decisions, written by the owner, read by the analyst and merchants
     assert "CONSTRAINT label_corrections_action_check CHECK (action IN" in sql
     assert "CREATE POLICY label_corrections_merchant ON label_corrections FOR SELECT" in sql
+    # 0016: verdicts on pairs, one per pair, read by the analyst and the pair's merchant
+    assert "CREATE UNIQUE INDEX pair_decisions_duplicate_key ON pair_decisions" in sql
+    assert "CREATE POLICY pair_decisions_merchant ON pair_decisions FOR SELECT" in sql
+    assert "ALTER TABLE label_corrections ADD COLUMN action_id uuid" in sql
     # format() placeholders survive SQLAlchemy's %-escaping
     assert "e.embedding::vector(%1$s) <=> $1" in sql
     # 0002: group roles and row-level security, all plain SQL, so offline scripts work too

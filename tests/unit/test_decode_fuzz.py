@@ -1,4 +1,5 @@
-"""Fuzzing pipeline.preprocess.preprocess_bytes with mutated REAL image files (Hypothesis).
+"""Fuzzing vitrine.pipeline.inference.preprocess.preprocess_bytes with mutated REAL image files
+(Hypothesis).
 
 Seeds are real files Pillow writes here, per format several sizes and modes, some with
 EXIF orientation, progressive/animated/multi-page variants, several TIFF compressions.
@@ -39,9 +40,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pipeline.decode import BadImageError
-from pipeline.preprocess import preprocess_bytes
-from pipeline.types import ImageLimits, PreprocessSpec
+from vitrine.pipeline.inference.decode import BadImageError
+from vitrine.pipeline.inference.preprocess import preprocess_bytes
+from vitrine.pipeline.types import ImageLimits, PreprocessSpec
 
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP")
 #: Leading bytes that identify the format (WebP: "RIFF", size, "WEBP"): kept in 9 of 10

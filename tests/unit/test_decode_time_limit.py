@@ -1,4 +1,5 @@
-"""pipeline.decode enforces ImageLimits.max_decode_seconds: slow input fails, and fails early.
+"""vitrine.pipeline.inference.decode enforces ImageLimits.max_decode_seconds: slow input fails, and
+fails early.
 
 The slow input is real: a 3000x3000 progressive JPEG of noise (about 9 MB), whose many
 scans libjpeg must entropy-decode whatever the draft scale (measured: 0.24-0.27 s to decode
@@ -20,8 +21,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.decode import BadImageError, decode
-from pipeline.types import DEFAULT_MAX_DECODE_SECONDS, ImageLimits
+from vitrine.pipeline.inference.decode import BadImageError, decode
+from vitrine.pipeline.types import DEFAULT_MAX_DECODE_SECONDS, ImageLimits
 
 LIMITS = ImageLimits(max_bytes=40_000_000, max_pixels=40_000_000, max_decode_seconds=60.0)
 TINY = ImageLimits(max_bytes=40_000_000, max_pixels=40_000_000, max_decode_seconds=0.02)
@@ -154,7 +155,7 @@ def test_a_timer_armed_by_someone_else_is_kept(slow_jpeg: bytes, small_png: byte
 
 
 def test_the_limit_defaults_and_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    from worker.settings import Settings
+    from vitrine.settings import Settings
 
     assert ImageLimits(max_bytes=1, max_pixels=1).max_decode_seconds == DEFAULT_MAX_DECODE_SECONDS
     assert Settings().image_limits.max_decode_seconds == DEFAULT_MAX_DECODE_SECONDS

@@ -1,17 +1,17 @@
-"""pipeline.degrade (tilt/zoom warp, JPEG-like blocks) and their steps in pipeline.augment."""
+"""vitrine.pipeline.training.degrade (tilt/zoom warp, JPEG-like blocks) and their steps in
+vitrine.pipeline.training.augment."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pipeline.augment import Augmentation, augment
-from pipeline.datasets import load_fashion_mnist
-from pipeline.degrade import jpeg_like, quantisation_tables, warp
+from vitrine.pipeline.training.augment import Augmentation, augment
+from vitrine.pipeline.training.datasets import load_fashion_mnist
+from vitrine.pipeline.training.degrade import jpeg_like, quantisation_tables, warp
+from vitrine.settings import SAMPLE_FASHION_DIR
 
-SLICE = Path(__file__).resolve().parents[1] / "data" / "fashion-mnist-slice"
+SLICE = SAMPLE_FASHION_DIR
 
 
 @pytest.fixture(scope="module")

@@ -282,7 +282,7 @@ def test_prometheus_scrapes_the_api_and_every_worker_replica() -> None:
     static = [
         t for job in jobs.values() for c in job.get("static_configs", []) for t in c["targets"]
     ]
-    assert "api:8000" in static
+    assert "api:9809" in static  # the API's metrics port, not the one clients reach
     discovered = {
         name: sd
         for job in jobs.values()
@@ -443,7 +443,9 @@ def test_api_deployment_and_service(manifests: list[dict[str, Any]]) -> None:
     c = container(api)
     assert c["args"] == ["serve", "--host", "0.0.0.0", "--port", "8000"]
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports == {"http": 8000}
+    assert ports == {"http": 8000, "metrics": 9809}
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["VITRINE_API_METRICS_PORT"] == "9809"  # so /metrics is not on `http`
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     mounts = {m["name"]: m for m in c["volumeMounts"]}
@@ -467,7 +469,7 @@ def test_worker_deployment(manifests: list[dict[str, Any]]) -> None:
         assert c[probe]["exec"]["command"] == ["vitrine", "worker-check"], probe
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"metrics": 9808}
     env = {e["name"]: e.get("value") for e in c["env"]}
-    assert env["VITRINE_METRICS_PORT"] == "9808"
+    assert env["VITRINE_METRICS_PORT"] == "9808" and env["VITRINE_METRICS_HOST"] == "0.0.0.0"
     mounts = {m["name"]: m for m in c["volumeMounts"]}
     assert mounts["uploads"]["mountPath"] == "/uploads" and mounts["uploads"]["readOnly"] is True
     config = find(manifests, "ConfigMap", "vitrine-config")["data"]

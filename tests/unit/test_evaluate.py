@@ -1,11 +1,12 @@
-"""pipeline.evaluate: metric code on hand-made cases whose answers are worked out below."""
+"""vitrine.pipeline.evaluation.evaluate: metric code on hand-made cases whose answers are worked
+out below."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pipeline.evaluate import (
+from vitrine.pipeline.evaluation.evaluate import (
     classification_report,
     confusion_matrix,
     exact_neighbours,

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from ops.bench_explain import object_masks
-from ops.explain_picture import explanation_picture, heat_colours
-from pipeline.datasets import load_fashion_mnist
-from pipeline.explain import (
+from vitrine.bench.explain import object_masks
+from vitrine.ops.explain_picture import explanation_picture, heat_colours
+from vitrine.pipeline.inference.explain import (
     background_value,
     deletion_drops,
     grad_cam,
@@ -23,10 +22,12 @@ from pipeline.explain import (
     mass_inside,
     random_mask,
 )
-from pipeline.model import LoadedModel, load_model_dir
-from pipeline.photos import make_product_photo
-from pipeline.preprocess import raw_to_model_input, to_model_input
-from pipeline.types import PreprocessSpec
+from vitrine.pipeline.inference.model import LoadedModel, load_model_dir
+from vitrine.pipeline.inference.preprocess import raw_to_model_input, to_model_input
+from vitrine.pipeline.synthetic.photos import make_product_photo
+from vitrine.pipeline.training.datasets import load_fashion_mnist
+from vitrine.pipeline.types import PreprocessSpec
+from vitrine.settings import SAMPLE_FASHION_DIR
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = PreprocessSpec()
@@ -40,7 +41,7 @@ def model() -> LoadedModel:
 
 @pytest.fixture(scope="module")
 def items() -> tuple[np.ndarray, ...]:
-    data = load_fashion_mnist(REPO / "tests" / "data" / "fashion-mnist-slice")
+    data = load_fashion_mnist(SAMPLE_FASHION_DIR)
     return data.x_test[:6], data.y_test[:6], data.x_test[:100]
 
 
@@ -147,10 +148,15 @@ def test_the_picture(tmp_path: Path, items) -> None:  # type: ignore[no-untyped-
     heat = np.zeros((photo.height, photo.width), np.float32)
     cam = np.linspace(0, 1, 784, dtype=np.float32).reshape(28, 28)
     out = explanation_picture(
-        tmp_path / "e.png", photo=photo, heat=heat, model_input=np.zeros((28, 28, 1)),
-        cam=cam, caption="#1", top_k=[("Bag", 0.9), ("Coat", 0.05), ("Shirt", 0.01)],
+        tmp_path / "e.png",
+        photo=photo,
+        heat=heat,
+        model_input=np.zeros((28, 28, 1)),
+        cam=cam,
+        caption="#1",
+        top_k=[("Bag", 0.9), ("Coat", 0.05), ("Shirt", 0.01)],
         evidence=[(items[0][i], "Bag\nd=0.1") for i in range(5)],
-    )  # fmt: skip
+    )
     with Image.open(out) as img:
         assert img.width >= 500 and img.height >= 300
     assert heat_colours(np.array([0.0, 1.0])).tolist() == [[20, 30, 140], [220, 20, 20]]

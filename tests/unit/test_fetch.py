@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from worker.fetch import PermanentError, RefusedSource, TransientError, fetch_bytes
-from worker.sources import SourcePolicy, parse_networks
+from vitrine.sources.fetch import PermanentError, RefusedSource, TransientError, fetch_bytes
+from vitrine.sources.policy import SourcePolicy, parse_networks
 
 PNG = b"\x89PNG\r\n\x1a\n fake image bytes"
 
@@ -207,7 +207,7 @@ def test_file_reads(tmp_path: Path) -> None:
         fetch_bytes(str(root / "pipe"), files)
     with pytest.raises(RefusedSource, match="through a symlink"):
         fetch_bytes(str(root / "out.png"), files)
-    with pytest.raises(RefusedSource, match="outside the file roots"):
+    with pytest.raises(RefusedSource, match="outside the workers. file roots"):
         fetch_bytes("file:///etc/shadow", files)
     with pytest.raises(PermanentError, match="over the"):
         fetch_bytes(str(root / "p.png"), SourcePolicy(file_roots=(root,), max_bytes=4))

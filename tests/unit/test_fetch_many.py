@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 
 from tests.unit.test_fetch import DEADLINE, MARGIN, PNG, Answer, Server, server_pair, trickle
-from worker.fetch import PermanentError, RefusedSource, TransientError
-from worker.fetch_many import fetch_all
-from worker.sources import SourcePolicy, parse_networks
+from vitrine.sources.fetch import PermanentError, RefusedSource, TransientError
+from vitrine.sources.fetch_many import fetch_all
+from vitrine.sources.policy import SourcePolicy, parse_networks
 
 HOSTS = {
     "images.example": "127.0.0.2",

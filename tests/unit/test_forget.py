@@ -21,27 +21,31 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from db.schema import metadata
-from ops.errors import UserError
-from ops.forget import _scope, files_to_remove, owned_upload, remove_files
-from pipeline.preprocess import preprocess_bytes
-from pipeline.types import ImageLimits, PreprocessSpec
+from vitrine.db.schema import metadata
+from vitrine.ops.api_uploads import merchant_folder
+from vitrine.ops.errors import UserError
+from vitrine.ops.forget import _scope, files_to_remove, owned_upload, remove_files
+from vitrine.pipeline.inference.preprocess import prepare_photo
+from vitrine.pipeline.types import ImageLimits, PreprocessSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _api_file(uploads: Path, data: bytes) -> Path:
-    """Where `ops.api_uploads.queue_photo` stores `data`."""
+def _api_file(uploads: Path, data: bytes, merchant: str | None = "m-1") -> Path:
+    """Where `vitrine.ops.api_uploads.queue_photo` stores `data` for `merchant`
+    (None: where it did before photos were kept per merchant)."""
     digest = hashlib.sha256(data).hexdigest()
-    path = uploads / "api" / digest[:2] / digest
+    folder = uploads / "api" if merchant is None else uploads / "api" / merchant_folder(merchant)
+    path = folder / digest[:2] / digest
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
 
 
-def _staged_file(uploads: Path, name: str = "shirt.jpg") -> Path:
-    """Where `ops.uploads.stage_local_files` puts a file: staged/<16 hex>/<name>."""
-    path = uploads / "staged" / "0123456789abcdef" / name
+def _staged_file(uploads: Path, name: str = "shirt.jpg", key: str = "0123456789abcdef" * 2) -> Path:
+    """Where `vitrine.ops.uploads.stage_local_files` puts a file: staged/<32 hex>/<name> (16 hex
+    before staged folders were keyed)."""
+    path = uploads / "staged" / key / name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"staged")
     return path
@@ -56,9 +60,11 @@ def uploads(tmp_path: Path) -> Path:
 
 def test_vitrines_own_files_are_recognised(uploads: Path) -> None:
     api = _api_file(uploads, b"photo")
+    older_api = _api_file(uploads, b"photo", merchant=None)
     staged = _staged_file(uploads)
+    older_staged = _staged_file(uploads, key="0123456789abcdef")
     odd_name = _staged_file(uploads, "Hemd blau 100%.jpg")  # as_uri percent-encodes it
-    for path in (api, staged, odd_name):
+    for path in (api, older_api, staged, older_staged, odd_name):
         assert owned_upload(path.resolve().as_uri(), uploads) == path.resolve()
 
 
@@ -91,6 +97,8 @@ def test_only_the_layouts_vitrine_writes(uploads: Path) -> None:
         uploads / "api" / "zz" / ("ab" + "0" * 62),  # fan-out folder is not the name's prefix
         uploads / "api" / "ab" / "not-a-digest.jpg",
         uploads / "api" / ("ab" + "0" * 62),  # no fan-out folder
+        uploads / "api" / "not-a-merchant-key" / "ab" / ("ab" + "0" * 62),
+        uploads / "staged" / ("0" * 24) / "shirt.jpg",  # neither 16 nor 32 hex
         uploads / "staged" / "not-hex" / "shirt.jpg",
         uploads / "staged" / "shirt.jpg",
         uploads / "other" / "0123456789abcdef" / "shirt.jpg",
@@ -212,13 +220,14 @@ def test_exif_gps_and_serial_never_reach_what_is_stored() -> None:
     # EXIF, except the hash of the bytes, which cannot be read back into EXIF.
     flags: dict[str, Any] = {
         name: True
-        for name in inspect.signature(preprocess_bytes).parameters
+        for name in inspect.signature(prepare_photo).parameters
         if name.startswith("with_")
     }
     assert {"with_phash", "with_quality"} <= set(flags)
     spec, limits = PreprocessSpec(), ImageLimits(max_bytes=1 << 24, max_pixels=1 << 26)
-    array, info = preprocess_bytes(with_exif, spec, limits=limits, **flags)
-    plain_array, plain_info = preprocess_bytes(without, spec, limits=limits, **flags)
+    photo = prepare_photo(with_exif, spec, limits=limits, **flags)
+    plain = prepare_photo(without, spec, limits=limits, **flags)
+    (array, info), (plain_array, plain_info) = (photo.array, photo.info), (plain.array, plain.info)
     assert info.sha256 == hashlib.sha256(with_exif).hexdigest()
     assert dataclasses.replace(info, sha256="") == dataclasses.replace(plain_info, sha256="")
     assert np.array_equal(array, plain_array)

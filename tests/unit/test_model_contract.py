@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.datasets import FashionMNIST, load_fashion_mnist
-from pipeline.evaluate import exact_neighbours
-from pipeline.model import (
+from vitrine.pipeline.evaluation.evaluate import exact_neighbours
+from vitrine.pipeline.inference.model import (
     MODEL_JSON,
     LoadedModel,
     ModelCache,
@@ -23,12 +22,14 @@ from pipeline.model import (
     read_spec,
     save_model_dir,
 )
-from pipeline.preprocess import raw_to_model_input
-from pipeline.types import FASHION_MNIST_LABELS, ModelSpec, Prediction, PreprocessSpec
+from vitrine.pipeline.inference.preprocess import raw_to_model_input
+from vitrine.pipeline.training.datasets import FashionMNIST, load_fashion_mnist
+from vitrine.pipeline.types import FASHION_MNIST_LABELS, ModelSpec, Prediction, PreprocessSpec
+from vitrine.settings import SAMPLE_FASHION_DIR
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "models" / "fashion-cnn"
-SLICE = REPO / "tests" / "data" / "fashion-mnist-slice"
+SLICE = SAMPLE_FASHION_DIR
 
 # The shipped model scores 0.9525 on the full test set (model.json) and 0.955 on the 1000
 # slice test images; its leave-one-out cosine nearest neighbour among the slice test

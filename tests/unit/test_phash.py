@@ -8,11 +8,18 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 
-from pipeline.datasets import FashionMNIST, load_fashion_mnist
-from pipeline.phash import BITS, DUPLICATE_BITS, SHAPE_SIDE, hamming, perceptual_hash
-from pipeline.photos import make_product_photo
-from pipeline.republish import edit, listings
-from worker.settings import SAMPLE_FASHION_DIR
+from vitrine.pipeline.inference.phash import (
+    BITS,
+    DUPLICATE_BITS,
+    SHAPE_SIDE,
+    hamming,
+    perceptual_hash,
+)
+from vitrine.pipeline.synthetic.photos import PALETTE, make_product_photo
+from vitrine.pipeline.synthetic.republish import edit, listings
+from vitrine.pipeline.synthetic.studio import make_studio_photo
+from vitrine.pipeline.training.datasets import FashionMNIST, load_fashion_mnist
+from vitrine.settings import SAMPLE_FASHION_DIR
 
 SHAPE_BITS = SHAPE_SIDE * SHAPE_SIDE
 
@@ -132,3 +139,59 @@ def test_edit_applies_only_what_it_names(data: FashionMNIST) -> None:
             ratio = edited.width / edited.height
             assert ratio == pytest.approx(photo.width / photo.height, rel=0.02)
     assert seen == {"crop", "brightness", "watermark", "pad", "resize", "jpeg"}
+
+
+def _cut_out(item: np.ndarray, seed: int) -> Image.Image:
+    """A transparent cut-out as a PNG decodes: RGBA, black under the transparent pixels."""
+    rng = np.random.default_rng(seed)
+    while True:  # the generator makes some photos on white: draw until a cut-out comes
+        photo, meta = make_product_photo(item, rng=rng, size_range=(500, 700))
+        if photo.mode == "RGBA":
+            break
+    rgba = np.asarray(photo).copy()
+    rgba[rgba[..., 3] == 0, :3] = 0  # what lies under the alpha is not the photo
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, "PNG")
+    return Image.open(io.BytesIO(buf.getvalue()))
+
+
+def test_cut_outs_are_hashed_as_seen_on_white(data: FashionMNIST) -> None:
+    """Transparency is composited onto white before hashing: two different cut-outs are
+    far apart (they were 0 bits apart when the black under the alpha was hashed), and a
+    cut-out hashes as the same product on white does."""
+    sneaker, bag = data.x_test[data.y_test == 7][0], data.x_test[data.y_test == 8][0]
+    a, b = _cut_out(sneaker, 11), _cut_out(bag, 12)
+    assert hamming(perceptual_hash(a), perceptual_hash(b)) > 2 * DUPLICATE_BITS
+    on_white = Image.new("RGB", a.size, (255, 255, 255))
+    on_white.paste(a, mask=a.getchannel("A"))
+    assert hamming(perceptual_hash(a), perceptual_hash(on_white)) <= 2
+    assert a.mode == "RGBA"  # hashing never changed the caller's image
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_a_studio_shot_and_its_copies_stay_within_the_threshold(
+    data: FashionMNIST, seed: int
+) -> None:
+    """A studio sweep is coloured, vignetted and shadowed: weighed against its median
+    colour, the vignetting counted as product and a crop or a brightness change moved the
+    hash by 50-110 bits. Flat-fielded like the model's input, the product alone is hashed;
+    padded with white, the shot is found inside its padding."""
+    rng = np.random.default_rng(seed)
+    shot, _ = make_studio_photo(data.x_test[seed + 10], rng=rng, palette=PALETTE)
+    width, height = shot.size
+    cropped = shot.crop((width // 25, height // 25, width - width // 30, height - height // 20))
+    side = max(width, height) + 40
+    padded = Image.new("RGB", (side, side), (255, 255, 255))
+    padded.paste(shot, ((side - width) // 2, (side - height) // 2))
+    copies = {
+        "crop + brightness": ImageEnhance.Brightness(cropped).enhance(1.08),
+        "darker": ImageEnhance.Brightness(shot).enhance(0.92),
+        "padded to a square, JPEG": _jpeg(padded, 80),
+    }
+    original = perceptual_hash(shot)
+    far = {
+        name: hamming(original, perceptual_hash(copy))
+        for name, copy in copies.items()
+        if hamming(original, perceptual_hash(copy)) > DUPLICATE_BITS
+    }
+    assert not far

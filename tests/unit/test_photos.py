@@ -1,4 +1,4 @@
-"""pipeline.photos: merchant-like photos generated from Fashion-MNIST items."""
+"""vitrine.pipeline.synthetic.photos: merchant-like photos generated from Fashion-MNIST items."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from pipeline.datasets import FashionMNIST, load_fashion_mnist
-from pipeline.decode import decode
-from pipeline.photos import (
+from vitrine.pipeline.inference.decode import decode
+from vitrine.pipeline.inference.preprocess import to_model_input
+from vitrine.pipeline.synthetic.photos import (
     DEFAULT_SIZE_RANGE,
     MANIFEST_HEADER,
     PALETTE,
@@ -20,10 +20,11 @@ from pipeline.photos import (
     rotate_for_exif,
     write_catalog,
 )
-from pipeline.preprocess import to_model_input
-from pipeline.types import FASHION_MNIST_LABELS, ImageLimits, PreprocessSpec
+from vitrine.pipeline.training.datasets import FashionMNIST, load_fashion_mnist
+from vitrine.pipeline.types import FASHION_MNIST_LABELS, ImageLimits, PreprocessSpec
+from vitrine.settings import SAMPLE_FASHION_DIR
 
-SLICE = Path(__file__).resolve().parents[1] / "data" / "fashion-mnist-slice"
+SLICE = SAMPLE_FASHION_DIR
 
 
 LIMITS = ImageLimits(max_bytes=40_000_000, max_pixels=40_000_000)

@@ -1,7 +1,9 @@
-"""worker.processing: how one batch's failures are sorted, with the database and model faked.
+"""vitrine.worker.processing: how one batch's failures are sorted, with the database and model
+faked.
 
 The integration tests run the real thing; this pins the sorting that `process_batch` adds
-on top of `pipeline.batch.prepare_batch`, which needs neither PostgreSQL nor TensorFlow.
+on top of `vitrine.pipeline.inference.batch.prepare_batch`, which needs neither PostgreSQL nor
+TensorFlow.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from pipeline.types import PreprocessSpec
-from worker import processing
-from worker.fetch import PermanentError, TransientError
-from worker.processing import WorkItem, process_batch
+from vitrine.pipeline.types import PreprocessSpec
+from vitrine.sources.fetch import PermanentError, TransientError
+from vitrine.worker import processing
+from vitrine.worker.processing import WorkItem, process_batch
 
 
 def _png() -> bytes:
@@ -35,6 +37,7 @@ class _Fakes:
     def __init__(self) -> None:
         self.saved: list[SimpleNamespace] = []
         self.failed: dict[int, str] = {}
+        self.paired: list[int] = []  # images whose near-duplicate pairs were looked for
         self.predicted: list[np.ndarray] = []
         self.unclaimable: set[int] = set()
         self.attempts: dict[int, int] = {}  # claims so far, this one included
@@ -71,7 +74,12 @@ class _Fakes:
     def mark_failed(self, conn: object, *, image_id: int, error: str) -> None:
         self.failed[image_id] = error
 
-    def predict(self, x: np.ndarray) -> list[str]:
+    def record_duplicates(self, conn: object, *, image_ids: list[int], **_: object) -> int:
+        self.paired.extend(image_ids)
+        return 0
+
+    def predict(self, x: np.ndarray, views: np.ndarray | None = None) -> list[str]:
+        assert views is None  # this model has no unknown detector: no object views made
         self.predicted.append(x)
         return [f"prediction {i}" for i in range(len(x))]
 
@@ -92,15 +100,18 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> _Fakes:
     target = SimpleNamespace(
         row=SimpleNamespace(id=7, name="fake", version="1"),
         model=SimpleNamespace(
-            spec=SimpleNamespace(preprocess=PreprocessSpec()), predict=fake.predict
+            spec=SimpleNamespace(preprocess=PreprocessSpec()),
+            predict=fake.predict,
+            view_size=None,
         ),
     )
     monkeypatch.setattr(processing.runtime, "engine", lambda: fake)
-    monkeypatch.setattr(processing.runtime, "active_model", lambda: target)
+    monkeypatch.setattr(processing.runtime, "serving", lambda key=None: target)
     repo = SimpleNamespace(
         claim_images=fake.claim_images,
         save_results=fake.save_results,
         mark_failed=fake.mark_failed,
+        record_duplicates=fake.record_duplicates,
         known_results=fake.known_results,
         ImageResult=lambda **kw: SimpleNamespace(**kw),
     )
@@ -137,6 +148,7 @@ def test_each_image_fails_or_succeeds_on_its_own(fakes: _Fakes) -> None:
     assert all(
         r.info.format == "PNG" and (r.info.width, r.info.height) == (80, 60) for r in fakes.saved
     )
+    assert fakes.paired == [1, 6]  # pairs looked for once the results committed, done ones only
 
 
 def test_a_batch_where_nothing_preprocesses_runs_no_forward_pass(fakes: _Fakes) -> None:
@@ -148,7 +160,7 @@ def test_a_batch_where_nothing_preprocesses_runs_no_forward_pass(fakes: _Fakes) 
 
 def test_an_upload_that_keeps_killing_its_worker_ends_failed(fakes: _Fakes) -> None:
     """Claimed max_attempts times without a result: the next claim fails it, unprocessed."""
-    from worker.settings import get_settings
+    from vitrine.settings import get_settings
 
     limit = get_settings().max_attempts
     fakes.attempts = {1: limit, 2: limit + 1}
@@ -185,7 +197,7 @@ def test_reuse_can_be_turned_off(fakes: _Fakes, monkeypatch: pytest.MonkeyPatch)
     """`VITRINE_REUSE_KNOWN_BYTES=0` (the ingest benchmark): known bytes are processed."""
     import hashlib
 
-    from worker.settings import get_settings
+    from vitrine.settings import get_settings
 
     fakes.known[hashlib.sha256(BLOBS["good-1"]).hexdigest()] = ("info", "prediction")
     monkeypatch.setenv("VITRINE_REUSE_KNOWN_BYTES", "0")

@@ -62,7 +62,7 @@ def closed_port() -> Iterator[int]:
 
 
 def test_wire_names_equal_the_workers() -> None:
-    from worker import names
+    from vitrine.worker import names
 
     assert vitrine_producer.INGEST_TASK == names.INGEST_TASK == "vitrine.ingest"
     assert vitrine_producer.UPLOADS_QUEUE == names.UPLOADS_QUEUE == "uploads"
@@ -119,8 +119,12 @@ def test_declared_labels_and_reviews_are_their_own_messages() -> None:
     review = vitrine_producer.ReviewEvent("https://c/r.jpg", "m-1", "SKU-1", "rev-9")
     envelope, (_, kwargs, _) = _decode(build_message(review)[1])
     assert envelope["headers"]["task"] == "vitrine.review"
-    assert kwargs == {"uri": "https://c/r.jpg", "merchant_id": "m-1", "sku": "SKU-1",
-                      "review_ref": "rev-9"}  # fmt: skip
+    assert kwargs == {
+        "uri": "https://c/r.jpg",
+        "merchant_id": "m-1",
+        "sku": "SKU-1",
+        "review_ref": "rev-9",
+    }
     with pytest.raises(InvalidUpload, match="sku"):
         vitrine_producer.ReviewEvent("https://c/r.jpg", "m-1", "")  # a review names a listing
     with pytest.raises(InvalidUpload, match="declared_label"):

@@ -11,12 +11,18 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from db.migrate import MIGRATIONS_DIR
-from pipeline.preprocess import preprocess_bytes
-from pipeline.quality import REASONS, QualityRules, failed_rules, measure_quality, rule_names
-from pipeline.quality_set import DEFECTS, RULES_OF, quality_photos
-from pipeline.types import ImageLimits, ImageQuality, PreprocessSpec
-from worker.settings import Settings
+from vitrine.db.migrate import MIGRATIONS_DIR
+from vitrine.pipeline.inference.preprocess import preprocess_bytes
+from vitrine.pipeline.inference.quality import (
+    REASONS,
+    QualityRules,
+    failed_rules,
+    measure_quality,
+    rule_names,
+)
+from vitrine.pipeline.synthetic.quality_set import DEFECTS, RULES_OF, quality_photos
+from vitrine.pipeline.types import ImageLimits, ImageQuality, PreprocessSpec
+from vitrine.settings import Settings
 
 LIMITS = ImageLimits(max_bytes=40 << 20, max_pixels=40_000_000)
 

@@ -1,4 +1,5 @@
-"""pipeline.report: contact sheets and confusion-matrix pictures (Pillow only)."""
+"""vitrine.pipeline.evaluation.report: contact sheets and confusion-matrix pictures (Pillow
+only)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.report import confusion_matrix_image, contact_sheet
-from pipeline.types import FASHION_MNIST_LABELS
+from vitrine.pipeline.evaluation.report import confusion_matrix_image, contact_sheet
+from vitrine.pipeline.types import FASHION_MNIST_LABELS
 
 # Layout constants of contact_sheet (caption_h, gap, pad) and confusion_matrix_image (margins).
 CAPTION_H, GAP, PAD = 30, 24, 6

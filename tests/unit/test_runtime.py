@@ -1,4 +1,4 @@
-"""worker.runtime: how many CPUs a worker process may really use, and its thread split.
+"""vitrine.worker.runtime: how many CPUs a worker process may really use, and its thread split.
 
 The cgroup files are fakes under tmp_path laid out as the kernel shows them:
 /proc/self/cgroup, /proc/self/mountinfo and the cgroup file systems they point to.
@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from worker import runtime
-from worker.runtime import available_cpus
+from vitrine.worker import runtime
+from vitrine.worker.runtime import available_cpus
 
 EIGHT = set(range(8))
 V2_MOUNT = "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate"

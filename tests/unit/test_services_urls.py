@@ -1,4 +1,4 @@
-"""Pure helpers of embedded.services and the embedded launchers (no servers started)."""
+"""Pure helpers of vitrine.embedded.services and the embedded launchers (no servers started)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from embedded import credentials, pg_auth, redis_server
-from embedded.common import (
+from vitrine.embedded import credentials, pg_auth, redis_server
+from vitrine.embedded.common import (
     RESERVED_PORTS,
     ServiceError,
     free_port,
@@ -22,7 +22,7 @@ from embedded.common import (
     read_pid,
     wait_for,
 )
-from embedded.services import (
+from vitrine.embedded.services import (
     ServiceURLs,
     _read_state,
     _write_state,
@@ -30,7 +30,7 @@ from embedded.services import (
     services_status,
     sqlalchemy_to_libpq,
 )
-from worker.settings import Settings
+from vitrine.settings import Settings
 
 
 def test_service_error_is_a_runtime_error() -> None:
@@ -46,15 +46,31 @@ def test_embedded_urls_carry_the_password() -> None:
 
 def test_credentials_are_made_once_private_and_url_safe(tmp_path: Path) -> None:
     assert credentials.load(tmp_path) is None
-    password = credentials.create(tmp_path)
+    made = credentials.create(tmp_path)
     path = tmp_path / "credentials.json"
     assert path.stat().st_mode & 0o777 == 0o600
-    assert credentials.load(tmp_path) == password
-    assert len(password) >= 32 and re.fullmatch(r"[A-Za-z0-9_-]+", password)
+    assert credentials.load(tmp_path) == made
+    assert made.postgres != made.redis and not made.shared  # one each
+    for password in (made.postgres, made.redis):
+        assert len(password) >= 32 and re.fullmatch(r"[A-Za-z0-9_-]+", password)
     assert [p.name for p in tmp_path.iterdir()] == ["credentials.json"]  # no temp left
 
 
-@pytest.mark.parametrize("text", ["{not json", '{"password": 3}', '{"password": "a b:c"}', "[]"])
+def test_one_shared_password_of_older_vitrine_is_split_keeping_the_databases(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "credentials.json").write_text('{"password": "old-shared-password-0123"}')
+    old = credentials.load(tmp_path)
+    assert old is not None and old.shared and old.of("redis") == "old-shared-password-0123"
+    split = credentials.separate(tmp_path, old)
+    assert split.postgres == "old-shared-password-0123"  # its SCRAM verifier is stored
+    assert split.redis != split.postgres and credentials.load(tmp_path) == split
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["{not json", '{"password": 3}', '{"password": "a b:c"}', "[]", '{"postgres": "x" }'],
+)
 def test_unusable_credentials_are_an_error_not_a_new_password(tmp_path: Path, text: str) -> None:
     (tmp_path / "credentials.json").write_text(text)
     with pytest.raises(ServiceError, match="credentials.json"):
@@ -109,11 +125,14 @@ def test_server_binary_is_valkey() -> None:
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        ("postgresql+psycopg://vitrine@127.0.0.1:5/vitrine", "postgresql://vitrine@127.0.0.1:5/vitrine"),
+        (
+            "postgresql+psycopg://vitrine@127.0.0.1:5/vitrine",
+            "postgresql://vitrine@127.0.0.1:5/vitrine",
+        ),
         ("postgresql+psycopg2://u:p@h/db?sslmode=require", "postgresql://u:p@h/db?sslmode=require"),
         ("postgresql://u@h/db", "postgresql://u@h/db"),
     ],
-)  # fmt: skip
+)
 def test_sqlalchemy_to_libpq(url: str, expected: str) -> None:
     assert sqlalchemy_to_libpq(url) == expected
 
@@ -139,8 +158,12 @@ def test_pid_helpers(tmp_path: Path) -> None:
     assert pid_alive(os.getpid())
     assert process_in_dir(os.getpid(), Path.cwd()) in (True, None)
     assert process_in_dir(os.getpid(), tmp_path) in (False, None)
-    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert not pid_alive(int(done.stdout))  # exited and reaped
     assert not pid_alive(None) and not pid_alive(0)
 

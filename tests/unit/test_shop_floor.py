@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from db.migrate import revision_module
-from pipeline.shop_floor import (
+from vitrine.db.migrate import revision_module
+from vitrine.pipeline.evaluation.shop_floor import (
     Score,
     best_score,
     declare_labels,
@@ -70,8 +70,8 @@ def test_match_score_is_the_best_cosine_to_the_listing() -> None:
 
 
 def test_view_defaults_are_what_the_benches_measure() -> None:
-    from ops.bench_mismatches import VIEW_MAX_DECLARED_SCORE
-    from ops.bench_reviews import VIEW_MIN_MATCH
+    from vitrine.bench.mismatches import VIEW_MAX_DECLARED_SCORE
+    from vitrine.bench.reviews import VIEW_MIN_MATCH
 
     migration = revision_module("0009_shop_floor.py")
     declared = revision_module("0011_declared_score.py")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.sources import (
+from vitrine.sources.policy import (
     RefusedSource,
     SourcePolicy,
     TransientError,
@@ -103,11 +103,11 @@ def test_files_are_read_only_under_the_roots(tmp_path: Path) -> None:
 
     assert policy.checked_path(root / "sub" / "ok.png") == (root / "sub" / "ok.png").resolve()
     assert policy.checked_path(root / "inner.png") == (root / "sub" / "ok.png").resolve()
-    with pytest.raises(RefusedSource, match="outside the file roots.*through a symlink"):
+    with pytest.raises(RefusedSource, match="outside the workers. file roots.*through a symlink"):
         policy.checked_path(root / "link.png")
-    with pytest.raises(RefusedSource, match="outside the file roots"):
+    with pytest.raises(RefusedSource, match="outside the workers. file roots"):
         policy.checked_path(root / ".." / "outside" / "secret.txt")
-    with pytest.raises(RefusedSource, match="outside the file roots"):
+    with pytest.raises(RefusedSource, match="outside the workers. file roots"):
         policy.checked_path(Path("/etc/passwd"))
     with pytest.raises(RefusedSource, match="no file roots"):
         SourcePolicy().checked_path(root / "sub" / "ok.png")

@@ -1,4 +1,5 @@
-"""pipeline.studio: studio photos (coloured backdrops, vignetting, shadow, tilt, fill)."""
+"""vitrine.pipeline.synthetic.studio: studio photos (coloured backdrops, vignetting, shadow, tilt,
+fill)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.datasets import FashionMNIST, load_fashion_mnist
-from pipeline.photos import PALETTE, write_catalog
-from pipeline.studio import (
+from vitrine.pipeline.synthetic.photos import PALETTE, write_catalog
+from vitrine.pipeline.synthetic.studio import (
     BACKDROPS,
     FILL_RANGE,
     MAX_TILT_DEGREES,
     MIN_LUMA_CONTRAST,
     make_studio_photo,
 )
+from vitrine.pipeline.training.datasets import FashionMNIST, load_fashion_mnist
+from vitrine.settings import SAMPLE_FASHION_DIR
 
-SLICE = Path(__file__).resolve().parents[1] / "data" / "fashion-mnist-slice"
+SLICE = SAMPLE_FASHION_DIR
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +88,7 @@ def test_write_catalog_rejects_an_unknown_style(data: FashionMNIST, tmp_path: Pa
 def test_vitrine_photos_style_studio(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from cli.app import app
+    from vitrine.cli.app import app
 
     result = CliRunner().invoke(
         app, ["photos", str(tmp_path / "set"), "--n", "3", "--sample", "--style", "studio"]

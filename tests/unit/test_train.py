@@ -1,4 +1,5 @@
-"""pipeline.train: short training runs that must actually learn, and what the skeleton feeds.
+"""vitrine.pipeline.training.train: short training runs that must actually learn, and what the
+skeleton feeds.
 
 The two training runs are sized for two CPU cores (~15 s each); their bounds are set well
 below what they reach and far above chance, with the measured numbers next to them. The
@@ -18,15 +19,25 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-import pipeline.fitting
-from pipeline.augment import Augmentation, augment
-from pipeline.datasets import FashionMNIST, load_fashion_mnist, load_labelled_folder
-from pipeline.model import load_model_dir
-from pipeline.preprocess import preprocess_bytes, raw_to_model_input
-from pipeline.train import TrainConfig, folder_preprocess_spec, train_fashion_mnist, train_folder
-from pipeline.types import FASHION_MNIST_LABELS, ImageLimits, ModelSpec, PreprocessSpec
+import vitrine.pipeline.training.fitting
+from vitrine.pipeline.inference.model import load_model_dir
+from vitrine.pipeline.inference.preprocess import preprocess_bytes, raw_to_model_input
+from vitrine.pipeline.training.augment import Augmentation, augment
+from vitrine.pipeline.training.datasets import (
+    FashionMNIST,
+    load_fashion_mnist,
+    load_labelled_folder,
+)
+from vitrine.pipeline.training.train import (
+    TrainConfig,
+    folder_preprocess_spec,
+    train_fashion_mnist,
+    train_folder,
+)
+from vitrine.pipeline.types import FASHION_MNIST_LABELS, ImageLimits, ModelSpec, PreprocessSpec
+from vitrine.settings import SAMPLE_FASHION_DIR
 
-SLICE = Path(__file__).resolve().parents[1] / "data" / "fashion-mnist-slice"
+SLICE = SAMPLE_FASHION_DIR
 
 
 @pytest.fixture(scope="module")
@@ -245,7 +256,9 @@ class _RecordingTrainer:
 @pytest.fixture
 def recorder(monkeypatch: pytest.MonkeyPatch) -> _RecordingTrainer:
     trainer = _RecordingTrainer()
-    monkeypatch.setattr(pipeline.fitting, "compile_trainer", lambda *args, **kwargs: trainer)
+    monkeypatch.setattr(
+        vitrine.pipeline.training.fitting, "compile_trainer", lambda *args, **kwargs: trainer
+    )
     return trainer
 
 
@@ -345,7 +358,7 @@ def test_folder_preprocess_spec() -> None:
 def test_fine_tune_starts_from_the_given_model_and_checkpoints_each_epoch(
     fashion: FashionMNIST, tmp_path: Path
 ) -> None:
-    from pipeline.model import load_model_dir
+    from vitrine.pipeline.inference.model import load_model_dir
 
     base = tmp_path / "base"
     train_fashion_mnist(fashion, out_dir=base, config=TINY, log=lambda _: None, verbose=0)

@@ -1,4 +1,5 @@
-"""pipeline.upright: a tilted product is stood upright, an upright or round one left alone."""
+"""vitrine.pipeline.inference.upright: a tilted product is stood upright, an upright or round one
+left alone."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from pipeline.upright import stand_upright, tilt_degrees
+from vitrine.pipeline.inference.upright import stand_upright, tilt_degrees
 
 
 def _canvas() -> Image.Image:

@@ -6,9 +6,9 @@ import os
 import time
 from pathlib import Path
 
-from ops.health import check_heartbeat, heartbeat_node
-from worker.health import write_heartbeat
-from worker.settings import Settings
+from vitrine.ops.health import check_heartbeat, heartbeat_node
+from vitrine.settings import Settings
+from vitrine.worker.health import write_heartbeat
 
 
 def test_fresh_stale_and_missing(tmp_path: Path) -> None:
@@ -34,7 +34,7 @@ def test_default_heartbeat_is_under_the_data_dir(tmp_path: Path) -> None:
 
 
 def test_each_worker_gets_a_fresh_metrics_dir(tmp_path: Path) -> None:
-    from ops.workers import fresh_metrics_dir
+    from vitrine.ops.workers import fresh_metrics_dir
 
     live, dead = os.getppid(), 2**22 + 12345  # above any pid_max: not running
     for pid in (live, dead, os.getpid()):

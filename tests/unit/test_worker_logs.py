@@ -8,8 +8,8 @@ import logging
 
 import pytest
 
-from worker.logs import FIELDS, RedactFilter, configure_logging, formatter, redact
-from worker.settings import Settings
+from vitrine.settings import Settings
+from vitrine.worker.logs import FIELDS, RedactFilter, configure_logging, formatter, redact
 
 
 @pytest.mark.parametrize(
@@ -50,8 +50,13 @@ def _capture(kind: str) -> tuple[logging.Logger, io.StringIO]:
 
 def test_json_lines_carry_fields_and_no_password() -> None:
     logger, stream = _capture("json")
-    fields = {"image_id": 7, "merchant_id": "m1", "status": "failed",
-              "reason": "could not fetch http://u:pw1@h/x.jpg", "fetch_ms": 12.5}  # fmt: skip
+    fields = {
+        "image_id": 7,
+        "merchant_id": "m1",
+        "status": "failed",
+        "reason": "could not fetch http://u:pw1@h/x.jpg",
+        "fetch_ms": 12.5,
+    }
     logger.info("upload %s", "failed", extra={FIELDS: fields})
     try:
         raise RuntimeError("lost redis://:pw2@broker/0")
@@ -69,8 +74,13 @@ def test_json_lines_carry_fields_and_no_password() -> None:
 
 def test_text_lines_are_key_value() -> None:
     logger, stream = _capture("text")
-    fields = {"image_id": 7, "merchant_id": None, "status": "failed",
-              "reason": "not an image (unrecognised format)", "decode_ms": 1.25}  # fmt: skip
+    fields = {
+        "image_id": 7,
+        "merchant_id": None,
+        "status": "failed",
+        "reason": "not an image (unrecognised format)",
+        "decode_ms": 1.25,
+    }
     logger.info("upload failed", extra={FIELDS: fields})
     line = stream.getvalue().strip()
     assert line.endswith(

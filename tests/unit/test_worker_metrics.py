@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
-from pipeline.decode import BadImageError, decode
-from pipeline.types import ImageLimits
-from worker.celery_config import celery_config
-from worker.fetch import fetch_bytes
-from worker.metrics import REASON_CLASSES, StageTimer, reason_class, report_outcomes
-from worker.settings import Settings
+from vitrine.pipeline.inference.decode import BadImageError, decode
+from vitrine.pipeline.types import ImageLimits
+from vitrine.settings import Settings
+from vitrine.sources.fetch import fetch_bytes
+from vitrine.worker.celery_config import celery_config
+from vitrine.worker.metrics import REASON_CLASSES, StageTimer, reason_class, report_outcomes
 
 
 def _reason(call) -> str:  # type: ignore[no-untyped-def]
@@ -41,10 +41,13 @@ def test_reason_classes_of_real_failures(tmp_path: Path) -> None:
     assert reason_class(_reason(lambda: decode(b"", limits=limits))) == "decode"
     assert reason_class("processing took longer than 60s") == "timeout"
     assert reason_class("gave up after 6 tries: HTTP 503 fetching http://h/x.jpg") == "fetch"
-    assert reason_class(
-        "gave up after 5 attempts: each attempt ended without a result (worker stopped or "
-        "timed out)"
-    ) == "worker"  # fmt: skip
+    assert (
+        reason_class(
+            "gave up after 5 attempts: each attempt ended without a result (worker stopped or "
+            "timed out)"
+        )
+        == "worker"
+    )
     assert reason_class("could not process image: KeyError: 'x'") == "other"
     assert reason_class(None) == "none"
     assert set(REASON_CLASSES) >= {"none", "fetch", "decode", "limits", "other"}

@@ -4,10 +4,10 @@ Revision ID: 0001
 Revises:
 Create Date: 2026-11-28
 
-The tables are spelled out here rather than created from `db.schema.metadata`: a
+The tables are spelled out here rather than created from `vitrine.db.schema.metadata`: a
 migration is a frozen record of one step, the metadata describes the latest state.
 
-Per-model HNSW indexes are not created here; `db.repository.register_model` creates one
+Per-model HNSW indexes are not created here; `vitrine.db.repository.register_model` creates one
 per model because each model has its own embedding dimension:
 
     CREATE INDEX embeddings_hnsw_m<id> ON embeddings

@@ -21,14 +21,16 @@ from collections.abc import Sequence
 
 from alembic import op
 
-from db.migrate import revision_module
+from vitrine.db.migrate import revision_module
 
 revision: str = "0004"
 down_revision: str | Sequence[str] | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-DUPLICATE_BITS = 30  # pipeline.phash.DUPLICATE_BITS (a unit test keeps them equal)
+DUPLICATE_BITS = (
+    30  # vitrine.pipeline.inference.phash.DUPLICATE_BITS (a unit test keeps them equal)
+)
 PREVIOUS_BITS = 52
 
 

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 from alembic import op
 
-from db.migrate import revision_module
+from vitrine.db.migrate import revision_module
 
 revision: str = "0005"
 down_revision: str | Sequence[str] | None = "0004"
@@ -41,7 +41,7 @@ _COUNT_IMAGES = """SELECT 1 FROM images i
                  WHERE i.merchant_id = p_merchant_id"""
 # A role that is not a superuser may name `hnsw.*` settings (the function's SET clause)
 # only once pgvector's library is loaded in its session; using the type loads it. Done
-# here too because `alembic downgrade` may be run directly, without `db.migrate`.
+# here too because `alembic downgrade` may be run directly, without `vitrine.db.migrate`.
 LOAD_PGVECTOR = "SELECT '[1]'::vector"
 _SERIAL = "SET hnsw.ef_search = 40\nSET max_parallel_workers_per_gather = 0"
 

@@ -4,13 +4,15 @@ Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-01
 
-- `image_quality`: one row per image, what `pipeline.quality` measured on the pixels the
+- `image_quality`: one row per image, what `vitrine.pipeline.inference.quality` measured on the
+pixels the
   worker decoded (model-independent), written in the transaction that stores the results.
   Object figures are NULL where the backdrop is not plain (no object to speak of).
 - `quality_issues`: the images that fail a main-image rule, with every reason (codes and
   human text). Thresholds are read when the view is queried, from the settings
   `vitrine.quality_*` (custom GUCs), defaulting to `DEFAULTS` below, which
-  tests/unit/test_quality.py keeps equal to `pipeline.quality.QualityRules`. Change one for
+  tests/unit/test_quality.py keeps equal to `vitrine.pipeline.inference.quality.QualityRules`.
+  Change one for
   every session with `ALTER DATABASE vitrine SET vitrine.quality_min_side = '1600'`, or for
   one session with `SET vitrine.quality_min_side = '1600'` (docs/sql.md).
 - Grants as 0002 decided them: the worker writes (insert, update of the measurements), the

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 from alembic import op
 
-from db.migrate import revision_module
+from vitrine.db.migrate import revision_module
 
 revision: str = "0011"
 down_revision: str | Sequence[str] | None = "0010"

@@ -81,9 +81,11 @@ class ReviewEvent:
 
     def kwargs(self) -> dict[str, Any]:
         return {
-            "uri": self.uri, "merchant_id": self.merchant_id, "sku": self.sku,
+            "uri": self.uri,
+            "merchant_id": self.merchant_id,
+            "sku": self.sku,
             "review_ref": self.review_ref,
-        }  # fmt: skip
+        }
 
 
 def check_queue(queue: object) -> str:

@@ -1,6 +1,6 @@
 """Wire names shared with the vitrine workers.
 
-They are copied here, not imported from `worker.names`, so that this package installs
+They are copied here, not imported from `vitrine.worker.names`, so that this package installs
 without vitrine (and its TensorFlow and Celery); tests/unit/test_producer.py checks
 that the copies still equal the workers' constants.
 """

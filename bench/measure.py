@@ -1,0 +1,198 @@
+"""Measuring helpers for `vitrine bench ingest`: the bound, memory, percentiles, photos."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import statistics
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from vitrine.pipeline.inference.preprocess import preprocess_bytes
+from vitrine.pipeline.training.datasets import load_fashion_mnist
+from vitrine.pipeline.types import ImageLimits, PreprocessSpec
+from vitrine.settings import SAMPLE_FASHION_DIR
+
+if TYPE_CHECKING:
+    from vitrine.ops.context import Context
+
+
+def bench_photos(directory: Path, *, n: int, seed: int) -> list[Path]:
+    """N merchant-like photos (the `vitrine photos` generator, 500-2,000 px on the longest
+    side, JPEG/PNG/WebP), made once and reused."""
+    from vitrine.pipeline.synthetic.photos import write_catalog
+
+    manifest = directory / "manifest.csv"
+    if manifest.exists():
+        files = sorted(p for p in directory.iterdir() if p.name != "manifest.csv")
+        if len(files) == n:
+            return files
+    data = load_fashion_mnist(SAMPLE_FASHION_DIR)
+    write_catalog(data.x_test, data.y_test, directory, n=n, seed=seed, size_range=(500, 2000))
+    return sorted(p for p in directory.iterdir() if p.name != "manifest.csv")
+
+
+_spec: PreprocessSpec | None = None
+_limits: ImageLimits | None = None
+
+
+def _init(spec: PreprocessSpec, limits: ImageLimits) -> None:
+    global _spec, _limits
+    _spec, _limits = spec, limits
+
+
+def _prepare(path: Path) -> np.ndarray:
+    assert _spec is not None and _limits is not None
+    return preprocess_bytes(path.read_bytes(), _spec, limits=_limits, with_phash=True)[0]
+
+
+def preprocess_in_processes(
+    paths: Sequence[Path],
+    spec: PreprocessSpec,
+    limits: ImageLimits,
+    processes: int,
+    repeats: int = 3,
+) -> tuple[np.ndarray, float]:
+    """Decode and preprocess every photo in `processes` forked processes; (arrays, median
+    seconds of `repeats` passes). The pool is started and warmed first, as a worker's
+    processes are by the time uploads arrive; the median keeps one disturbed pass on a
+    shared machine from setting the bound.
+
+    Forked before this process loads TensorFlow (fork after TF is unsafe)."""
+    context = multiprocessing.get_context("fork")
+    times = []
+    with context.Pool(processes, initializer=_init, initargs=(spec, limits)) as pool:
+        pool.map(_prepare, paths[: 4 * processes], chunksize=1)
+        for _ in range(repeats):
+            started = time.perf_counter()
+            arrays = pool.map(_prepare, paths, chunksize=8)
+            times.append(time.perf_counter() - started)
+    return np.stack(arrays), statistics.median(times)
+
+
+class RssSampler(threading.Thread):
+    """Peak resident memory of a process tree, sampled every `interval` seconds."""
+
+    def __init__(self, pid: int, interval: float = 0.25) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.interval, self.peak_mb = pid, interval, 0.0
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(self.interval):
+            self.peak_mb = max(self.peak_mb, tree_rss_mb(self.pid))
+
+    def __enter__(self) -> RssSampler:
+        self.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._done.set()
+        self.join()
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of `pid` and its descendants, in MB (Linux /proc)."""
+    total_kb = 0
+    for current in _tree_pids(pid):
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+        except OSError:  # ended since the walk
+            continue
+        total_kb += next(
+            (int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0
+        )
+    return total_kb / 1024
+
+
+def percentile_ms(values_s: Sequence[float], q: float) -> float:
+    return round(float(np.percentile(np.asarray(values_s) * 1000, q)), 1)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may really use: affinity capped by a container's CPU quota, as
+    the workers count them (`vitrine.worker.runtime.available_cpus`)."""
+    from vitrine.worker.runtime import available_cpus
+
+    return available_cpus()
+
+
+def _tree_pids(pid: int) -> list[int]:
+    """`pid` and every live descendant (Linux /proc)."""
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        found.append(current)
+        pending.extend(int(c) for c in children)
+    return found
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one live process (Linux /proc), 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds each named process tree used while the block ran, and the wall time.
+
+    Says where a path's time goes when everything shares the machine: the worker's pool
+    processes (the work the bound measures), its main process (Celery's consumer), the
+    database, the broker, the publishing process (`alone`: without its children).
+    `worker` is split into `worker_main` and `worker_pool`; `idle` is what the machine's
+    CPUs had left. Processes that end inside the block are not counted.
+    """
+
+    def __init__(self, pids: dict[str, int | None], alone: Sequence[str] = ("bench",)) -> None:
+        self.pids = {name: pid for name, pid in pids.items() if pid}
+        self.alone = set(alone)  # counted without their children (the bench starts workers)
+        self.used: dict[str, float] = {}
+
+    def _sample(self) -> dict[str, dict[int, float]]:
+        return {
+            name: {p: _cpu_s(p) for p in ([pid] if name in self.alone else _tree_pids(pid))}
+            for name, pid in self.pids.items()
+        }
+
+    def __enter__(self) -> CpuMeter:
+        self._wall, self._before = time.perf_counter(), self._sample()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        after, wall = self._sample(), time.perf_counter() - self._wall
+        for name, times in after.items():
+            before, root = self._before.get(name, {}), self.pids[name]
+            delta = {p: t - before.get(p, 0.0) for p, t in times.items()}
+            if name == "worker":
+                self.used["worker_main"] = round(delta.pop(root, 0.0), 2)
+                self.used["worker_pool"] = round(sum(delta.values()), 2)
+            else:
+                self.used[name] = round(sum(delta.values()), 2)
+        self.used["wall_s"] = round(wall, 2)
+        busy = sum(v for k, v in self.used.items() if k != "wall_s")
+        self.used["idle"] = round(max(0.0, wall * usable_cpus() - busy), 2)
+
+
+def server_pids(ctx: Context) -> dict[str, int | None]:
+    """PIDs of the embedded PostgreSQL and Redis; none for servers elsewhere."""
+    try:
+        from vitrine.embedded.services import services_status
+    except ImportError:  # installed without the embedded extra: servers are elsewhere
+        return {}
+    status = services_status(ctx.settings)
+    return {name: entry["pid"] for name, entry in status.items() if entry.get("embedded")}  # type: ignore[misc]

@@ -1,0 +1,2 @@
+"""Making models: the recipes (`train`, `corrections`), their Keras side (`fitting`), the
+data (`datasets`) and augmentation (`augment`, `degrade`)."""

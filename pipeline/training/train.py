@@ -1,0 +1,295 @@
+"""Training recipes: Fashion-MNIST from scratch, or a merchant's labelled folder.
+
+Everything that decides the result (seed, epochs, augmentation, schedule, data
+fingerprint, wall time) is written into `model.json`, so a shipped model can be
+reproduced and two models can be compared on what went into them.
+
+Both recipes run one skeleton, `_train`: seed, limit and split, compile, one `fit` per
+epoch (augmenting first when the recipe does), settle BatchNorm, score and save. A recipe
+says where its arrays come from, how they become input and which network to build.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vitrine.pipeline.inference.model import build_backbone_model, build_cnn, save_model_dir
+from vitrine.pipeline.training import fitting
+from vitrine.pipeline.training.augment import Augmentation, augment
+from vitrine.pipeline.training.datasets import FashionMNIST
+from vitrine.pipeline.types import FASHION_MNIST_LABELS, ModelSpec, PreprocessSpec
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 80
+    batch_size: int = 128
+    learning_rate: float = 2e-3
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 2
+    seed: int = 1234
+    widths: tuple[int, ...] = (64, 128, 256)
+    embedding_dim: int = 128
+    validation_fraction: float = 0.05
+    train_limit: int | None = None
+    augmentation: Augmentation = field(default_factory=Augmentation)
+    #: Fine-tune: start from this model directory's weights instead of random ones.
+    initial_model: str | None = None
+
+
+def _split(
+    x: np.ndarray, y: np.ndarray, fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    order = rng.permutation(len(x))
+    n_val = int(round(len(x) * fraction))
+    val, train = order[:n_val], order[n_val:]
+    return x[train], y[train], x[val], y[val]
+
+
+def _config_dict(config: TrainConfig) -> dict[str, Any]:
+    d = asdict(config)
+    d["widths"] = list(config.widths)
+    return d
+
+
+def _as_is(x: np.ndarray) -> np.ndarray:
+    return x
+
+
+def _train(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    recipe: dict[str, Any],
+    labels: tuple[str, ...],
+    preprocess: PreprocessSpec,
+    build: Callable[[], Any],
+    config: TrainConfig,
+    fingerprint: str,
+    out_dir: Path,
+    name: str,
+    version: str,
+    log: Log,
+    verbose: int,
+    to_input: Callable[[np.ndarray], np.ndarray] = _as_is,
+    augmentation: Augmentation | None = None,
+    test: tuple[np.ndarray, np.ndarray] | None = None,
+) -> ModelSpec:
+    """The one training loop: `x`/`y` as stored -> a model directory described by its spec.
+
+    `recipe` opens `training` in model.json; `build` makes the untrained network after
+    seeding; `to_input` turns stored arrays into model input; with `augmentation`, each
+    epoch trains on `to_input(augment(x_train))` drawn fresh from the seeded rng; `test`
+    is a held-out split scored after training. The order of rng draws is part of the
+    recipe (train_limit subset, split, one `augment` per epoch): keep it, or seeded runs
+    stop reproducing older models. Validation accuracy is that of the model as saved.
+    """
+    import keras
+
+    keras.utils.set_random_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    if config.train_limit:
+        keep = rng.permutation(len(x))[: config.train_limit]
+        x, y = x[keep], y[keep]
+    xt, yt, xv, yv = _split(x, y, config.validation_fraction, rng)
+    model = build()
+    steps = int(np.ceil(len(xt) / config.batch_size))
+    trainer = fitting.compile_trainer(
+        keras,
+        model,
+        epochs=config.epochs,
+        steps_per_epoch=steps,
+        learning_rate=config.learning_rate,
+        warmup_epochs=config.warmup_epochs,
+        weight_decay=config.weight_decay,
+    )
+
+    validation = (to_input(xv), yv) if len(xv) else None
+    unchanged = to_input(xt) if augmentation is None else None  # same input every epoch
+    history: list[dict[str, float]] = []
+    started = time.perf_counter()
+    for epoch in range(config.epochs):
+        t0 = time.perf_counter()
+        x_epoch = unchanged if augmentation is None else to_input(augment(xt, rng, augmentation))
+        h = trainer.fit(
+            x_epoch,
+            yt,
+            batch_size=config.batch_size,
+            epochs=epoch + 1,
+            initial_epoch=epoch,
+            validation_data=validation,
+            shuffle=True,
+            verbose=verbose,
+        )
+        row = {k: float(v[-1]) for k, v in h.history.items()}
+        row["seconds"] = round(time.perf_counter() - t0, 2)
+        history.append(row)
+        log(
+            f"epoch {epoch + 1}/{config.epochs} loss={row.get('loss', 0):.4f} "
+            f"acc={row.get('accuracy', 0):.4f} val_acc={row.get('val_accuracy', float('nan')):.4f} "
+            f"({row['seconds']:.1f}s)"
+        )
+        fitting.save_checkpoint(model, out_dir / "checkpoint", epoch=epoch + 1, history=history)
+    recalibrated = fitting.settle_batchnorm(
+        model, to_input(xt[: fitting.RECALIBRATION_IMAGES]), total_steps=config.epochs * steps
+    )
+    train_seconds = time.perf_counter() - started
+
+    held_out = None if test is None else (to_input(test[0]), test[1])
+    metrics = fitting.score(model, held_out, validation)
+    log(f"{fitting.describe(metrics)} after {train_seconds:.0f}s")
+
+    spec = ModelSpec(
+        name=name,
+        version=version,
+        labels=labels,
+        embedding_dim=config.embedding_dim,
+        preprocess=preprocess,
+        data_fingerprint=fingerprint,
+        metrics=metrics,
+        training={
+            **recipe,
+            "config": _config_dict(config),
+            "train_images": int(len(xt)),
+            "validation_images": int(len(xv)),
+            "train_seconds": round(train_seconds, 1),
+            "batchnorm_recalibrated": recalibrated,
+            "history": history,
+            "environment": fitting.environment(),
+            "parameters": int(model.count_params()),
+        },
+    )
+    save_model_dir(model, spec, out_dir)
+    fitting.drop_checkpoint(out_dir / "checkpoint")
+    return spec
+
+
+def train_fashion_mnist(
+    data: FashionMNIST,
+    *,
+    out_dir: Path,
+    config: TrainConfig,
+    name: str = "fashion-cnn",
+    version: str = "1",
+    log: Log = print,
+    verbose: int = 2,
+) -> ModelSpec:
+    """Train the default CNN, evaluate it on the test split and write a model directory.
+
+    The stored uint8 items are augmented every epoch, then scaled to the default spec
+    (x/255 with a channel axis: what `raw_to_model_input` gives serving).
+    """
+    preprocess = PreprocessSpec()
+
+    def scale(a: np.ndarray) -> np.ndarray:
+        return (a.astype(np.float32) * preprocess.scale + preprocess.offset)[..., None]
+
+    return _train(
+        data.x_train,
+        data.y_train,
+        recipe={"recipe": "fashion-mnist"},
+        labels=FASHION_MNIST_LABELS,
+        preprocess=preprocess,
+        build=lambda: (
+            fitting.load_weights_of(config.initial_model)
+            or build_cnn(
+                num_classes=len(FASHION_MNIST_LABELS),
+                widths=config.widths,
+                embedding_dim=config.embedding_dim,
+            )
+        ),
+        config=config,
+        fingerprint=data.fingerprint,
+        out_dir=out_dir,
+        name=name,
+        version=version,
+        log=log,
+        verbose=verbose,
+        to_input=scale,
+        augmentation=config.augmentation,
+        test=(data.x_test, data.y_test),
+    )
+
+
+def folder_preprocess_spec(*, backbone: str | None, input_size: int | None) -> PreprocessSpec:
+    """How a labelled folder's photos become input for `train_folder` (and later, serving).
+
+    The default CNN gets the Fashion-MNIST convention at `input_size` (default 28). A
+    keras.applications backbone was pretrained on ImageNet photos, so it gets them as they
+    are: RGB 0..255 on white, neither negated nor stretched (the backbone rescales its own
+    input), at `input_size` (default 96).
+    """
+    if backbone:
+        return PreprocessSpec(
+            size=input_size or 96, channels=3, invert=False, autocontrast=False, scale=1.0
+        )
+    return PreprocessSpec(size=input_size or 28)
+
+
+def train_folder(
+    *,
+    images: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    preprocess: PreprocessSpec,
+    fingerprint: str,
+    out_dir: Path,
+    config: TrainConfig,
+    backbone: str | None,
+    weights_path: str | None,
+    name: str,
+    version: str,
+    log: Log = print,
+    verbose: int = 2,
+) -> ModelSpec:
+    """Train on a merchant's own taxonomy (already preprocessed arrays).
+
+    With a backbone and weights file, the backbone is fine-tuned; otherwise the default
+    CNN is trained from scratch at the spec's input size. The arrays are model input
+    already, so they are not augmented (`augment` works on stored uint8 items).
+    """
+
+    def build() -> Any:
+        if backbone:
+            return build_backbone_model(
+                backbone=backbone,
+                num_classes=len(class_names),
+                input_size=preprocess.size,
+                weights_path=weights_path,
+                embedding_dim=config.embedding_dim,
+            )
+        return build_cnn(
+            num_classes=len(class_names),
+            input_size=preprocess.size,
+            channels=preprocess.channels,
+            widths=config.widths,
+            embedding_dim=config.embedding_dim,
+        )
+
+    return _train(
+        images,
+        labels,
+        recipe={
+            "recipe": "folder",
+            "backbone": backbone,
+            "weights_file": Path(weights_path).name if weights_path else None,
+        },
+        labels=tuple(class_names),
+        preprocess=preprocess,
+        build=build,
+        config=config,
+        fingerprint=fingerprint,
+        out_dir=out_dir,
+        name=name,
+        version=version,
+        log=log,
+        verbose=verbose,
+    )

@@ -1,0 +1,5 @@
+"""`python -m vitrine` is the `vitrine` command."""
+
+from vitrine.cli.app import main
+
+main()
