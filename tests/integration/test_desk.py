@@ -29,6 +29,7 @@ CHROMIUM = os.environ.get("VITRINE_CHROMIUM", "/usr/bin/chromium")
 DRIVER = os.environ.get("VITRINE_CHROMEDRIVER", "/usr/bin/chromedriver")
 try:
     from selenium import webdriver
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.remote.webelement import WebElement
@@ -144,7 +145,14 @@ def _go(driver: webdriver.Chrome, element: WebElement) -> None:
     """Click a link or button and wait for the page it leads to (a click does not)."""
     page = driver.find_element(By.TAG_NAME, "html")
     element.click()
-    WebDriverWait(driver, 30).until(staleness_of(page))
+    _left(driver, page)
+
+
+def _left(driver: webdriver.Chrome, page: WebElement) -> None:
+    """Wait until the browser has left `page` (its root element is stale). Asked while
+    the page is being torn down, chromedriver can answer "unhandled inspector error"
+    instead of "stale" (seen in CI): that answer means "ask again", not a failure."""
+    WebDriverWait(driver, 30, ignored_exceptions=(WebDriverException,)).until(staleness_of(page))
 
 
 def _wait(driver: webdriver.Chrome, done: Callable[[webdriver.Chrome], bool]) -> None:
@@ -231,7 +239,7 @@ def test_browse_open_relabel_and_approve_in_a_browser(  # type: ignore[no-untype
     photo = desk_photos[2]
     page = browser.find_element(By.TAG_NAME, "html")
     browser.find_element(By.ID, "drop-file").send_keys(str(photo))
-    WebDriverWait(browser, 30).until(staleness_of(page))
+    _left(browser, page)
     results = browser.find_elements(By.CSS_SELECTOR, "#results .tile a")
     found = [str(a.get_attribute("href")) for a in results[:3]]
     assert any(h.endswith(f"/desk/items/{stocked[2]}") for h in found), found

@@ -24,13 +24,12 @@ from PIL import Image
 from selenium.webdriver.common.by import By  # noqa: E402  (after test_desk's skip line)
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
-from selenium.webdriver.support.expected_conditions import staleness_of  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 from sqlalchemy import Engine, text
 
 from tests.integration.test_api import _auth, _token, _wait_done, api  # noqa: F401
 from tests.integration.test_desk import (  # noqa: F401  (the browser fixture)
     _go,
+    _left,
     _shot,
     _wait,
     browser,
@@ -77,7 +76,7 @@ def _press(driver: WebDriver, key: str, navigates: bool = True) -> None:
     page = driver.find_element(By.TAG_NAME, "html")
     driver.find_element(By.TAG_NAME, "body").send_keys(key)
     if navigates:
-        WebDriverWait(driver, 30).until(staleness_of(page))
+        _left(driver, page)
 
 
 def _count(driver: WebDriver, queue: str) -> int:
@@ -249,7 +248,7 @@ def test_an_item_with_its_heat_map_relabelled_by_keys(api, browser, work, engine
     picker.send_keys(Keys.UP if last else Keys.DOWN)  # another label than the model's
     page = browser.find_element(By.TAG_NAME, "html")
     picker.send_keys(Keys.ENTER)
-    WebDriverWait(browser, 30).until(staleness_of(page))
+    _left(browser, page)
     (stored,) = _rows(
         engine,
         "SELECT action, label, previous_label FROM label_corrections WHERE image_id = :i",
@@ -268,7 +267,7 @@ def test_find_an_image_by_id_or_a_listing_by_sku(api, browser, work, engine) -> 
     assert typed.get_attribute("id") == "find"
     page = browser.find_element(By.TAG_NAME, "html")
     typed.send_keys(f"#{work['ids'][3]}", Keys.ENTER)
-    WebDriverWait(browser, 30).until(staleness_of(page))
+    _left(browser, page)
     assert browser.current_url.endswith(f"/desk/items/{work['ids'][3]}")
     assert browser.find_element(By.ID, "sku").text == "W-3"
 

@@ -2,9 +2,15 @@
 each: every upload `done` (or `failed` with a reason) exactly once, one prediction and one
 embedding per done image, nothing left `pending` or `processing`.
 
-Each test registers its own 2,000 uploads, publishes them as batch tasks on a queue of its
-own to a worker of its own (fast reaper: stuck work is re-sent after a few seconds), hurts
-something mid-ingest, then waits for the database to say the ingest settled.
+Each test registers its own 2,000 uploads, publishes them to a worker of its own (fast
+reaper: stuck work is re-sent after a few seconds), hurts something mid-ingest, then waits
+for the database to say the ingest settled.
+
+The fault worker and its messages live in a Redis database of their own (FAULT_REDIS_DB),
+emptied before each test: the session's worker, which other tests start and which
+consumes the same queue names, must never take a fault test's work. When it could, a kill
+landed on a fault worker that held nothing while the session worker held the claim, and
+the "claimed twice" evidence was missing although nothing had gone wrong.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from sqlalchemy import Engine, text
@@ -30,7 +37,8 @@ from vitrine.pipeline.types import Upload
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-FAULT_QUEUE = "faults"
+#: The fault workers' broker: this Redis database number, not the session's.
+FAULT_REDIS_DB = 7
 #: The fault workers' reaper: a sweep a second, work stuck for 8 s is sent again.
 FAST_REAPER = {"VITRINE_REAPER_INTERVAL_S": "1", "VITRINE_STALE_AFTER_S": "8"}
 
@@ -102,41 +110,58 @@ def ingest(request, engine: Engine, small_catalog: list[Path]) -> Ingest:  # typ
     return Ingest(merchant, ids, engine, request.param)
 
 
-def publish(ingest: Ingest, small_catalog: list[Path], batch: int = 64) -> None:
+def fault_broker(ctx) -> str:  # type: ignore[no-untyped-def]
+    """The session's Redis, at the fault tests' own database number."""
+    url = urlsplit(ctx.broker_url())
+    return urlunsplit(url._replace(path=f"/{FAULT_REDIS_DB}"))
+
+
+def publish(ctx, ingest: Ingest, small_catalog: list[Path], batch: int = 64) -> None:  # type: ignore[no-untyped-def]
     """Bulk: batch tasks of 64, as `vitrine ingest` sends them. Live: one `vitrine.ingest`
-    event per upload, as `vitrine submit` sends them, micro-batched by the worker."""
+    event per upload, as `vitrine submit` sends them, micro-batched by the worker. Both
+    onto the uploads queue of the fault broker, which nothing but the fault worker reads."""
     from vitrine.worker.celery_app import app
     from vitrine.worker.names import INGEST_BATCH_TASK, INGEST_TASK
 
     items = [
         {"image_id": i, "uri": file_uri(p)} for i, p in zip(ingest.ids, small_catalog, strict=True)
     ]
-    if ingest.path == "live":
-        for item in items:
-            kwargs = {**item, "merchant_id": ingest.merchant, "sku": None}
-            app.send_task(INGEST_TASK, kwargs=kwargs, queue=FAULT_QUEUE, ignore_result=True)
-        return
-    for start in range(0, len(items), batch):
-        app.send_task(
-            INGEST_BATCH_TASK,
-            kwargs={"items": items[start : start + batch]},
-            queue=FAULT_QUEUE,
-            ignore_result=True,
-        )
+    with app.connection_for_write(fault_broker(ctx)) as connection:
+        if ingest.path == "live":
+            for item in items:
+                kwargs = {**item, "merchant_id": ingest.merchant, "sku": None}
+                app.send_task(INGEST_TASK, kwargs=kwargs, connection=connection, ignore_result=True)
+            return
+        for start in range(0, len(items), batch):
+            app.send_task(
+                INGEST_BATCH_TASK,
+                kwargs={"items": items[start : start + batch]},
+                connection=connection,
+                ignore_result=True,
+            )
+
+
+@pytest.fixture(autouse=True)
+def empty_fault_broker(ctx) -> None:  # type: ignore[no-untyped-def]
+    """Each test starts with no message of an earlier one (a warm shutdown puts back what
+    its worker had prefetched)."""
+    import redis
+
+    with redis.Redis.from_url(fault_broker(ctx)) as client:
+        client.flushdb()
 
 
 @contextmanager
 def fault_worker(ctx, name: str) -> Iterator[subprocess.Popen[bytes]]:  # type: ignore[no-untyped-def]
     from vitrine.embedded.launcher import running_worker
-    from vitrine.worker.names import UPLOADS_QUEUE
+    from vitrine.embedded.services import ServiceURLs
 
     log = ctx.settings.data_dir / "logs" / f"fault-{name}.log"
     log.unlink(missing_ok=True)
     with running_worker(
-        ctx.urls(),
+        ServiceURLs(ctx.urls().database_url, fault_broker(ctx)),
         concurrency=2,
         log_path=log,
-        queues=[FAULT_QUEUE, UPLOADS_QUEUE],
         extra_env=FAST_REAPER,
     ) as proc:
         try:
@@ -149,6 +174,14 @@ def fault_worker(ctx, name: str) -> Iterator[subprocess.Popen[bytes]]:  # type: 
 
 def worker_log(ctx, name: str) -> str:  # type: ignore[no-untyped-def]
     return (ctx.settings.data_dir / "logs" / f"fault-{name}.log").read_text(errors="replace")
+
+
+def wait_for_log(ctx, name: str, needles: tuple[str, ...], timeout: float = 120) -> None:  # type: ignore[no-untyped-def]
+    """Poll the fault worker's log (a file is all it tells) until one of `needles` shows."""
+    deadline = time.monotonic() + timeout
+    while not any(n in (log := worker_log(ctx, name)) for n in needles):
+        assert time.monotonic() < deadline, f"none of {needles} in the log: {log[-2000:]}"
+        time.sleep(0.2)
 
 
 def reclaimed(ingest: Ingest) -> int:
@@ -236,7 +269,7 @@ def frozen(ingest: Ingest, pids: list[int]) -> Iterator[None]:
 
 def test_a_worker_child_killed_mid_batch(ctx, ingest: Ingest, small_catalog) -> None:  # type: ignore[no-untyped-def]
     with fault_worker(ctx, "child") as proc:
-        publish(ingest, small_catalog)
+        publish(ctx, ingest, small_catalog)
         # Every pool child at once: the one holding a claimed, unsaved batch is among them
         # (killing one child alone sometimes hit the one waiting between batches).
         kill_mid_work(ingest, lambda: _children(proc.pid))
@@ -248,7 +281,7 @@ def test_a_worker_child_killed_mid_batch(ctx, ingest: Ingest, small_catalog) -> 
 
 def test_the_whole_worker_killed_then_started_again(ctx, ingest: Ingest, small_catalog) -> None:  # type: ignore[no-untyped-def]
     with fault_worker(ctx, "whole-1") as proc:
-        publish(ingest, small_catalog)
+        publish(ctx, ingest, small_catalog)
         kill_mid_work(ingest, lambda: _group(proc.pid))  # no warm shutdown
         try:
             os.killpg(proc.pid, signal.SIGKILL)  # anything else of its process group
@@ -287,7 +320,7 @@ def test_redis_restarted(ctx, ingest: Ingest, small_catalog, keep_data: bool) ->
     if os.environ.get("VITRINE_EXTERNAL_SERVICES"):
         pytest.fail("needs the embedded Redis, which the test stops and starts")
     with fault_worker(ctx, f"redis-{keep_data}") as proc:
-        publish(ingest, small_catalog)
+        publish(ctx, ingest, small_catalog)
         ingest.wait(started(ingest), 120, "the ingest to be under way")
         with frozen(ingest, _group(proc.pid)):
             _stop_redis(ctx, keep_data=keep_data)
@@ -318,11 +351,16 @@ def _start_postgres(ctx) -> None:  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("outage_s", [0, 60], ids=["restart", "down-60s"])
 def test_postgres_restarted_or_down(ctx, ingest: Ingest, small_catalog, outage_s: int) -> None:  # type: ignore[no-untyped-def]
     with fault_worker(ctx, f"pg-{outage_s}") as proc:
-        publish(ingest, small_catalog)
+        publish(ctx, ingest, small_catalog)
         ingest.wait(started(ingest), 120, "the ingest to be under way")
         try:
             with frozen(ingest, _group(proc.pid)):
                 _stop_postgres(ctx)
+            # The worker goes on with the database gone. A restart it never noticed would
+            # test nothing (a pooled connection is pinged and replaced), so the server comes
+            # back only once the worker has met it down: plain tasks retry, live batches
+            # re-send their events.
+            wait_for_log(ctx, f"pg-{outage_s}", ("Retry in", "re-sent"))
             time.sleep(outage_s)  # the outage itself is the fault: nothing to wait for
         finally:
             _start_postgres(ctx)
@@ -330,6 +368,3 @@ def test_postgres_restarted_or_down(ctx, ingest: Ingest, small_catalog, outage_s
         ingest.wait_settled(timeout=400)
         assert proc.poll() is None
     ingest.assert_exactly_once()
-    log = worker_log(ctx, f"pg-{outage_s}")
-    # tasks met the dead database: plain tasks retry, live batches re-send their events
-    assert "Retry in" in log or "re-sent" in log
