@@ -59,6 +59,18 @@ def register(app: typer.Typer) -> None:
             check_model_dir(model)
         _show(run_bench(get_settings(), size=size, batch=batch, model=model), json_out, "bench")
 
+    @bench_app.command("train")
+    @friendly
+    def bench_train(
+        steps: int = typer.Option(40, "--steps", min=1, help="Timed training steps per run."),
+        batch: int = typer.Option(128, "--batch", min=1, help="Training batch size."),
+        json_out: bool = JSON,
+    ) -> None:
+        """Training speed of each network in fp32 and bf16 (images per CPU-second)."""
+        from vitrine.bench.training import run_training_bench
+
+        _show(run_training_bench(steps=steps, batch=batch), json_out, "bench train")
+
     @bench_app.command("ingest")
     @friendly
     def bench_ingest(

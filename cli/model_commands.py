@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -20,6 +21,9 @@ from vitrine.cli.output import (
 from vitrine.ops.context import open_context
 from vitrine.ops.errors import UserError
 from vitrine.settings import get_settings
+
+if TYPE_CHECKING:
+    from vitrine.pipeline.types import ModelSpec
 
 
 def _log(message: str) -> None:
@@ -78,11 +82,33 @@ def _train_corrections(
     )
 
 
+def _print_trained(spec: ModelSpec, out: Path, json_out: bool) -> None:
+    summary = {
+        "model": spec.key,
+        "out": str(out),
+        "metrics": spec.metrics,
+        "train_seconds": spec.training.get("train_seconds"),
+    }
+    if json_out:
+        emit_json(summary)
+    else:
+        out_console.print(key_values({**summary, **spec.metrics}, title="trained"))
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     @friendly
     def train(
-        out: Path = typer.Option(..., "--out", help="Model directory to write."),
+        out: Path = typer.Option(None, "--out", help="Model directory to write."),
+        resume: Path = typer.Option(
+            None, "--resume", help="Go on with the run stopped in this directory, exactly."
+        ),
+        architecture: str = typer.Option(
+            "cnn", "--architecture", help="Fashion-MNIST network: cnn, resnet20 or resnet32."
+        ),
+        precision: str = typer.Option(
+            "auto", "--precision", help="auto (bf16 where the CPU has bf16 units), bf16, fp32."
+        ),
         fashion: Path = typer.Option(
             None, "--fashion", help="Fashion-MNIST IDX directory (default: Debian's)."
         ),
@@ -132,9 +158,25 @@ def register(app: typer.Typer) -> None:
         json_out: bool = JSON,
     ) -> None:
         """Train a model: Fashion-MNIST by default, or your own taxonomy with --data."""
-        from vitrine.ops.training import TrainRequest
+        from vitrine.ops.training import TrainRequest, resumed_request
         from vitrine.ops.training import train as run_training
 
+        if resume is not None:
+            if out is not None or data or init or corrections or epochs or limit or backbone:
+                raise UserError(
+                    "--resume goes on with the run as it was started: give it alone "
+                    "(or with --fashion, where the data moved)"
+                )
+            spec = run_training(
+                resumed_request(resume, fashion),
+                limits=get_settings().image_limits,
+                log=_log,
+                resume=True,
+            )
+            _print_trained(spec, resume, json_out)
+            return
+        if out is None:
+            raise UserError("--out DIR names the model directory to write (or --resume DIR)")
         if corrections:
             if data or backbone or weights or input_size or limit or name:
                 raise UserError(
@@ -165,18 +207,11 @@ def register(app: typer.Typer) -> None:
             input_size=input_size,
             name=name,
             version=version,
+            architecture=architecture,
+            precision=precision,
         )
         spec = run_training(request, limits=get_settings().image_limits, log=_log)
-        summary = {
-            "model": spec.key,
-            "out": str(out),
-            "metrics": spec.metrics,
-            "train_seconds": spec.training.get("train_seconds"),
-        }
-        if json_out:
-            emit_json(summary)
-        else:
-            out_console.print(key_values({**summary, **spec.metrics}, title="trained"))
+        _print_trained(spec, out, json_out)
 
     @app.command("eval")
     @friendly

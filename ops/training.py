@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +20,12 @@ import numpy as np
 from vitrine.ops.data import fashion_mnist
 from vitrine.ops.errors import UserError
 from vitrine.pipeline.inference.batch import failure_reason, prepare_batch
+from vitrine.pipeline.training import precision
 from vitrine.pipeline.training.augment import Augmentation
 from vitrine.pipeline.training.datasets import load_labelled_folder
+from vitrine.pipeline.training.fitting import CHECKPOINT_DIR, read_checkpoint
 from vitrine.pipeline.training.train import (
+    ARCHITECTURES,
     TrainConfig,
     folder_preprocess_spec,
     train_fashion_mnist,
@@ -53,19 +57,54 @@ class TrainRequest:
     version: str = "1"
     init: Path | None = None  # fine-tune this model directory
     learning_rate: float | None = None
+    architecture: str = "cnn"
+    precision: str = "auto"  # bf16 where the CPU has bf16 units (pipeline.training.precision)
+
+
+#: Beside a run's checkpoint: the request that started it, so `--resume DIR` needs no more.
+REQUEST_FILE = "request.json"
+_PATH_FIELDS = ("out", "fashion", "data", "weights", "init")
+
+
+def _save_request(req: TrainRequest) -> None:
+    folder = req.out / CHECKPOINT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    fields = dataclasses.asdict(req)
+    for key in _PATH_FIELDS:
+        fields[key] = None if fields[key] is None else str(fields[key])
+    (folder / REQUEST_FILE).write_text(json.dumps(fields, indent=2))
+
+
+def resumed_request(out: Path, fashion: Path | None = None) -> TrainRequest:
+    """The request of the run stopped in `out`, to go on with (`--fashion`: the data moved)."""
+    folder = out / CHECKPOINT_DIR
+    checkpoint = read_checkpoint(folder)
+    if checkpoint is None or not (folder / REQUEST_FILE).is_file():
+        raise UserError(
+            f"{out} holds no checkpoint to resume from (a run writes one after its first "
+            "epoch, and drops it once the model is saved)"
+        )
+    fields = json.loads((folder / REQUEST_FILE).read_text())
+    for key in _PATH_FIELDS:
+        if fields.get(key) is not None:
+            fields[key] = Path(fields[key])
+    fields["out"] = out
+    if fashion is not None:
+        fields["fashion"] = fashion
+    return TrainRequest(**fields)
 
 
 #: A fine-tune starts near a good minimum: a tenth of the recipe's peak rate, no warm-up.
 FINE_TUNE_LEARNING_RATE = 2e-4
 
 
-def _config(req: TrainRequest) -> TrainConfig:
+def _config(req: TrainRequest, *, resume: bool = False) -> TrainConfig:
     """Every check that needs no data, so a mistake costs nothing."""
     if req.weights and not req.backbone:
         raise UserError("--weights needs --backbone (MobileNetV3Small or EfficientNetB0)")
     if req.weights and not req.weights.is_file():
         raise UserError(f"weights file {req.weights} not found")
-    if req.out.exists() and (not req.out.is_dir() or any(req.out.iterdir())):
+    if not resume and req.out.exists() and (not req.out.is_dir() or any(req.out.iterdir())):
         raise UserError(
             f"{req.out} exists and is not an empty directory; choose a new --out "
             "(models are never overwritten)"
@@ -76,6 +115,12 @@ def _config(req: TrainRequest) -> TrainConfig:
         raise UserError(
             f"--widths takes comma-separated integers like 64,128,256, not {req.widths!r}"
         ) from None
+    if req.architecture not in ARCHITECTURES:
+        raise UserError(f"--architecture is one of {', '.join(ARCHITECTURES)}")
+    if req.architecture != "cnn" and (req.data is not None or req.init is not None):
+        raise UserError("--architecture applies to a Fashion-MNIST run from scratch")
+    if req.precision not in precision.CHOICES:
+        raise UserError(f"--precision is one of {', '.join(precision.CHOICES)}")
     if (req.backbone or req.input_size) and req.data is None:
         raise UserError("--backbone and --input-size apply to --data (your own labelled folder)")
     if req.init is not None:
@@ -96,6 +141,8 @@ def _config(req: TrainRequest) -> TrainConfig:
         widths=widths,
         embedding_dim=req.embedding_dim,
         augmentation=augmentation,
+        architecture=req.architecture,
+        precision=precision.choose(req.precision),
     )
     if req.init is not None:
         config = dataclasses.replace(
@@ -109,8 +156,13 @@ def _config(req: TrainRequest) -> TrainConfig:
     return dataclasses.replace(config, epochs=req.epochs) if req.epochs else config
 
 
-def train(req: TrainRequest, *, limits: ImageLimits, log: Log) -> ModelSpec:
-    config = _config(req)
+def train(req: TrainRequest, *, limits: ImageLimits, log: Log, resume: bool = False) -> ModelSpec:
+    """Run `req` (with `resume`: go on from the checkpoint in `req.out`, see
+    `resumed_request`); the request is kept beside the checkpoint until the model is saved."""
+    config = _config(req, resume=resume)
+    log(f"training in {config.precision} ({precision.why(config.precision)})")
+    if not resume:
+        _save_request(req)
     if req.data is None:
         return train_fashion_mnist(
             fashion_mnist(req.fashion),
@@ -119,12 +171,13 @@ def train(req: TrainRequest, *, limits: ImageLimits, log: Log) -> ModelSpec:
             name=req.name or "fashion-cnn",
             version=req.version,
             log=log,
+            resume=resume,
         )
-    return _train_on_folder(req, config, limits, log)
+    return _train_on_folder(req, config, limits, log, resume)
 
 
 def _train_on_folder(
-    req: TrainRequest, config: TrainConfig, limits: ImageLimits, log: Log
+    req: TrainRequest, config: TrainConfig, limits: ImageLimits, log: Log, resume: bool
 ) -> ModelSpec:
     assert req.data is not None
     try:
@@ -159,4 +212,5 @@ def _train_on_folder(
         name=req.name or Path(req.data).name,
         version=req.version,
         log=log,
+        resume=resume,
     )

@@ -13,7 +13,10 @@ although its training accuracy was 1.0.
 
 from __future__ import annotations
 
+import json
 import platform
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -120,21 +123,102 @@ def environment() -> dict[str, str]:
     }
 
 
-def save_checkpoint(model: Any, directory: Path, *, epoch: int, history: list[Any]) -> None:
-    """The model after `epoch`, so a long run on a CPU that is stopped keeps its progress
-    (`model.keras` + `progress.json`, replaced whole each epoch)."""
-    import json
+#: Inside a run's directory while it trains: the state of its last finished epoch.
+CHECKPOINT_DIR = "checkpoint"
+_POINTER = "progress.json"
 
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What a run needs to go on exactly where it stopped: the weights (with BatchNorm's
+    moving statistics and the dropout layers' seed states), the optimizer's variables
+    (step count, so the schedule's position, and its moments), the numpy generator that
+    draws augmentation and shuffling, and the history and time so far."""
+
+    epoch: int
+    history: list[dict[str, float]]
+    rng_state: dict[str, Any]
+    elapsed_s: float
+    state_dir: Path
+
+
+def save_checkpoint(
+    model: Any,
+    trainer: Any,
+    directory: Path,
+    *,
+    epoch: int,
+    history: list[dict[str, float]],
+    rng: np.random.Generator,
+    elapsed_s: float,
+) -> None:
+    """Write the state after `epoch` into its own folder, then point `progress.json` at it
+    (one atomic rename), then drop older folders: a run killed at any moment leaves one
+    complete checkpoint to resume from."""
     directory.mkdir(parents=True, exist_ok=True)
-    model.save(directory / "model.keras.tmp.keras")
-    (directory / "model.keras.tmp.keras").replace(directory / "model.keras")
-    (directory / "progress.json").write_text(json.dumps({"epoch": epoch, "history": history}))
+    state = directory / f"epoch-{epoch:04d}"
+    shutil.rmtree(state, ignore_errors=True)  # a half-written one from a killed run
+    state.mkdir()
+    # model.variables, not model.weights: the dropout layers' seed states are variables
+    # that save_weights leaves out, and a resumed run would draw other dropout masks
+    np.savez(state / "model.npz", *[np.asarray(v) for v in model.variables])
+    np.savez(state / "optimizer.npz", *[np.asarray(v) for v in trainer.optimizer.variables])
+    progress = {
+        "epoch": epoch,
+        "state": state.name,
+        "history": history,
+        "rng": rng.bit_generator.state,
+        "elapsed_s": round(elapsed_s, 3),
+    }
+    tmp = directory / (_POINTER + ".tmp")
+    tmp.write_text(json.dumps(progress))
+    tmp.replace(directory / _POINTER)
+    for older in directory.glob("epoch-*"):
+        if older.name != state.name:
+            shutil.rmtree(older, ignore_errors=True)
+
+
+def read_checkpoint(directory: Path) -> Checkpoint | None:
+    """The last complete checkpoint in `directory`, or None when there is none."""
+    try:
+        progress = json.loads((directory / _POINTER).read_text())
+    except (OSError, ValueError):
+        return None
+    return Checkpoint(
+        epoch=int(progress["epoch"]),
+        history=list(progress["history"]),
+        rng_state=dict(progress["rng"]),
+        elapsed_s=float(progress["elapsed_s"]),
+        state_dir=directory / str(progress["state"]),
+    )
+
+
+def restore_checkpoint(
+    checkpoint: Checkpoint, model: Any, trainer: Any, rng: np.random.Generator
+) -> None:
+    """Put a freshly built and compiled run back into the state `checkpoint` holds."""
+    trainer.optimizer.build(trainer.trainable_variables)
+    _assign(model.variables, checkpoint.state_dir / "model.npz")
+    _assign(trainer.optimizer.variables, checkpoint.state_dir / "optimizer.npz")
+    rng.bit_generator.state = checkpoint.rng_state
+
+
+def _assign(variables: list[Any], saved_file: Path) -> None:
+    with np.load(saved_file) as saved:
+        values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    if len(values) != len(variables) or any(
+        tuple(v.shape) != value.shape for v, value in zip(variables, values, strict=False)
+    ):
+        raise ValueError(
+            f"{saved_file.name} does not fit this run ({len(values)} saved variables, "
+            f"{len(variables)} here): it was made by another network or optimizer"
+        )
+    for variable, value in zip(variables, values, strict=True):
+        variable.assign(value)
 
 
 def drop_checkpoint(directory: Path) -> None:
     """Remove the checkpoint once the finished model is saved beside it."""
-    import shutil
-
     shutil.rmtree(directory, ignore_errors=True)
 
 

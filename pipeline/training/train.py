@@ -7,6 +7,11 @@ reproduced and two models can be compared on what went into them.
 Both recipes run one skeleton, `_train`: seed, limit and split, compile, one `fit` per
 epoch (augmenting first when the recipe does), settle BatchNorm, score and save. A recipe
 says where its arrays come from, how they become input and which network to build.
+
+A run keeps a checkpoint of its last finished epoch (`fitting.save_checkpoint`) and, asked
+to resume, goes on from it exactly: the same weights, optimizer state and random draws as
+if it had never stopped. That is why the skeleton shuffles with its own seeded generator
+rather than Keras's: TensorFlow's global random state cannot be saved and restored.
 """
 
 from __future__ import annotations
@@ -19,8 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from vitrine.pipeline.inference.model import build_backbone_model, build_cnn, save_model_dir
-from vitrine.pipeline.training import fitting
+from vitrine.pipeline.inference.model import (
+    build_backbone_model,
+    build_cnn,
+    build_resnet,
+    save_model_dir,
+)
+from vitrine.pipeline.training import fitting, precision
 from vitrine.pipeline.training.augment import Augmentation, augment
 from vitrine.pipeline.training.datasets import FashionMNIST
 from vitrine.pipeline.types import FASHION_MNIST_LABELS, ModelSpec, PreprocessSpec
@@ -43,6 +53,10 @@ class TrainConfig:
     augmentation: Augmentation = field(default_factory=Augmentation)
     #: Fine-tune: start from this model directory's weights instead of random ones.
     initial_model: str | None = None
+    #: The Fashion-MNIST network: "cnn" (VGG-style, `build_cnn`) or "resnet20"/"resnet32".
+    architecture: str = "cnn"
+    #: "bf16" or "fp32" (`vitrine.pipeline.training.precision`); the saved model is float32.
+    precision: str = "fp32"
 
 
 def _split(
@@ -82,6 +96,7 @@ def _train(
     to_input: Callable[[np.ndarray], np.ndarray] = _as_is,
     augmentation: Augmentation | None = None,
     test: tuple[np.ndarray, np.ndarray] | None = None,
+    resume: bool = False,
 ) -> ModelSpec:
     """The one training loop: `x`/`y` as stored -> a model directory described by its spec.
 
@@ -89,11 +104,13 @@ def _train(
     seeding; `to_input` turns stored arrays into model input; with `augmentation`, each
     epoch trains on `to_input(augment(x_train))` drawn fresh from the seeded rng; `test`
     is a held-out split scored after training. The order of rng draws is part of the
-    recipe (train_limit subset, split, one `augment` per epoch): keep it, or seeded runs
-    stop reproducing older models. Validation accuracy is that of the model as saved.
+    recipe (train_limit subset, split, then per epoch one `augment` and one permutation):
+    keep it, or seeded runs stop reproducing older models. Validation accuracy is that of
+    the model as saved. With `resume`, the run goes on from `out_dir`'s checkpoint.
     """
     import keras
 
+    precision.apply(precision.choose(config.precision))
     keras.utils.set_random_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     if config.train_limit:
@@ -112,36 +129,58 @@ def _train(
         weight_decay=config.weight_decay,
     )
 
+    checkpoints = out_dir / fitting.CHECKPOINT_DIR
+    history: list[dict[str, float]] = []
+    first, before = 0, 0.0  # the epoch to start at; seconds trained before this process
+    if resume:
+        checkpoint = fitting.read_checkpoint(checkpoints)
+        if checkpoint is None:
+            raise FileNotFoundError(f"{checkpoints} holds no checkpoint to resume from")
+        fitting.restore_checkpoint(checkpoint, model, trainer, rng)
+        history, first, before = checkpoint.history, checkpoint.epoch, checkpoint.elapsed_s
+        log(f"resuming after epoch {first}/{config.epochs} ({_duration(before)} trained)")
+
     validation = (to_input(xv), yv) if len(xv) else None
     unchanged = to_input(xt) if augmentation is None else None  # same input every epoch
-    history: list[dict[str, float]] = []
     started = time.perf_counter()
-    for epoch in range(config.epochs):
+    for epoch in range(first, config.epochs):
         t0 = time.perf_counter()
         x_epoch = unchanged if augmentation is None else to_input(augment(xt, rng, augmentation))
+        assert x_epoch is not None
+        order = rng.permutation(len(xt))
         h = trainer.fit(
-            x_epoch,
-            yt,
+            x_epoch[order],
+            yt[order],
             batch_size=config.batch_size,
             epochs=epoch + 1,
             initial_epoch=epoch,
             validation_data=validation,
-            shuffle=True,
+            shuffle=False,  # shuffled above, from the generator a checkpoint keeps
             verbose=verbose,
         )
         row = {k: float(v[-1]) for k, v in h.history.items()}
         row["seconds"] = round(time.perf_counter() - t0, 2)
         history.append(row)
+        spent = time.perf_counter() - started
+        left = spent / (epoch + 1 - first) * (config.epochs - epoch - 1)
         log(
             f"epoch {epoch + 1}/{config.epochs} loss={row.get('loss', 0):.4f} "
             f"acc={row.get('accuracy', 0):.4f} val_acc={row.get('val_accuracy', float('nan')):.4f} "
-            f"({row['seconds']:.1f}s)"
+            f"({row['seconds']:.1f}s; {_duration(before + spent)} in, ETA {_duration(left)})"
         )
-        fitting.save_checkpoint(model, out_dir / "checkpoint", epoch=epoch + 1, history=history)
+        fitting.save_checkpoint(
+            model,
+            trainer,
+            checkpoints,
+            epoch=epoch + 1,
+            history=history,
+            rng=rng,
+            elapsed_s=before + spent,
+        )
     recalibrated = fitting.settle_batchnorm(
         model, to_input(xt[: fitting.RECALIBRATION_IMAGES]), total_steps=config.epochs * steps
     )
-    train_seconds = time.perf_counter() - started
+    train_seconds = before + time.perf_counter() - started
 
     held_out = None if test is None else (to_input(test[0]), test[1])
     metrics = fitting.score(model, held_out, validation)
@@ -168,8 +207,16 @@ def _train(
         },
     )
     save_model_dir(model, spec, out_dir)
-    fitting.drop_checkpoint(out_dir / "checkpoint")
+    fitting.drop_checkpoint(checkpoints)
     return spec
+
+
+def _duration(seconds: float) -> str:
+    """ "42 s", "12 min", "1 h 35 min": an ETA to read at a glance."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def train_fashion_mnist(
@@ -181,6 +228,7 @@ def train_fashion_mnist(
     version: str = "1",
     log: Log = print,
     verbose: int = 2,
+    resume: bool = False,
 ) -> ModelSpec:
     """Train the default CNN, evaluate it on the test split and write a model directory.
 
@@ -200,11 +248,7 @@ def train_fashion_mnist(
         preprocess=preprocess,
         build=lambda: (
             fitting.load_weights_of(config.initial_model)
-            or build_cnn(
-                num_classes=len(FASHION_MNIST_LABELS),
-                widths=config.widths,
-                embedding_dim=config.embedding_dim,
-            )
+            or build_fashion_network(config, num_classes=len(FASHION_MNIST_LABELS))
         ),
         config=config,
         fingerprint=data.fingerprint,
@@ -216,6 +260,27 @@ def train_fashion_mnist(
         to_input=scale,
         augmentation=config.augmentation,
         test=(data.x_test, data.y_test),
+        resume=resume,
+    )
+
+
+#: `TrainConfig.architecture` -> the CIFAR ResNet depth it names.
+RESNET_DEPTHS = {"resnet20": 20, "resnet32": 32}
+ARCHITECTURES = ("cnn", *RESNET_DEPTHS)
+
+
+def build_fashion_network(config: TrainConfig, *, num_classes: int) -> Any:
+    """The untrained network `config.architecture` names, for 28x28 grey input."""
+    if config.architecture in RESNET_DEPTHS:
+        return build_resnet(
+            num_classes=num_classes,
+            depth=RESNET_DEPTHS[config.architecture],
+            embedding_dim=config.embedding_dim,
+        )
+    if config.architecture != "cnn":
+        raise ValueError(f"architecture is one of {', '.join(ARCHITECTURES)}")
+    return build_cnn(
+        num_classes=num_classes, widths=config.widths, embedding_dim=config.embedding_dim
     )
 
 
@@ -249,6 +314,7 @@ def train_folder(
     version: str,
     log: Log = print,
     verbose: int = 2,
+    resume: bool = False,
 ) -> ModelSpec:
     """Train on a merchant's own taxonomy (already preprocessed arrays).
 
@@ -292,4 +358,5 @@ def train_folder(
         version=version,
         log=log,
         verbose=verbose,
+        resume=resume,
     )

@@ -246,6 +246,7 @@ class _RecordingTrainer:
 
     def __init__(self) -> None:
         self.calls: list[tuple[np.ndarray, np.ndarray, dict[str, Any]]] = []
+        self.optimizer = SimpleNamespace(variables=[])  # what a checkpoint saves of it
 
     def fit(self, x: np.ndarray, y: np.ndarray, **kwargs: Any) -> SimpleNamespace:
         self.calls.append((x, y, kwargs))
@@ -270,9 +271,9 @@ TINY = TrainConfig(
 def test_seeded_fashion_run_trains_on_the_same_augmented_arrays(
     fashion: FashionMNIST, recorder: _RecordingTrainer, tmp_path: Path
 ) -> None:
-    """The recipe's draws from its rng, in order: train_limit subset, split, one augment per
-    epoch. Replaying them by hand must give exactly the arrays `fit` was given, so a seeded
-    run reproduces the models trained before the recipes shared one skeleton."""
+    """The recipe's draws from its rng, in order: train_limit subset, split, then per epoch
+    one augment and one shuffle. Replaying them by hand must give exactly the arrays `fit`
+    was given: the generator is the whole random state a checkpoint has to keep."""
     config = replace(TINY, augmentation=Augmentation(blur_probability=0.5, gamma_probability=0.5))
     spec = train_fashion_mnist(
         fashion, out_dir=tmp_path / "model", config=config, log=lambda _: None, verbose=0
@@ -291,13 +292,14 @@ def test_seeded_fashion_run_trains_on_the_same_augmented_arrays(
     assert len(recorder.calls) == 2
     for epoch, (fed_x, fed_y, kwargs) in enumerate(recorder.calls):
         expected = scaled(augment(x[train], rng, config.augmentation))
+        shuffled = rng.permutation(270)
         assert fed_x.dtype == np.float32 and fed_x.shape == (270, 28, 28, 1)
-        np.testing.assert_array_equal(fed_x, expected)
-        np.testing.assert_array_equal(fed_y, y[train])
+        np.testing.assert_array_equal(fed_x, expected[shuffled])
+        np.testing.assert_array_equal(fed_y, y[train][shuffled])
         np.testing.assert_array_equal(kwargs["validation_data"][0], scaled(x[val]))
         np.testing.assert_array_equal(kwargs["validation_data"][1], y[val])
         assert (kwargs["initial_epoch"], kwargs["epochs"]) == (epoch, epoch + 1)
-        assert kwargs["shuffle"] is True and kwargs["batch_size"] == config.batch_size
+        assert kwargs["shuffle"] is False and kwargs["batch_size"] == config.batch_size
     assert not np.array_equal(recorder.calls[0][0], recorder.calls[1][0])  # fresh each epoch
     assert spec.training["train_images"] == 270 and spec.training["validation_images"] == 30
     assert len(spec.training["history"]) == 2
@@ -306,8 +308,8 @@ def test_seeded_fashion_run_trains_on_the_same_augmented_arrays(
 def test_folder_run_trains_on_its_arrays_as_given(
     fashion: FashionMNIST, recorder: _RecordingTrainer, tmp_path: Path
 ) -> None:
-    """Folder arrays are model input already: no augmentation, the same array every epoch,
-    and the same seeded limit and split as the Fashion recipe."""
+    """Folder arrays are model input already: no augmentation, the same array every epoch
+    (shuffled), and the same seeded limit and split as the Fashion recipe."""
     images = raw_to_model_input(fashion.x_test[:400], FOLDER_SPEC)
     labels = fashion.y_test[:400].astype(np.int64)
     messages: list[str] = []
@@ -332,8 +334,9 @@ def test_folder_run_trains_on_its_arrays_as_given(
     train = keep[order[30:]]
     assert len(recorder.calls) == 2
     for fed_x, fed_y, kwargs in recorder.calls:
-        np.testing.assert_array_equal(fed_x, images[train])
-        np.testing.assert_array_equal(fed_y, labels[train])
+        shuffled = train[rng.permutation(270)]
+        np.testing.assert_array_equal(fed_x, images[shuffled])
+        np.testing.assert_array_equal(fed_y, labels[shuffled])
         np.testing.assert_array_equal(kwargs["validation_data"][0], images[keep[order[:30]]])
     training = json.loads((tmp_path / "model" / "model.json").read_text())["training"]
     assert training["recipe"] == "folder" and training["weights_file"] is None

@@ -1,0 +1,153 @@
+"""Long runs on a CPU: a stopped run resumes exactly, bf16 is the training process's choice
+only, and the ResNet the recipe can build.
+
+The resume test trains a small network twice on the slice (about 10 s each on 2 cores):
+once for 4 epochs straight, once stopped during epoch 3 and resumed. With augmentation,
+dropout and the optimizer's moments all in play, anything a checkpoint forgot would show
+as a difference in the weights.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vitrine.ops.errors import UserError
+from vitrine.ops.training import TrainRequest, resumed_request, train
+from vitrine.pipeline.inference.model import build_resnet, load_model_dir
+from vitrine.pipeline.training import precision
+from vitrine.pipeline.training.datasets import load_fashion_mnist
+from vitrine.pipeline.training.train import TrainConfig, train_fashion_mnist
+from vitrine.pipeline.types import ImageLimits
+from vitrine.settings import SAMPLE_FASHION_DIR
+
+RUN = dict(
+    fashion=SAMPLE_FASHION_DIR,
+    epochs=4,
+    limit=640,
+    widths="8,8,8",
+    embedding_dim=8,
+    blur=0.5,
+    tilt=0.5,
+    seed=11,
+    precision="fp32",
+)
+
+
+class Stopped(Exception):
+    """The run is stopped here, as a kill would stop it."""
+
+
+def _weights(out: Path) -> list[np.ndarray]:
+    return [np.asarray(w) for w in load_model_dir(out).keras_model.get_weights()]
+
+
+def test_a_run_stopped_after_epoch_2_of_4_resumes_to_the_same_model(tmp_path: Path) -> None:
+    limits = ImageLimits(max_bytes=1 << 20, max_pixels=1 << 20)  # unused: no folder here
+    whole = tmp_path / "whole"
+    train(TrainRequest(out=whole, **RUN), limits=limits, log=lambda _: None)
+
+    stopped = tmp_path / "stopped"
+    lines: list[str] = []
+
+    def stop_in_epoch_3(line: str) -> None:
+        lines.append(line)
+        if line.startswith("epoch 3/4"):  # trained, but its checkpoint is not written yet
+            raise Stopped
+
+    with pytest.raises(Stopped):
+        train(TrainRequest(out=stopped, **RUN), limits=limits, log=stop_in_epoch_3)
+    progress = json.loads((stopped / "checkpoint" / "progress.json").read_text())
+    assert progress["epoch"] == 2 and not (stopped / "model.json").exists()
+    assert "ETA" in lines[-1] and lines[0].startswith("training in fp32")
+
+    resumed_lines: list[str] = []
+    spec = train(resumed_request(stopped), limits=limits, log=resumed_lines.append, resume=True)
+    assert resumed_lines[1].startswith("resuming after epoch 2/4 (")
+    epochs = [line.split()[1] for line in resumed_lines if line.startswith("epoch ")]
+    assert epochs == ["3/4", "4/4"]
+    for a, b in zip(_weights(whole), _weights(stopped), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    straight = json.loads((whole / "model.json").read_text())
+    assert spec.metrics == straight["metrics"]
+    assert len(spec.training["history"]) == 4
+    assert not (stopped / "checkpoint").exists()  # dropped once the model is saved
+
+
+def test_resume_needs_a_checkpoint_and_takes_the_run_as_it_was(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="holds no checkpoint"):
+        resumed_request(tmp_path)
+    folder = tmp_path / "run" / "checkpoint"
+    folder.mkdir(parents=True)
+    (folder / "progress.json").write_text(
+        json.dumps({"epoch": 3, "state": "epoch-0003", "history": [], "rng": {}, "elapsed_s": 1})
+    )
+    (folder / "request.json").write_text(
+        json.dumps({"out": "/elsewhere", "fashion": "/old/data", "epochs": 9, "seed": 5})
+    )
+    request = resumed_request(tmp_path / "run", Path("/new/data"))
+    assert (request.out, request.fashion, request.epochs, request.seed) == (
+        tmp_path / "run",
+        Path("/new/data"),
+        9,
+        5,
+    )
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_has_bf16_units() -> None:
+    assert precision.choose("auto", frozenset({"avx512f", "amx_bf16", "amx_tile"})) == "bf16"
+    assert precision.choose("auto", frozenset({"avx512f", "avx512_bf16"})) == "bf16"
+    assert precision.choose("auto", frozenset({"avx512f", "avx2"})) == "fp32"
+    assert precision.choose("bf16", frozenset()) == "bf16"
+    assert precision.choose("fp32", frozenset({"amx_bf16"})) == "fp32"
+    with pytest.raises(ValueError, match="auto, bf16, fp32"):
+        precision.choose("fp16", frozenset())
+    assert "emulated" in precision.why("bf16", frozenset())
+    assert precision.why("bf16", frozenset({"amx_bf16"})) == "this CPU has amx_bf16"
+
+
+def test_a_bf16_run_sets_the_grappler_option_and_saves_float32(tmp_path: Path) -> None:
+    config = TrainConfig(
+        epochs=1, widths=(4, 4, 4), embedding_dim=8, train_limit=256, precision="bf16"
+    )
+    try:
+        spec = train_fashion_mnist(
+            load_fashion_mnist(SAMPLE_FASHION_DIR),
+            out_dir=tmp_path / "m",
+            config=config,
+            log=lambda _: None,
+            verbose=0,
+        )
+        assert precision.active() == "bf16"
+    finally:
+        precision.apply("fp32")
+    assert precision.active() == "fp32"
+    assert spec.training["config"]["precision"] == "bf16"
+    assert {str(w.dtype) for w in _weights(tmp_path / "m")} == {"float32"}
+    again = replace(config, precision="fp32")
+    train_fashion_mnist(
+        load_fashion_mnist(SAMPLE_FASHION_DIR),
+        out_dir=tmp_path / "n",
+        config=again,
+        log=lambda _: None,
+        verbose=0,
+    )
+    assert precision.active() == "fp32"  # each run sets it, whatever ran before
+
+
+def test_resnet_depths_and_the_model_contract() -> None:
+    model = build_resnet(num_classes=10, depth=20, embedding_dim=128)
+    out = model(np.zeros((2, 28, 28, 1), np.float32), training=False)
+    assert set(out) == {"probabilities", "embedding"}
+    assert tuple(out["probabilities"].shape) == (2, 10)
+    assert tuple(out["embedding"].shape) == (2, 128)
+    # the 6n+2 body is He et al.'s 0.27 M parameters; the heads add 64x128 + 128x10 + BN
+    assert 270_000 < model.count_params() < 290_000
+    deeper = build_resnet(num_classes=10, depth=32)
+    assert deeper.count_params() > 1.6 * model.count_params()
+    with pytest.raises(ValueError, match="6n\\+2"):
+        build_resnet(num_classes=10, depth=21)
