@@ -158,7 +158,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = JSON,
     ) -> None:
         """Train a model: Fashion-MNIST by default, or your own taxonomy with --data."""
-        from vitrine.ops.training import TrainRequest, resumed_request
+        from vitrine.ops.training import AlreadyTrained, TrainRequest, resumed_request
         from vitrine.ops.training import train as run_training
 
         if resume is not None:
@@ -167,12 +167,15 @@ def register(app: typer.Typer) -> None:
                     "--resume goes on with the run as it was started: give it alone "
                     "(or with --fashion, where the data moved)"
                 )
-            spec = run_training(
-                resumed_request(resume, fashion),
-                limits=get_settings().image_limits,
-                log=_log,
-                resume=True,
-            )
+            try:
+                request = resumed_request(resume, fashion)
+            except AlreadyTrained:
+                from vitrine.pipeline.inference.model import read_spec
+
+                err_console.print(f"{resume} has finished training: nothing to resume")
+                _print_trained(read_spec(resume), resume, json_out)
+                return
+            spec = run_training(request, limits=get_settings().image_limits, log=_log, resume=True)
             _print_trained(spec, resume, json_out)
             return
         if out is None:

@@ -23,7 +23,7 @@ from vitrine.pipeline.inference.batch import failure_reason, prepare_batch
 from vitrine.pipeline.training import precision
 from vitrine.pipeline.training.augment import Augmentation
 from vitrine.pipeline.training.datasets import load_labelled_folder
-from vitrine.pipeline.training.fitting import CHECKPOINT_DIR, read_checkpoint
+from vitrine.pipeline.training.fitting import CHECKPOINT_DIR
 from vitrine.pipeline.training.train import (
     ARCHITECTURES,
     TrainConfig,
@@ -75,14 +75,21 @@ def _save_request(req: TrainRequest) -> None:
     (folder / REQUEST_FILE).write_text(json.dumps(fields, indent=2))
 
 
+class AlreadyTrained(Exception):
+    """`--resume DIR` where the run has finished: DIR holds its model (not an error, so
+    that `until vitrine train --resume DIR; do ...; done` ends)."""
+
+
 def resumed_request(out: Path, fashion: Path | None = None) -> TrainRequest:
-    """The request of the run stopped in `out`, to go on with (`--fashion`: the data moved)."""
+    """The request of the run stopped in `out`, to go on with (`--fashion`: the data moved).
+    A run that stopped before its first epoch ended starts again from the beginning."""
     folder = out / CHECKPOINT_DIR
-    checkpoint = read_checkpoint(folder)
-    if checkpoint is None or not (folder / REQUEST_FILE).is_file():
+    if not (folder / REQUEST_FILE).is_file():
+        if (out / "model.json").is_file():
+            raise AlreadyTrained(str(out))
         raise UserError(
-            f"{out} holds no checkpoint to resume from (a run writes one after its first "
-            "epoch, and drops it once the model is saved)"
+            f"{out} holds no run to resume (`vitrine train --out {out}` starts one; it "
+            "keeps what --resume needs until the model is saved)"
         )
     fields = json.loads((folder / REQUEST_FILE).read_text())
     for key in _PATH_FIELDS:

@@ -106,7 +106,8 @@ def _train(
     is a held-out split scored after training. The order of rng draws is part of the
     recipe (train_limit subset, split, then per epoch one `augment` and one permutation):
     keep it, or seeded runs stop reproducing older models. Validation accuracy is that of
-    the model as saved. With `resume`, the run goes on from `out_dir`'s checkpoint.
+    the model as saved. With `resume`, the run goes on from `out_dir`'s checkpoint (from
+    the start where none was written yet).
     """
     import keras
 
@@ -132,13 +133,13 @@ def _train(
     checkpoints = out_dir / fitting.CHECKPOINT_DIR
     history: list[dict[str, float]] = []
     first, before = 0, 0.0  # the epoch to start at; seconds trained before this process
-    if resume:
-        checkpoint = fitting.read_checkpoint(checkpoints)
-        if checkpoint is None:
-            raise FileNotFoundError(f"{checkpoints} holds no checkpoint to resume from")
+    checkpoint = fitting.read_checkpoint(checkpoints) if resume else None
+    if checkpoint is not None:
         fitting.restore_checkpoint(checkpoint, model, trainer, rng)
         history, first, before = checkpoint.history, checkpoint.epoch, checkpoint.elapsed_s
         log(f"resuming after epoch {first}/{config.epochs} ({_duration(before)} trained)")
+    elif resume:  # stopped before its first epoch ended: nothing to keep
+        log(f"no epoch had finished: starting again at epoch 1/{config.epochs}")
 
     validation = (to_input(xv), yv) if len(xv) else None
     unchanged = to_input(xt) if augmentation is None else None  # same input every epoch

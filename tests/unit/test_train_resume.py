@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from vitrine.ops.errors import UserError
-from vitrine.ops.training import TrainRequest, resumed_request, train
+from vitrine.ops.training import AlreadyTrained, TrainRequest, resumed_request, train
 from vitrine.pipeline.inference.model import build_resnet, load_model_dir
 from vitrine.pipeline.training import precision
 from vitrine.pipeline.training.datasets import load_fashion_mnist
@@ -38,6 +38,9 @@ RUN = dict(
 )
 
 
+LIMITS = ImageLimits(max_bytes=1 << 20, max_pixels=1 << 20)  # unused: no folder here
+
+
 class Stopped(Exception):
     """The run is stopped here, as a kill would stop it."""
 
@@ -47,7 +50,7 @@ def _weights(out: Path) -> list[np.ndarray]:
 
 
 def test_a_run_stopped_after_epoch_2_of_4_resumes_to_the_same_model(tmp_path: Path) -> None:
-    limits = ImageLimits(max_bytes=1 << 20, max_pixels=1 << 20)  # unused: no folder here
+    limits = LIMITS
     whole = tmp_path / "whole"
     train(TrainRequest(out=whole, **RUN), limits=limits, log=lambda _: None)
 
@@ -76,10 +79,28 @@ def test_a_run_stopped_after_epoch_2_of_4_resumes_to_the_same_model(tmp_path: Pa
     assert spec.metrics == straight["metrics"]
     assert len(spec.training["history"]) == 4
     assert not (stopped / "checkpoint").exists()  # dropped once the model is saved
+    with pytest.raises(AlreadyTrained):  # resuming a finished run is not an error
+        resumed_request(stopped)
+
+
+def test_a_run_stopped_in_its_first_epoch_starts_again(tmp_path: Path) -> None:
+    run = {**RUN, "epochs": 1, "limit": 256}
+
+    def stop(line: str) -> None:
+        if line.startswith("epoch 1/1"):
+            raise Stopped
+
+    with pytest.raises(Stopped):
+        train(TrainRequest(out=tmp_path, **run), limits=LIMITS, log=stop)
+    assert not (tmp_path / "checkpoint" / "progress.json").exists()
+    lines: list[str] = []
+    train(resumed_request(tmp_path), limits=LIMITS, log=lines.append, resume=True)
+    assert lines[1] == "no epoch had finished: starting again at epoch 1/1"
+    assert (tmp_path / "model.json").is_file()
 
 
 def test_resume_needs_a_checkpoint_and_takes_the_run_as_it_was(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="holds no checkpoint"):
+    with pytest.raises(UserError, match="holds no run to resume"):
         resumed_request(tmp_path)
     folder = tmp_path / "run" / "checkpoint"
     folder.mkdir(parents=True)

@@ -1,0 +1,194 @@
+"""EfficientNet-Lite0's ImageNet features against today's CNN, for a merchant's own taxonomy.
+
+    .venv/bin/python tools/backbone_study.py --per-class 50 200 --test-per-class 60 --json
+
+A merchant who sells home goods has no Fashion-MNIST: `vitrine train --data DIR` learns
+their classes from their own photos. This study makes such a catalogue from the drawn
+household, electronics, food and plant objects of `pipeline/synthetic/foreign.py` (twelve
+kinds, each photographed on white, as a transparent cut-out and in the studio, in turn),
+and compares, on the same training photos and the same held-out ones:
+
+- **cnn**: what `train --data` does today: the VGG-style CNN from scratch on 28x28 grey
+  input (`ops.training.train`, the recipe's default epochs);
+- **lite0 + linear**: the 1,280 features the unknown detector already computes for every
+  upload (EfficientNet-Lite0 on the object's 160 px colour view), and a softmax
+  classifier trained on them (`linear_probe`).
+
+It also times the backbone per photo on this machine in fp32 and with the bf16 grappler
+rewrite. Everything is seeded; the JSON carries the figures that docs/training.md shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+TAXONOMY = (
+    "mug",
+    "bottle",
+    "clock",
+    "lamp",
+    "vase",
+    "phone",
+    "laptop",
+    "headphones",
+    "remote control",
+    "book",
+    "apple",
+    "potted plant",
+)
+STYLES = ("white", "transparent", "studio")
+
+
+def photos(per_class: int, seed: int) -> list[tuple[bytes, int]]:
+    """`per_class` photos of each kind as PNG (transparent) or JPEG bytes, with the class."""
+    from vitrine.pipeline.synthetic.foreign import make_foreign_photo
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(per_class):
+        for label, kind in enumerate(TAXONOMY):
+            img, _ = make_foreign_photo(kind, STYLES[(i + label) % 3], rng=rng)
+            buf = io.BytesIO()
+            if img.mode == "RGBA":
+                img.save(buf, "PNG")
+            else:
+                img.convert("RGB").save(buf, "JPEG", quality=88)
+            out.append((buf.getvalue(), label))
+    return out
+
+
+def views(blobs: list[tuple[bytes, int]], size: int) -> np.ndarray:
+    from vitrine.pipeline.inference.preprocess import object_view
+
+    return np.stack([object_view(Image.open(io.BytesIO(b)), size) for b, _ in blobs])
+
+
+def linear_probe(
+    train_x: np.ndarray, train_y: np.ndarray, classes: int, *, seed: int, epochs: int = 300
+) -> Any:
+    """Softmax regression on L2-normalised features (AdamW, full batch, light decay)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((train_x.shape[1],)), keras.layers.Dense(classes)])
+    model.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate=1e-2, weight_decay=1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    model.fit(train_x, train_y, batch_size=len(train_x), epochs=epochs, verbose=0)
+    return model
+
+
+def cnn_accuracy(
+    train: list[tuple[bytes, int]], test: list[tuple[bytes, int]], work: Path, seed: int
+) -> tuple[float, float]:
+    """Today's `train --data` on a class-per-folder copy of `train`: test accuracy, seconds."""
+    from vitrine.ops.training import TrainRequest
+    from vitrine.ops.training import train as run_training
+    from vitrine.pipeline.inference.batch import prepare_batch
+    from vitrine.pipeline.inference.model import load_model_dir
+    from vitrine.settings import get_settings
+
+    data = work / "data"
+    for i, (blob, label) in enumerate(train):
+        folder = data / TAXONOMY[label].replace(" ", "-")
+        folder.mkdir(parents=True, exist_ok=True)
+        suffix = ".png" if blob.startswith(b"\x89PNG") else ".jpg"
+        (folder / f"{i:05d}{suffix}").write_bytes(blob)
+    limits = get_settings().image_limits
+    started = time.perf_counter()
+    run_training(
+        TrainRequest(out=work / "model", data=data, seed=seed, precision="fp32"),
+        limits=limits,
+        log=lambda _: None,
+    )
+    seconds = time.perf_counter() - started
+    model = load_model_dir(work / "model")
+    batch = prepare_batch(range(len(test)), lambda i: test[i][0], model.spec.preprocess, limits)
+    probabilities, _ = model.forward(batch.arrays)
+    names = [model.spec.labels[i] for i in probabilities.argmax(axis=1)]
+    truth = [TAXONOMY[test[k][1]].replace(" ", "-") for k in batch.keys]
+    return float(np.mean([a == b for a, b in zip(names, truth, strict=True)])), seconds
+
+
+def backbone_cost(view_batch: np.ndarray, rounds: int = 3) -> dict[str, float]:
+    """CPU ms per photo of the backbone (batches of 32), fp32 and bf16 rewrite."""
+    from vitrine.pipeline.inference.unknown import Backbone
+    from vitrine.pipeline.training import precision
+
+    costs = {}
+    try:
+        for arithmetic in ("fp32", "bf16"):
+            precision.apply(precision.choose(arithmetic))
+            backbone = Backbone.pretrained(view_batch.shape[1])
+            backbone.features(view_batch[:32])  # trace
+            best = float("inf")
+            for _ in range(rounds):
+                cpu = time.process_time()
+                backbone.features(view_batch)
+                best = min(best, (time.process_time() - cpu) * 1000 / len(view_batch))
+            costs[f"{arithmetic}_cpu_ms_per_photo"] = round(best, 2)
+    finally:
+        precision.apply("fp32")
+    return costs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--per-class", type=int, nargs="+", default=[50, 200])
+    parser.add_argument("--test-per-class", type=int, default=60)
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--view-size", type=int, default=160)
+    parser.add_argument("--json", dest="json_out", action="store_true")
+    args = parser.parse_args()
+
+    from vitrine.pipeline.inference.unknown import Backbone
+
+    test = photos(args.test_per_class, args.seed + 1)
+    most = photos(max(args.per_class), args.seed)
+    backbone = Backbone.pretrained(args.view_size)
+    test_features = backbone.features(views(test, args.view_size))
+    test_y = np.array([y for _, y in test])
+    all_features = backbone.features(views(most, args.view_size))
+    result: dict[str, Any] = {
+        "classes": len(TAXONOMY),
+        "test_photos": len(test),
+        "seed": args.seed,
+        "runs": {},
+    }
+    for n in args.per_class:
+        train = most[: n * len(TAXONOMY)]  # photos are drawn class by class, in turn
+        train_y = np.array([y for _, y in train])
+        probe = linear_probe(all_features[: len(train)], train_y, len(TAXONOMY), seed=args.seed)
+        predicted = np.asarray(probe(test_features)).argmax(axis=1)
+        with tempfile.TemporaryDirectory() as work:
+            cnn, cnn_seconds = cnn_accuracy(train, test, Path(work), args.seed)
+        result["runs"][str(n)] = {
+            "lite0_linear_accuracy": round(float((predicted == test_y).mean()), 4),
+            "cnn_accuracy": round(cnn, 4),
+            "cnn_train_seconds": round(cnn_seconds, 1),
+        }
+        print(json.dumps({n: result["runs"][str(n)]}), flush=True)
+    result["backbone"] = backbone_cost(views(test[:128], args.view_size))
+    if args.json_out:
+        print(json.dumps(result, indent=2))
+    else:
+        writer = csv.writer(sys.stdout)
+        for n, run in result["runs"].items():
+            writer.writerow([n, run["cnn_accuracy"], run["lite0_linear_accuracy"]])
+        print(result["backbone"])
+
+
+if __name__ == "__main__":
+    main()
