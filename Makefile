@@ -46,7 +46,7 @@ bench-smoke: install
 	$(VENV)/bin/vitrine bench reviews --pairs 20 --json
 	$(VENV)/bin/vitrine bench catalog --items 30 --foreign 22 --json
 	$(VENV)/bin/vitrine bench desk --images 2000 --runs 2 --json
-	$(VENV)/bin/vitrine bench train --steps 2 --batch 32 --json
+	$(VENV)/bin/vitrine bench train --steps 2 --batch 32 --architectures resnet20 --json
 
 test: lint unit integration bench-smoke
 

@@ -18,6 +18,7 @@ from vitrine.cli.output import (
     table,
 )
 from vitrine.ops.context import open_context
+from vitrine.ops.errors import UserError
 from vitrine.settings import get_settings
 
 bench_app = typer.Typer(
@@ -64,12 +65,20 @@ def register(app: typer.Typer) -> None:
     def bench_train(
         steps: int = typer.Option(40, "--steps", min=1, help="Timed training steps per run."),
         batch: int = typer.Option(128, "--batch", min=1, help="Training batch size."),
+        architectures: str = typer.Option(
+            "cnn,resnet20,resnet32", "--architectures", help="Comma-separated networks."
+        ),
         json_out: bool = JSON,
     ) -> None:
         """Training speed of each network in fp32 and bf16 (images per CPU-second)."""
         from vitrine.bench.training import run_training_bench
+        from vitrine.pipeline.training.train import ARCHITECTURES
 
-        _show(run_training_bench(steps=steps, batch=batch), json_out, "bench train")
+        chosen = [a.strip() for a in architectures.split(",") if a.strip()]
+        if not chosen or set(chosen) - set(ARCHITECTURES):
+            raise UserError(f"--architectures takes some of {','.join(ARCHITECTURES)}")
+        results = run_training_bench(steps=steps, batch=batch, architectures=chosen)
+        _show(results, json_out, "bench train")
 
     @bench_app.command("ingest")
     @friendly
