@@ -72,7 +72,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Training speed of each network in fp32 and bf16 (images per CPU-second)."""
         from vitrine.bench.training import run_training_bench
-        from vitrine.pipeline.training.train import ARCHITECTURES
+        from vitrine.ops.training import ARCHITECTURES
 
         chosen = [a.strip() for a in architectures.split(",") if a.strip()]
         if not chosen or set(chosen) - set(ARCHITECTURES):

@@ -169,11 +169,9 @@ def register(app: typer.Typer) -> None:
                 )
             try:
                 request = resumed_request(resume, fashion)
-            except AlreadyTrained:
-                from vitrine.pipeline.inference.model import read_spec
-
+            except AlreadyTrained as finished:
                 err_console.print(f"{resume} has finished training: nothing to resume")
-                _print_trained(read_spec(resume), resume, json_out)
+                _print_trained(finished.spec, resume, json_out)
                 return
             spec = run_training(request, limits=get_settings().image_limits, log=_log, resume=True)
             _print_trained(spec, resume, json_out)

@@ -20,6 +20,7 @@ import numpy as np
 from vitrine.ops.data import fashion_mnist
 from vitrine.ops.errors import UserError
 from vitrine.pipeline.inference.batch import failure_reason, prepare_batch
+from vitrine.pipeline.inference.model import read_spec
 from vitrine.pipeline.training import precision
 from vitrine.pipeline.training.augment import Augmentation
 from vitrine.pipeline.training.datasets import load_labelled_folder
@@ -77,7 +78,11 @@ def _save_request(req: TrainRequest) -> None:
 
 class AlreadyTrained(Exception):
     """`--resume DIR` where the run has finished: DIR holds its model (not an error, so
-    that `until vitrine train --resume DIR; do ...; done` ends)."""
+    that `until vitrine train --resume DIR; do ...; done` ends). `spec`: that model's."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__(spec.key)
+        self.spec = spec
 
 
 def resumed_request(out: Path, fashion: Path | None = None) -> TrainRequest:
@@ -86,7 +91,7 @@ def resumed_request(out: Path, fashion: Path | None = None) -> TrainRequest:
     folder = out / CHECKPOINT_DIR
     if not (folder / REQUEST_FILE).is_file():
         if (out / "model.json").is_file():
-            raise AlreadyTrained(str(out))
+            raise AlreadyTrained(read_spec(out))
         raise UserError(
             f"{out} holds no run to resume (`vitrine train --out {out}` starts one; it "
             "keeps what --resume needs until the model is saved)"
@@ -168,11 +173,12 @@ def train(req: TrainRequest, *, limits: ImageLimits, log: Log, resume: bool = Fa
     `resumed_request`); the request is kept beside the checkpoint until the model is saved."""
     config = _config(req, resume=resume)
     log(f"training in {config.precision} ({precision.why(config.precision)})")
-    if not resume:
-        _save_request(req)
     if req.data is None:
+        data = fashion_mnist(req.fashion)
+        if not resume:  # once the data is known good: a refused run leaves no directory
+            _save_request(req)
         return train_fashion_mnist(
-            fashion_mnist(req.fashion),
+            data,
             out_dir=req.out,
             config=config,
             name=req.name or "fashion-cnn",
@@ -206,6 +212,8 @@ def _train_on_folder(
         log(f"skipping {paths[i]}: {failure_reason(problem)}")
     if len(batch.keys) < 2:
         raise UserError(f"fewer than two images in {req.data} could be read")
+    if not resume:
+        _save_request(req)
     return train_folder(
         images=batch.arrays,
         labels=np.asarray([labels[i] for i in batch.keys]),
