@@ -48,6 +48,11 @@ class BatchOutcome:
         }
 
 
+#: How long a batch's near-duplicate probe may take before its pairs are left for later
+#: (`record_duplicates`): a lock held elsewhere must not hold the batch for longer.
+PAIR_PROBE_MS = 3000
+
+
 def process_batch(
     items: Sequence[WorkItem], *, model_key: str | None = None, claim: bool = True
 ) -> BatchOutcome:
@@ -158,7 +163,7 @@ def process_batch(
             # their near-duplicate pairs, in the same transaction (a copy saved at the very
             # same moment by another batch is found by a later copy, or a rehash)
             repository.record_duplicates(
-                conn, image_ids=[r.image_id for r in results], timeout_ms=3000
+                conn, image_ids=[r.image_id for r in results], timeout_ms=PAIR_PROBE_MS
             )
         for image_id, error in outcome.failed.items():
             repository.mark_failed(conn, image_id=image_id, error=error)
@@ -217,10 +222,9 @@ def rehash_batch(items: Sequence[WorkItem]) -> BatchOutcome:
                 outcome.transient[item.image_id] = str(exc)
             else:  # worded as it always was (vitrine.worker.failures)
                 outcome.failed[item.image_id] = failure_reason(exc)
-    with runtime.engine().begin() as conn:
+    with runtime.engine().begin() as conn:  # hashes and their pairs together, as for uploads
         repository.save_hashes(conn, infos=infos)
         repository.drop_duplicates(conn, image_ids=list(infos))  # measured anew
-    with runtime.engine().begin() as conn:  # after the commit, as for new images
-        repository.record_duplicates(conn, image_ids=list(infos))
+        repository.record_duplicates(conn, image_ids=list(infos), timeout_ms=PAIR_PROBE_MS)
     outcome.done = list(infos)
     return outcome

@@ -14,15 +14,20 @@ of the person who asks, whole, and the image's `person_label` follows by trigger
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from psycopg.errors import QueryCanceled
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import OperationalError
 
 from vitrine.db.repository._shared import EFFECTIVE, SOURCE
+
+log = logging.getLogger(__name__)
 
 DUPLICATE_DECISIONS = ("not_duplicate", "same_product", "delist_one")
 REVIEW_DECISIONS = ("matches", "does_not_match")
@@ -93,27 +98,48 @@ def record_duplicates(
 ) -> int:
     """Add the near-duplicate pairs of these images (one hash-index probe each, through
     `duplicate_candidates`); how many were new. The workers call it in the transaction that
-    saves the images' hashes; `timeout_ms` bounds it there (a slow probe must not hold a
-    batch)."""
+    saves the images' hashes, with `timeout_ms`: a probe slower than that (a lock held
+    elsewhere, a very busy index) loses the pairs, never the batch. It runs in a savepoint,
+    so the results around it still commit, and a later copy's probe or `vitrine backfill
+    --hashes` finds the pairs again; 0 is returned and a warning logged."""
     if not image_ids:
         return 0
-    if timeout_ms is not None:  # this transaction's statements only
-        conn.execute(
-            text("SELECT set_config('statement_timeout', :ms, true)"), {"ms": str(timeout_ms)}
+    try:
+        with conn.begin_nested():  # a savepoint: its rollback undoes the timeout setting too
+            if timeout_ms is not None:
+                previous = conn.execute(text("SELECT current_setting('statement_timeout')"))
+                restore = previous.scalar_one()
+                _statement_timeout(conn, str(timeout_ms))
+            added = conn.execute(_RECORD_PAIRS, {"ids": sorted(set(image_ids))})
+            if timeout_ms is not None:
+                _statement_timeout(conn, restore)
+            return int(added.rowcount or 0)
+    except OperationalError as exc:
+        if not isinstance(exc.orig, QueryCanceled):
+            raise
+        log.warning(
+            "near-duplicate probe of %d image(s) took over %s ms; their pairs are left to a "
+            "later copy or `vitrine backfill --hashes`",
+            len(image_ids),
+            timeout_ms,
         )
-    added = conn.execute(
-        text(
-            "INSERT INTO duplicate_pairs (image_id, other_image_id, reason, distance) "
-            "SELECT DISTINCT ON (least(d.image_id, d.duplicate_id), "
-            "greatest(d.image_id, d.duplicate_id)) least(d.image_id, d.duplicate_id), "
-            "greatest(d.image_id, d.duplicate_id), d.reason, d.distance "
-            "FROM duplicate_candidates d WHERE d.image_id = ANY(CAST(:ids AS bigint[])) "
-            "ORDER BY least(d.image_id, d.duplicate_id), greatest(d.image_id, d.duplicate_id), "
-            "d.distance ON CONFLICT DO NOTHING"
-        ),
-        {"ids": sorted(set(image_ids))},
-    )
-    return int(added.rowcount or 0)
+        return 0
+
+
+def _statement_timeout(conn: Connection, value: str) -> None:
+    """For the rest of this transaction only (`set_config(..., true)`)."""
+    conn.execute(text("SELECT set_config('statement_timeout', :v, true)"), {"v": value})
+
+
+_RECORD_PAIRS = text(
+    "INSERT INTO duplicate_pairs (image_id, other_image_id, reason, distance) "
+    "SELECT DISTINCT ON (least(d.image_id, d.duplicate_id), "
+    "greatest(d.image_id, d.duplicate_id)) least(d.image_id, d.duplicate_id), "
+    "greatest(d.image_id, d.duplicate_id), d.reason, d.distance "
+    "FROM duplicate_candidates d WHERE d.image_id = ANY(CAST(:ids AS bigint[])) "
+    "ORDER BY least(d.image_id, d.duplicate_id), greatest(d.image_id, d.duplicate_id), "
+    "d.distance ON CONFLICT DO NOTHING"
+)
 
 
 def drop_duplicates(conn: Connection, *, image_ids: Sequence[int]) -> None:

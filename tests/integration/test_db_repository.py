@@ -507,6 +507,30 @@ def test_save_results_upserts_and_counts(engine: Engine) -> None:
         assert repo.status_counts(conn)["done"] == 5
 
 
+def test_a_pair_probe_that_waits_too_long_loses_the_pairs_not_the_results(
+    engine: Engine,
+) -> None:
+    """Another session locks `duplicate_pairs`: the batch's probe gives up after its
+    timeout, inside its savepoint, and the results it was saved with still commit."""
+    with engine.begin() as conn:
+        model = repo.register_model(conn, spec=spec("1", 4), path="/m/1")
+        ids = repo.upsert_pending_images(conn, uploads=uploads(2, prefix="copies"))
+    copies = [result(i, model, [1, 0, 0, 0], sha="the-same-bytes") for i in ids]
+    with engine.connect() as locker:
+        locker.execute(text("LOCK TABLE duplicate_pairs IN EXCLUSIVE MODE"))
+        with engine.begin() as conn:
+            repo.save_results(conn, results=copies)
+            assert repo.record_duplicates(conn, image_ids=ids, timeout_ms=200) == 0
+            # the rest of the transaction runs without the probe's timeout
+            assert conn.execute(text("SHOW statement_timeout")).scalar_one() == "0"
+        locker.rollback()
+    with engine.begin() as conn:
+        assert repo.status_counts(conn)["done"] == 2  # the results committed
+        assert conn.execute(text("SELECT count(*) FROM duplicate_pairs")).scalar_one() == 0
+        assert repo.record_duplicates(conn, image_ids=ids, timeout_ms=200) == 1  # found later
+        assert conn.execute(text("SHOW statement_timeout")).scalar_one() == "0"
+
+
 def test_save_results_stores_float32_arrays_exactly(engine: Engine) -> None:
     rng = np.random.default_rng(5)
     vectors = rng.normal(scale=3.0, size=(6, 16)).astype(np.float32)
