@@ -184,6 +184,7 @@ def train(req: TrainRequest, *, limits: ImageLimits, log: Log, resume: bool = Fa
             name=req.name or "fashion-cnn",
             version=req.version,
             log=log,
+            verbose=0,  # the recipe's own line per epoch says it all, on stderr
             resume=resume,
         )
     return _train_on_folder(req, config, limits, log, resume)
@@ -227,5 +228,6 @@ def _train_on_folder(
         name=req.name or Path(req.data).name,
         version=req.version,
         log=log,
+        verbose=0,  # Keras would print its progress to stdout, into `--json`'s answer
         resume=resume,
     )

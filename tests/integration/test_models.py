@@ -25,7 +25,7 @@ def test_two_models_coexist_and_switch(
 ) -> None:
     directory, _ = catalog
     model_dir = tmp_path / "tiny"
-    _ok(
+    trained = _ok(
         vitrine(
             pipeline_env,
             "train",
@@ -50,6 +50,8 @@ def test_two_models_coexist_and_switch(
     )
     spec = json.loads((model_dir / "model.json").read_text())
     assert spec["embedding_dim"] == 32 and spec["data_fingerprint"].startswith("sha256:")
+    # --json: stdout is one JSON object (Keras's own progress lines once leaked into it)
+    assert json.loads(trained)["model"] == "tiny@2"
 
     submitted = json.loads(
         _ok(
