@@ -105,8 +105,8 @@ def _train(
     epoch trains on `to_input(augment(x_train))` drawn fresh from the seeded rng; `test`
     is a held-out split scored after training. The order of rng draws is part of the
     recipe (train_limit subset, split, then per epoch one `augment` and one permutation):
-    keep it, or seeded runs stop reproducing older models. Validation accuracy is that of
-    the model as saved. With `resume`, the run goes on from `out_dir`'s checkpoint (from
+    changing it changes what a seed trains (the permutation replaced Keras's shuffle when
+    runs became resumable). Validation accuracy is that of the model as saved. With `resume`, the run goes on from `out_dir`'s checkpoint (from
     the start where none was written yet).
     """
     import keras
