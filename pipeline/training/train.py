@@ -106,8 +106,9 @@ def _train(
     is a held-out split scored after training. The order of rng draws is part of the
     recipe (train_limit subset, split, then per epoch one `augment` and one permutation):
     changing it changes what a seed trains (the permutation replaced Keras's shuffle when
-    runs became resumable). Validation accuracy is that of the model as saved. With `resume`, the run goes on from `out_dir`'s checkpoint (from
-    the start where none was written yet).
+    runs became resumable). Validation accuracy is that of the model as saved. With
+    `resume`, the run goes on from `out_dir`'s checkpoint (from the start where none was
+    written yet).
     """
     import keras
 
