@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from vitrine.db import repository
 from vitrine.pipeline.inference.batch import failure_reason, prepare_batch
 from vitrine.pipeline.types import GAVE_UP_PREFIX
-from vitrine.settings import get_settings
+from vitrine.settings import Settings, get_settings
 from vitrine.sources.fetch import PermanentError, TransientError
 from vitrine.sources.fetch_many import fetch_all
 from vitrine.worker import metrics, runtime
@@ -87,14 +87,7 @@ def process_batch(
 
     # All sources at once: a slow URL costs its own image, never the batch (fetch_many).
     with timer.stage("fetch", record=bool(claimed)):
-        fetched = fetch_all(
-            [item.uri for item in claimed],
-            settings.source_policy,
-            max_workers=settings.fetch_concurrency,
-            per_host=settings.fetch_per_host,
-            deadline_s=settings.fetch_timeout_s,
-            batch_deadline_s=settings.fetch_batch_deadline_s,
-        )
+        fetched = _fetch(claimed, settings)
 
     def read(item: WorkItem) -> bytes:
         got = fetched[item.uri]
@@ -178,6 +171,19 @@ def process_batch(
     return outcome
 
 
+def _fetch(items: Sequence[WorkItem], settings: Settings) -> dict[str, bytes | Exception]:
+    """A batch's sources, all at once, under the worker's fetch limits (uploads and
+    rehashes read them the same way)."""
+    return fetch_all(
+        [item.uri for item in items],
+        settings.source_policy,
+        max_workers=settings.fetch_concurrency,
+        per_host=settings.fetch_per_host,
+        deadline_s=settings.fetch_timeout_s,
+        batch_deadline_s=settings.fetch_batch_deadline_s,
+    )
+
+
 def _gave_up(attempts: int, last_error: str | None) -> str:
     why = last_error or "each attempt ended without a result (worker stopped or timed out)"
     return f"{GAVE_UP_PREFIX}{attempts} attempts: {why}"
@@ -201,14 +207,7 @@ def rehash_batch(items: Sequence[WorkItem]) -> BatchOutcome:
     from vitrine.pipeline.inference.preprocess import measure_bytes
 
     settings = get_settings()
-    fetched = fetch_all(
-        [item.uri for item in items],
-        settings.source_policy,
-        max_workers=settings.fetch_concurrency,
-        per_host=settings.fetch_per_host,
-        deadline_s=settings.fetch_timeout_s,
-        batch_deadline_s=settings.fetch_batch_deadline_s,
-    )
+    fetched = _fetch(items, settings)
     outcome = BatchOutcome()
     infos = {}
     for item in items:
