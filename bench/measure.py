@@ -7,14 +7,17 @@ import os
 import statistics
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vitrine.pipeline.inference.preprocess import preprocess_bytes
+from vitrine.pipeline.inference.preprocess import Prepared, prepare_photo
+from vitrine.pipeline.inference.stages import NO_CLOCK, STAGES, StageClock
 from vitrine.pipeline.training.datasets import load_fashion_mnist
 from vitrine.pipeline.types import ImageLimits, PreprocessSpec
 from vitrine.settings import SAMPLE_FASHION_DIR
@@ -38,42 +41,96 @@ def bench_photos(directory: Path, *, n: int, seed: int) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.name != "manifest.csv")
 
 
-_spec: PreprocessSpec | None = None
-_limits: ImageLimits | None = None
+@dataclass(frozen=True)
+class PhotoWork:
+    """What the worker computes from every photo: the model input, the perceptual hash,
+    the quality figures and, when the model has an unknown detector, its object view."""
+
+    spec: PreprocessSpec
+    limits: ImageLimits
+    view_size: int | None
+
+    @classmethod
+    def of_model(cls, model_dir: Path, limits: ImageLimits) -> PhotoWork:
+        """The work for the model in `model_dir`, read without loading it (no TensorFlow
+        before a fork)."""
+        from vitrine.pipeline.inference.model import read_spec
+        from vitrine.pipeline.inference.unknown import VIEW_SIZE
+
+        spec = read_spec(model_dir)
+        view = int(spec.unknown.get("view_size", VIEW_SIZE)) if spec.unknown else None
+        return cls(spec.preprocess, limits, view)
+
+    def prepare(self, data: bytes, clock: StageClock = NO_CLOCK) -> Prepared:
+        return prepare_photo(
+            data,
+            self.spec,
+            limits=self.limits,
+            with_phash=True,
+            with_quality=True,
+            view_size=self.view_size,
+            clock=clock,
+        )
 
 
-def _init(spec: PreprocessSpec, limits: ImageLimits) -> None:
-    global _spec, _limits
-    _spec, _limits = spec, limits
+_work: PhotoWork | None = None
 
 
-def _prepare(path: Path) -> np.ndarray:
-    assert _spec is not None and _limits is not None
-    return preprocess_bytes(path.read_bytes(), _spec, limits=_limits, with_phash=True)[0]
+def _init(work: PhotoWork) -> None:
+    global _work
+    _work = work
+
+
+def _prepare(path: Path) -> Prepared:
+    assert _work is not None
+    return _work.prepare(path.read_bytes())
 
 
 def preprocess_in_processes(
-    paths: Sequence[Path],
-    spec: PreprocessSpec,
-    limits: ImageLimits,
-    processes: int,
-    repeats: int = 3,
-) -> tuple[np.ndarray, float]:
-    """Decode and preprocess every photo in `processes` forked processes; (arrays, median
-    seconds of `repeats` passes). The pool is started and warmed first, as a worker's
-    processes are by the time uploads arrive; the median keeps one disturbed pass on a
-    shared machine from setting the bound.
+    paths: Sequence[Path], work: PhotoWork, processes: int, repeats: int = 3
+) -> tuple[list[Prepared], float]:
+    """Everything the worker computes from each photo (`PhotoWork`), in `processes` forked
+    processes; (results, median seconds of `repeats` passes). The pool is started and
+    warmed first, as a worker's processes are by the time uploads arrive; the median keeps
+    one disturbed pass on a shared machine from setting the bound.
 
     Forked before this process loads TensorFlow (fork after TF is unsafe)."""
     context = multiprocessing.get_context("fork")
     times = []
-    with context.Pool(processes, initializer=_init, initargs=(spec, limits)) as pool:
+    with context.Pool(processes, initializer=_init, initargs=(work,)) as pool:
         pool.map(_prepare, paths[: 4 * processes], chunksize=1)
         for _ in range(repeats):
             started = time.perf_counter()
-            arrays = pool.map(_prepare, paths, chunksize=8)
+            prepared = pool.map(_prepare, paths, chunksize=8)
             times.append(time.perf_counter() - started)
-    return np.stack(arrays), statistics.median(times)
+    return prepared, statistics.median(times)
+
+
+def stage_costs(paths: Sequence[Path], work: PhotoWork, n: int = 240) -> dict[str, Any]:
+    """CPU ms per photo of each preprocessing stage (`vitrine.pipeline.inference.stages`)
+    by file format, in this one process, over the first `n` photos (after 5 to warm up):
+    the budget table of `vitrine bench ingest` and docs/performance.md."""
+    blobs = [(p.suffix.lstrip(".").lower(), p.read_bytes()) for p in paths[:n]]
+    for _, blob in blobs[:5]:
+        work.prepare(blob)
+    clocks: dict[str, StageClock] = defaultdict(StageClock)
+    totals: dict[str, float] = defaultdict(float)
+    counts: dict[str, int] = defaultdict(int)
+    for fmt, blob in blobs:
+        started = time.thread_time()
+        work.prepare(blob, clocks[fmt])
+        totals[fmt] += time.thread_time() - started
+        counts[fmt] += 1
+    table: dict[str, dict[str, float]] = {}
+    for fmt in sorted(clocks):
+        row = {stage: clocks[fmt].seconds.get(stage, 0.0) for stage in STAGES}
+        row["total"] = totals[fmt]
+        table[fmt] = {k: round(1000 * v / counts[fmt], 2) for k, v in row.items()}
+    overall = {
+        stage: round(sum(table[f][stage] * counts[f] for f in table) / len(blobs), 2)
+        for stage in (*STAGES, "total")
+    }
+    return {"photos": dict(counts), "ms_per_photo": {**table, "all": overall}}
 
 
 class RssSampler(threading.Thread):

@@ -14,6 +14,7 @@ be, is `vitrine.pipeline.inference.deadline`'s docstring.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import time
 import warnings
@@ -103,6 +104,7 @@ def decode(
     draft_mode: str | None = None,
     formats: Sequence[str] = ACCEPTED_FORMATS,
     sha256: str | None = None,
+    draft_longest: bool = False,
 ) -> tuple[Image.Image, ImageInfo]:
     """Safely decode untrusted upload bytes into an upright, fully loaded Pillow image.
 
@@ -110,7 +112,8 @@ def decode(
     then width*height from the header (`limits.max_pixels`); decoding, EXIF and transpose
     together may take `limits.max_decode_seconds` (see the module docstring for how that
     is enforced, and where it cannot be). JPEGs are decoded at reduced scale when
-    `draft_size` is set (shorter side stays >= draft_size; None decodes at full size);
+    `draft_size` is set (shorter side stays >= draft_size, or with `draft_longest` the
+    longer side: the working copy's own measure; None decodes at full size);
     `draft_mode` "L"/"RGB" lets libjpeg produce that mode directly. EXIF orientation is
     applied. `ImageInfo` records the sha256 of the bytes (`sha256`: the caller hashed them
     already) and the ORIGINAL upright
@@ -135,7 +138,7 @@ def decode(
     try:
         with alarm(deadline):
             upright, fmt, width, height = _decode(
-                data, deadline, usable, limits.max_pixels, draft_size, draft_mode
+                data, deadline, usable, limits.max_pixels, draft_size, draft_mode, draft_longest
             )
             deadline.check()  # (a C call that outlasted the deadline returns here)
     except DecodeTimeout:
@@ -149,6 +152,16 @@ def decode(
     return upright, info
 
 
+def _draft_request(width: int, height: int, side: int, longest: bool) -> tuple[int, int]:
+    """The size `Image.draft` must keep at least (it picks the smallest 1/2^k scale that
+    does, in both directions): `side` on the shorter side, or on the longer with
+    `longest`, the other in proportion."""
+    if not longest:
+        return side, side
+    scale = side / max(width, height)
+    return max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))
+
+
 def _decode(
     data: bytes,
     deadline: Deadline,
@@ -156,6 +169,7 @@ def _decode(
     max_pixels: int,
     draft_size: int | None,
     draft_mode: str | None,
+    draft_longest: bool = False,
 ) -> tuple[Image.Image, str, int, int]:
     """`decode` within its deadline: (upright image, format, upright width and height)."""
     with warnings.catch_warnings():
@@ -182,7 +196,7 @@ def _decode(
         deadline.check()
         try:
             if draft_size and fmt in ("JPEG", "MPO"):
-                img.draft(draft_mode, (draft_size, draft_size))
+                img.draft(draft_mode, _draft_request(width, height, draft_size, draft_longest))
             img.load()
             deadline.check()
             orientation = img.getexif().get(0x0112, 1)

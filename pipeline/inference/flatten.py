@@ -5,6 +5,10 @@ shows the shop's white page where it is transparent; the pixels under the transp
 are arbitrary (often black). Everything that looks at a photo (the model's input, the
 perceptual hash, the quality figures, the desk's thumbnails, pictures) composites it the
 same way, here, so two cut-outs never look alike because of what lies under their alpha.
+
+`working_copy` is the one reduced copy of a photo that they all read (issue: one decode,
+one working copy): each used to flatten and resample the full decoded image on its own,
+and a transparent PNG was composited at full size three times.
 """
 
 from __future__ import annotations
@@ -27,6 +31,36 @@ def _numeric_to_l(img: Image.Image) -> Image.Image:
     if "transparency" in img.info and isinstance(img.info["transparency"], int | float):
         out[np.asarray(img) == img.info["transparency"]] = 255  # keyed colour -> white
     return Image.fromarray(out)
+
+
+#: Longest side of the working copy every measure of a photo reads: the model input, the
+#: perceptual hash, the quality figures and the unknown detector's object view.
+WORK_SIDE = 256
+
+#: Modes Pillow resizes correctly before flattening: L and RGB, and LA and RGBA, which
+#: `Image.resize` premultiplies by their alpha, so colour under transparency never bleeds.
+_RESIZE_FIRST = ("L", "RGB", "LA", "RGBA")
+
+
+def working_copy(
+    img: Image.Image, side: int | None = WORK_SIDE, *, enlarge: bool = False
+) -> Image.Image:
+    """`flatten(img, 3)` with its longest side `side` px (None: its own size; smaller
+    images stay as they are unless `enlarge`).
+
+    Resizing comes first where the mode allows (`_RESIZE_FIRST`): compositing a 1.6 Mpx
+    RGBA photo onto white costs about 20 ms, a 256 px copy of it next to nothing.
+    `reduce` by the whole factor, then bilinear for what is left (`reducing_gap=1`): the
+    box average of every source pixel, at the cost of about one pass over the image.
+    """
+    longest = max(img.size)
+    if side is None or (longest <= side and not (enlarge and longest < side)):
+        return flatten(img, 3)
+    scale = side / longest
+    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    if img.mode in _RESIZE_FIRST and "transparency" not in img.info:
+        return flatten(img.resize(size, Image.Resampling.BILINEAR, reducing_gap=1.0), 3)
+    return flatten(img, 3).resize(size, Image.Resampling.BILINEAR, reducing_gap=1.0)
 
 
 def flatten(img: Image.Image, channels: int) -> Image.Image:

@@ -44,7 +44,7 @@ import numpy as np
 from PIL import Image
 
 from vitrine.pipeline.inference.backdrop import lift_colour_backdrop
-from vitrine.pipeline.inference.flatten import flatten
+from vitrine.pipeline.inference.flatten import WORK_SIDE, working_copy
 from vitrine.pipeline.inference.framing import border, colour_distance, product_mask, strip_padding
 
 BITS = 320
@@ -61,7 +61,6 @@ TOLERANCE_RANGE = (10.0, 40.0)
 #: this share of the border lies within this many levels of it.
 PLAIN_SHARE, PLAIN_TOLERANCE = 0.9, 3
 SPREAD = 2.0  # the hashed box reaches this many standard deviations from the centroid
-WORK_SIDE = 256  # the hash is computed on a copy at most this large
 
 
 def dct_matrix(size: int = 8) -> np.ndarray:
@@ -80,11 +79,9 @@ def perceptual_hash(img: Image.Image) -> str:
     """The photo's 320-bit hash as a string of '0'/'1' (pgvector's `bit` text form).
     Transparency is composited onto white first (`vitrine.pipeline.inference.flatten`): what lies
     under a
-    cut-out's alpha is not the photo."""
-    small = flatten(img, 3)
-    small = small.copy() if small is img else small  # thumbnail() works in place
-    small.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BOX)
-    rgb = strip_padding(np.asarray(small, dtype=np.int16))
+    cut-out's alpha is not the photo. The worker hands it the working copy it made
+    already (`vitrine.pipeline.inference.flatten.working_copy`), which is used as it is."""
+    rgb = strip_padding(np.asarray(working_copy(img, WORK_SIDE), dtype=np.int16))
     weight = _backdrop_distance(rgb)
     tolerance = np.clip(TOLERANCE_SHARE * np.percentile(weight, 99.5), *TOLERANCE_RANGE)
     weight[weight < tolerance] = 0.0

@@ -5,14 +5,16 @@ longest edge to 28, centring on 28x28 and negating (object bright on black). Mer
 uploads are large colour photos on white or transparent backgrounds, with margins, off
 centre, sometimes EXIF-rotated. `to_model_input` bridges that gap:
 
-    flatten (alpha onto WHITE, any Pillow mode)  -> grey or RGB
-    box-reduce to the working size               (shorter side >= 256 px, as JPEG drafts)
+    decode once                                  (JPEG at 1/2..1/8 scale: `Image.draft`)
+    one working copy: RGB, alpha onto WHITE      (vitrine.pipeline.inference.flatten,
+                      longest side 256 px         `working_copy`)
     foreground = 255 - pixel                      (white background -> 0)
     cut a photo out of padding of another colour (vitrine.pipeline.inference.framing: a
-    re-published copy)
-    remove a plain backdrop and its vignetting   (vitrine.pipeline.inference.backdrop: a surface
-    fitted
-                                                  to the border, only if light)
+                                                  re-published copy)
+    remove a plain backdrop and its vignetting   (vitrine.pipeline.inference.backdrop: a
+                                                  surface fitted to the border, only if
+                                                  light; skipped on white)
+    stand a tilted item upright                  (vitrine.pipeline.inference.upright)
     trim to the object's bounding box            (threshold robust to JPEG noise; the
                                                   heavy groups only, not a watermark)
     resize longest edge to round(size*fit)       (reduce() then LANCZOS), centre on canvas
@@ -20,11 +22,13 @@ centre, sometimes EXIF-rotated. `to_model_input` bridges that gap:
     autocontrast (brightest foreground -> 255)   (never on a blank image)
     invert? foreground : 255 - foreground;  * scale + offset
 
-Pure Pillow + numpy, no Python loops over pixels. Large JPEGs are decoded at 1/2..1/8
-scale (`Image.draft`), other formats are reduced right after decoding (`working_image`);
-decoding PNG and WebP at full size is now most of the time (docs/performance.md). Making
-the bytes safe to look at is `vitrine.pipeline.inference.decode`'s job, this module starts from its
-image.
+Pure Pillow + numpy, no Python loops over pixels. `prepare_photo` is what the worker
+runs: the perceptual hash, the quality figures and the unknown detector's object view
+read the same working copy as the model input, and the colour foreground (backdrop
+lifted) is made once for the model and the view. Each stage's CPU time can be measured
+(`vitrine.pipeline.inference.stages`, `vitrine bench ingest`'s stage table). Making the
+bytes safe to look at is `vitrine.pipeline.inference.decode`'s job; this module starts
+from its image.
 """
 
 from __future__ import annotations
@@ -35,11 +39,12 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from vitrine.pipeline.inference.backdrop import lift_backdrop, lift_colour_backdrop
-from vitrine.pipeline.inference.decode import DEFAULT_DRAFT_SIZE, decode
-from vitrine.pipeline.inference.flatten import flatten
+from vitrine.pipeline.inference.decode import decode
+from vitrine.pipeline.inference.flatten import WORK_SIDE, working_copy
 from vitrine.pipeline.inference.framing import product_mask, strip_padding
 from vitrine.pipeline.inference.phash import perceptual_hash
 from vitrine.pipeline.inference.quality import measure_quality
+from vitrine.pipeline.inference.stages import NO_CLOCK, StageClock
 from vitrine.pipeline.inference.upright import stand_upright, tilt_degrees
 from vitrine.pipeline.types import ImageInfo, ImageLimits, PreprocessSpec
 
@@ -113,76 +118,69 @@ def _lift_background(fg: np.ndarray) -> np.ndarray:
 
 
 def working_size(spec: PreprocessSpec) -> int:
-    """The shorter side every format is decoded and reduced to for `spec`: at least a
-    JPEG draft's 256 px, or 4x the model's input (the one formula; explain and its bench
-    read photos the way the worker does)."""
-    return max(DEFAULT_DRAFT_SIZE, 4 * int(spec.size))
+    """The longest side of the working copy for `spec`: `WORK_SIDE` (256 px), or 4x the
+    model's input for larger inputs (the one formula; explain and its bench read photos
+    the way the worker does)."""
+    return max(WORK_SIDE, 4 * int(spec.size))
 
 
-def working_image(img: Image.Image, channels: int, work_size: int | None) -> Image.Image:
-    """`flatten`, box-reduced by the largest integer factor k that keeps the shorter side
-    >= `work_size` (no reduction when None or k < 2): every later step sees k^2 fewer pixels.
+@dataclasses.dataclass(frozen=True)
+class WorkingCopy:
+    """The photo every measure reads: RGB on white, at working size (`flatten.working_copy`),
+    and whether it is `plain`: a grey photo or a cut-out (alpha composited on white) has
+    no studio backdrop or cast shadow to lift, and no padding of another colour."""
 
-    JPEGs arrive at that size already (libjpeg's draft scaling); PNG and WebP have no such
-    thing in Pillow (libwebp can decode scaled, but Pillow does not expose it), so they
-    arrive at full size and are reduced here, before the trim and the numpy work. Opaque L
-    and RGB are reduced first (fewer pixels to convert); anything with alpha, a palette or
-    a transparency key is flattened onto white first, so the average is of what a viewer
-    sees and the black under transparent pixels never darkens an edge. Nearest-neighbour
-    subsampling instead of the box average measured 0.93x the CPU time and the same
-    accuracy, but it aliases fine textures that generated photos do not have: not used.
+    image: Image.Image
+    plain: bool
 
-    Measured: `tools/preprocess_ab.py --rounds 6`, CPU time per image after the allocator
-    change, PNG 13.89 -> 13.13 ms, WebP 12.19 -> 11.50, the mix 10.46 -> 9.88 (0.95x;
-    decoding is now most of what is left). Model inputs move against full-size
-    preprocessing by a mean absolute 0.0147 (PNG) and 0.0158 (WebP) of the 0..1 range,
-    worst photos 0.08 and 0.12: as much as JPEG's draft decoding already does (0.0136,
-    worst 0.08). On noise-free photos the object's box stays within one reduced pixel
-    (tests/unit/test_preprocess.py); accuracy on 2,000 `vitrine photos` 0.9300 -> 0.9315.
-    """
-    factor = min(img.size) // work_size if work_size else 1
-    if factor < 2:
-        return flatten(img, channels)
-    if img.mode in ("L", "RGB") and "transparency" not in img.info:
-        return flatten(img.reduce(factor), channels)
-    return flatten(img, channels).reduce(factor)
+    @classmethod
+    def of(cls, img: Image.Image, side: int | None) -> WorkingCopy:
+        grey = img.mode in ("1", "L", "I", "F") or img.mode.startswith(("I;", "L"))
+        cut_out = img.mode in ("RGBA", "RGBa", "PA") or "transparency" in img.info
+        return cls(working_copy(img, side), grey or cut_out)
+
+
+def _colour_foreground(work: WorkingCopy, *, unpad: bool) -> np.ndarray:
+    """uint8 (H, W, 3) foreground: 255 - pixels, white background 0; for a photo that is
+    not plain, a studio backdrop, its vignetting and the shadows cast on it removed
+    (`vitrine.pipeline.inference.backdrop`) and, with `unpad`, padding of another colour
+    around a pasted photo cut away first (`vitrine.pipeline.inference.framing`)."""
+    fg = 255 - np.asarray(work.image, dtype=np.uint8)
+    if work.plain:
+        return fg
+    if unpad:
+        inner = strip_padding(fg.astype(np.int16))
+        fg = fg if inner.shape == fg.shape else np.ascontiguousarray(inner, dtype=np.uint8)
+    lifted = lift_colour_backdrop(fg)
+    return fg if lifted is None else lifted
+
+
+def _channels_foreground(work: WorkingCopy, colour: np.ndarray, channels: int) -> np.ndarray:
+    """The model's foreground from the colour one: itself for 3 channels, else luminance.
+    A colour photo is worked in colour even for a grey model: a shadow is told from the
+    object by its colour, then luminance is taken. A plain photo's grey foreground has a
+    grey backdrop lifted instead (a grey photo on a grey sweep)."""
+    if channels == 3:
+        return colour
+    if channels != 1:
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    if work.plain:
+        return _lift_background(255 - np.asarray(work.image.convert("L"), dtype=np.uint8))
+    luma = colour.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return np.clip(np.rint(luma), 0, 255).astype(np.uint8)
 
 
 def foreground(
     img: Image.Image, channels: int, work_size: int | None = None, *, unpad: bool = False
 ) -> np.ndarray:
-    """uint8 foreground at working size (see `working_image`): 255 - flattened pixels, so
-    the white background is 0 and the object bright; a plain backdrop that is not white
-    removed with its vignetting, and for colour photos soft shadows cast on it
-    (`vitrine.pipeline.inference.backdrop`). Colour photos are worked in colour even for a grey
-    model:
-    a shadow is told from the object by its colour, then luminance is taken.
-
-    `unpad`: an opaque photo pasted on padding of another colour (a studio shot padded
-    with white to a square) is cut out of it first
-    (`vitrine.pipeline.inference.framing.strip_padding`);
-    the backdrop is then the studio's, not the padding's."""
+    """uint8 foreground of a decoded photo at working size (`work_size`: the working
+    copy's longest side, None for the photo's own size): 255 - pixels, so the white
+    background is 0 and the object bright (see `_colour_foreground` and
+    `_channels_foreground` for backdrops, shadows and padding)."""
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
-    grey = img.mode in ("1", "L", "I", "F") or img.mode.startswith(("I;", "L"))
-    cut_out = img.mode in ("RGBA", "RGBa", "PA") or "transparency" in img.info
-    if grey or cut_out:  # a cut-out is flattened onto white: no backdrop, no cast shadow
-        fg = 255 - np.asarray(working_image(img, channels, work_size), dtype=np.uint8)
-        return _lift_background(fg) if channels == 1 else fg
-    work = working_image(img, 3, work_size)
-    fg = 255 - np.asarray(work, dtype=np.uint8)
-    if unpad:
-        inner = strip_padding(fg.astype(np.int16))
-        fg = fg if inner.shape == fg.shape else np.ascontiguousarray(inner, dtype=np.uint8)
-    lifted = lift_colour_backdrop(fg)
-    if lifted is None and (channels == 3 or not unpad):
-        # white already: exactly what a grey working image gives
-        return fg if channels == 3 else 255 - np.asarray(work.convert("L"), dtype=np.uint8)
-    lifted = fg if lifted is None else lifted
-    if channels == 3:
-        return lifted
-    luma = lifted.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    return np.clip(np.rint(luma), 0, 255).astype(np.uint8)
+    work = WorkingCopy.of(img, work_size)
+    return _channels_foreground(work, _colour_foreground(work, unpad=unpad), channels)
 
 
 def to_model_input(
@@ -193,62 +191,77 @@ def to_model_input(
     Works for every Pillow mode. A blank or uniform image gives the all-background array
     (zeros before scale/offset when `spec.invert`), never an error. With `channels=3,
     invert=False, autocontrast=False` (ImageNet-style backbones) this is a plain
-    trim-and-fit onto a white canvas. `work_size`: see `working_image` (None: the image's
-    own size; 0.2-0.5 ms more per 1.5 Mpx PNG or WebP once decoded).
+    trim-and-fit onto a white canvas. `work_size`: see `foreground`.
     """
+    return _model_input(foreground(img, int(spec.channels), work_size, unpad=True), spec)
+
+
+def _model_input(fg: np.ndarray, spec: PreprocessSpec, clock: StageClock = NO_CLOCK) -> np.ndarray:
+    """`to_model_input` from the foreground on: stand upright, trim, scale, centre."""
     size, channels = int(spec.size), int(spec.channels)
     if size < 1:
         raise ValueError(f"spec.size must be >= 1, got {size}")
-    fg = foreground(img, channels, work_size, unpad=True)  # white background -> 0
-    # the object's strength, a watermark left out: it must neither tilt nor widen the box
-    strength = _heavy_only(fg if fg.ndim == 2 else fg.max(axis=2), _TRIM_ABS)
-    tilt = tilt_degrees(strength)
-    if tilt:
-        fg = stand_upright(fg, tilt)
+    with clock.stage("upright"):
+        # the object's strength, a watermark left out: it must neither tilt nor widen the box
         strength = _heavy_only(fg if fg.ndim == 2 else fg.max(axis=2), _TRIM_ABS)
-
-    canvas = np.zeros((size, size, channels), dtype=np.float32)
-    box = _bbox(strength)
-    if box is not None:
-        if not spec.trim_background:
-            box = (0, 0, fg.shape[1], fg.shape[0])
-        left, top, right, bottom = box
-        crop = Image.fromarray(np.ascontiguousarray(fg[top:bottom, left:right]))
-        longest = max(crop.size)
-        target = max(1, round(size * spec.fit_fraction))
-        new_w = min(size, max(1, round(crop.width * target / longest)))
-        new_h = min(size, max(1, round(crop.height * target / longest)))
-        # reducing_gap: Image.reduce() by an integer factor first, LANCZOS for the rest.
-        small = crop.resize((new_w, new_h), Image.Resampling.LANCZOS, reducing_gap=3.0)
-        # Fashion-MNIST puts an odd leftover pixel on the left/top: round the offset up.
-        x0, y0 = (size - new_w + 1) // 2, (size - new_h + 1) // 2
-        framed = Image.new(small.mode, (size, size), 0)
-        framed.paste(small, (x0, y0))
-        if longest > target:  # downscaled: sharpen like Fashion-MNIST did after resizing
-            framed = framed.filter(_SHARPEN)
-        canvas = np.asarray(framed, dtype=np.float32).reshape(size, size, channels)
-        if spec.autocontrast:
-            ref = float(np.percentile(canvas.max(axis=2), _AUTOCONTRAST_PERCENTILE))
-            if ref >= _BLANK:  # never amplify a (near-)blank result
-                canvas = np.minimum(canvas * (255.0 / ref), 255.0)
-    if not spec.invert:
-        canvas = 255.0 - canvas
-    out = canvas * np.float32(spec.scale) + np.float32(spec.offset)
+        tilt = tilt_degrees(strength)
+        if tilt:
+            fg = stand_upright(fg, tilt)
+            strength = _heavy_only(fg if fg.ndim == 2 else fg.max(axis=2), _TRIM_ABS)
+    with clock.stage("trim and scale"):
+        canvas = np.zeros((size, size, channels), dtype=np.float32)
+        box = _bbox(strength)
+        if box is not None:
+            if not spec.trim_background:
+                box = (0, 0, fg.shape[1], fg.shape[0])
+            canvas = _framed(fg, box, spec)
+        if not spec.invert:
+            canvas = 255.0 - canvas
+        out = canvas * np.float32(spec.scale) + np.float32(spec.offset)
     return out.astype(np.float32, copy=False)
 
 
-def object_view(img: Image.Image, size: int, work_size: int = DEFAULT_DRAFT_SIZE) -> np.ndarray:
+def _framed(fg: np.ndarray, box: tuple[int, int, int, int], spec: PreprocessSpec) -> np.ndarray:
+    """The object in `box` of `fg` fitted to `spec.fit_fraction` of the frame, centred,
+    sharpened when reduced and autocontrasted: float32 (size, size, channels), 0..255."""
+    size, channels = int(spec.size), int(spec.channels)
+    left, top, right, bottom = box
+    crop = Image.fromarray(np.ascontiguousarray(fg[top:bottom, left:right]))
+    longest = max(crop.size)
+    target = max(1, round(size * spec.fit_fraction))
+    new_w = min(size, max(1, round(crop.width * target / longest)))
+    new_h = min(size, max(1, round(crop.height * target / longest)))
+    # reducing_gap: Image.reduce() by an integer factor first, LANCZOS for the rest.
+    small = crop.resize((new_w, new_h), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    # Fashion-MNIST puts an odd leftover pixel on the left/top: round the offset up.
+    x0, y0 = (size - new_w + 1) // 2, (size - new_h + 1) // 2
+    framed = Image.new(small.mode, (size, size), 0)
+    framed.paste(small, (x0, y0))
+    if longest > target:  # downscaled: sharpen like Fashion-MNIST did after resizing
+        framed = framed.filter(_SHARPEN)
+    canvas = np.asarray(framed, dtype=np.float32).reshape(size, size, channels)
+    if spec.autocontrast:
+        ref = float(np.percentile(canvas.max(axis=2), _AUTOCONTRAST_PERCENTILE))
+        if ref >= _BLANK:  # never amplify a (near-)blank result
+            canvas = np.minimum(canvas * (255.0 / ref), 255.0)
+    return canvas
+
+
+def object_view(img: Image.Image, size: int, work_size: int = WORK_SIDE) -> np.ndarray:
     """uint8 (size, size, 3): the object alone on white, what the unknown detector
-    (`vitrine.pipeline.inference.unknown`) looks at. It is the colour `foreground` (transparency on
-    white, a
-    studio backdrop, its vignetting and the shadow cast on it removed), cropped to the
-    object, padded square with a tenth of margin and resized: a studio photo and a shot on
-    white of the same product look alike (measured: AUROC 0.987 -> 0.993 against foreign
-    photos, docs/training.md). A re-published copy shows the same object: padding around
-    the photo is cut away and the crop keeps the heavy groups of foreground only
-    (`vitrine.pipeline.inference.framing`), not a watermark in a corner. A blank photo gives a
-    white frame."""
-    fg = foreground(img, 3, work_size, unpad=True)
+    (`vitrine.pipeline.inference.unknown`) looks at. It is the colour foreground
+    (transparency on white, a studio backdrop, its vignetting and the shadow cast on it
+    removed), cropped to the object, padded square with a tenth of margin and resized: a
+    studio photo and a shot on white of the same product look alike (measured: AUROC
+    0.987 -> 0.993 against foreign photos, docs/training.md). A re-published copy shows
+    the same object: padding around the photo is cut away and the crop keeps the heavy
+    groups of foreground only (`vitrine.pipeline.inference.framing`), not a watermark in a
+    corner. A blank photo gives a white frame."""
+    return _view(_colour_foreground(WorkingCopy.of(img, work_size), unpad=True), size)
+
+
+def _view(fg: np.ndarray, size: int) -> np.ndarray:
+    """`object_view` from the colour foreground on."""
     ys, xs = np.nonzero(_heavy_only(fg.max(axis=2), _VIEW_THRESHOLD) > _VIEW_THRESHOLD)
     if len(ys):
         fg = fg[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
@@ -279,14 +292,39 @@ def prepare_photo(
     with_phash: bool = False,
     with_quality: bool = False,
     view_size: int | None = None,
+    clock: StageClock = NO_CLOCK,
 ) -> Prepared:
-    """`preprocess_bytes`, and with `view_size` the photo's `object_view` too, from the
-    same decoded pixels."""
-    work_size = working_size(spec)
-    img, info = decode(data, limits=limits, draft_size=work_size, draft_mode="RGB", sha256=sha256)
-    info = _describe(img, info, with_phash=with_phash, with_quality=with_quality)
-    view = object_view(img, view_size, work_size) if view_size else None
-    return Prepared(to_model_input(img, spec, work_size=work_size), info, view)
+    """Everything the worker computes from one photo, from one decode and one working
+    copy: the model input; with `with_phash` the perceptual hash
+    (`vitrine.pipeline.inference.phash`), with `with_quality` the listing-photo quality
+    figures (`vitrine.pipeline.inference.quality`), with `view_size` the object view for
+    the unknown detector. The hash and quality read the working copy as it is; the model
+    input and the view share one colour foreground (backdrop lifted once). `clock` is
+    charged each stage's CPU time (`vitrine.pipeline.inference.stages`)."""
+    side = working_size(spec)
+    with clock.stage("decode"):
+        img, info = decode(
+            data,
+            limits=limits,
+            draft_size=side,
+            draft_mode="RGB",
+            sha256=sha256,
+            draft_longest=True,
+        )
+    with clock.stage("working copy"):
+        work = WorkingCopy.of(img, side)
+    with clock.stage("backdrop"):
+        colour = _colour_foreground(work, unpad=True)
+        fg = _channels_foreground(work, colour, int(spec.channels))
+    array = _model_input(fg, spec, clock)
+    info = _describe(
+        work.image, info, with_phash=with_phash, with_quality=with_quality, clock=clock
+    )
+    view = None
+    if view_size:
+        with clock.stage("view"):
+            view = _view(colour, view_size)
+    return Prepared(array, info, view)
 
 
 def preprocess_bytes(
@@ -295,42 +333,43 @@ def preprocess_bytes(
     *,
     limits: ImageLimits,
     sha256: str | None = None,
-    **measures: bool,
+    with_phash: bool = False,
+    with_quality: bool = False,
 ) -> tuple[np.ndarray, ImageInfo]:
-    """`decode` (with a JPEG draft sized for `spec`) then `to_model_input` at the same
-    working size for every format (shorter side >= 256 px, or 4x the model's input).
-    `measures` are `prepare_photo`'s `with_phash` (the worker, which stores it: the info
-    carries the photo's perceptual hash, `vitrine.pipeline.inference.phash`, about 3 ms) and
-    `with_quality`
-    (its listing-photo quality, `vitrine.pipeline.inference.quality`); evaluation and training have
-    no use
-    for them."""
-    # JPEGs are decoded in colour even for a grey model (0.3 ms more per photo): a shadow on
-    # a studio backdrop is told apart from the product by its colour (`foreground`).
-    prepared = prepare_photo(data, spec, limits=limits, sha256=sha256, **measures)
+    """`prepare_photo`'s model input and what is stored about the photo (the worker
+    stores the hash and quality figures; evaluation and training have no use for them)."""
+    prepared = prepare_photo(
+        data, spec, limits=limits, sha256=sha256, with_phash=with_phash, with_quality=with_quality
+    )
     return prepared.array, prepared.info
 
 
 def measure_bytes(data: bytes, *, limits: ImageLimits) -> ImageInfo:
     """What `preprocess_bytes(..., with_phash=True, with_quality=True)` says of a photo,
     without the model input: re-hashing stored photos (`vitrine backfill --hashes`)."""
-    img, info = decode(data, limits=limits, draft_size=DEFAULT_DRAFT_SIZE, draft_mode="RGB")
-    return _describe(img, info, with_phash=True, with_quality=True)
+    img, info = decode(
+        data, limits=limits, draft_size=WORK_SIDE, draft_mode="RGB", draft_longest=True
+    )
+    return _describe(working_copy(img), info, with_phash=True, with_quality=True)
 
 
 def _describe(
-    img: Image.Image, info: ImageInfo, *, with_phash: bool, with_quality: bool
+    seen: Image.Image,
+    info: ImageInfo,
+    *,
+    with_phash: bool,
+    with_quality: bool,
+    clock: StageClock = NO_CLOCK,
 ) -> ImageInfo:
-    """`info` with the photo's perceptual hash and quality figures, as asked. Both look at
-    what a viewer sees, as the model does: transparency composited onto white, once
-    (`vitrine.pipeline.inference.flatten`), from the same decoded pixels (no second decode)."""
-    if not (with_phash or with_quality):
-        return info
-    seen = flatten(img, 3)
+    """`info` with the perceptual hash and quality figures of the working copy `seen`
+    (RGB, transparency on white: what a viewer sees, as the model does), as asked."""
     if with_phash:
-        info = dataclasses.replace(info, phash=perceptual_hash(seen))
-    if with_quality:  # the upload's own size: a JPEG may be a reduced draft here
-        info = dataclasses.replace(info, quality=measure_quality(seen, (info.width, info.height)))
+        with clock.stage("hash"):
+            info = dataclasses.replace(info, phash=perceptual_hash(seen))
+    if with_quality:  # the upload's own size, from its header: the copy is reduced
+        with clock.stage("quality"):
+            quality = measure_quality(seen, (info.width, info.height))
+            info = dataclasses.replace(info, quality=quality)
     return info
 
 

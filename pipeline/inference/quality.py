@@ -3,8 +3,10 @@
 Marketplaces reject main images that are not on pure white, too small, with the product
 tiny or cut off, blurred or badly exposed. `measure_quality` measures those facts from the
 image the worker has decoded already (`preprocess_bytes(with_quality=True)`: no second
-decode), on a working copy whose longest side is `WORK_SIZE` px, so every figure is
-comparable across upload sizes and costs a few ms. The measurements are stored per image
+decode), on the working copy whose longest side is `WORK_SIDE` px (the one the model
+input and the hash read, `vitrine.pipeline.inference.flatten.working_copy`; smaller
+uploads are enlarged to it), so every figure is comparable across upload sizes and costs
+about a millisecond. The measurements are stored per image
 (they do not depend on the model); which of them fail is decided by `QualityRules`, in
 Python (`failed_rules`, the bench) and in SQL at query time (view `quality_issues`, the
 same thresholds as PostgreSQL settings `vitrine.quality_*`, migration 0007).
@@ -34,12 +36,11 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 
-from vitrine.pipeline.inference.flatten import flatten
+from vitrine.pipeline.inference.flatten import WORK_SIDE, working_copy
 from vitrine.pipeline.types import ImageQuality
 
-WORK_SIZE = 256  # longest side of the working copy, px
 RING = 0.03  # backdrop ring: this share of the shorter side on each edge (>= 2 px)
 WHITE_LEVEL = 235  # "near white": every channel at least this
 OBJECT_DELTA = 48  # the backdrop ring is plain where near its median colour by this
@@ -95,15 +96,6 @@ def rule_names() -> tuple[str, ...]:
     return tuple(f.name for f in fields(QualityRules))
 
 
-def working_copy(img: Image.Image) -> Image.Image:
-    """RGB, transparency flattened onto white (`vitrine.pipeline.inference.flatten`), longest side
-    `WORK_SIZE` (antialiased)."""
-    img = flatten(img, 3)
-    scale = WORK_SIZE / max(img.size)
-    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-    return img.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
-
-
 def _ring(rgb: np.ndarray) -> np.ndarray:
     """(n, 3) pixels of the frame's outer ring."""
     h, w = rgb.shape[:2]
@@ -118,10 +110,23 @@ def _object_mask(rgb: np.ndarray, backdrop: np.ndarray) -> np.ndarray:
     `OBJECT_REL` of the strongest deviation, and over `OBJECT_MIN`, so a dark or
     low-contrast photo still has its object and JPEG noise never is one."""
     dev = np.abs(rgb.astype(np.int16) - backdrop.astype(np.int16)).max(axis=2)
-    eroded = Image.fromarray(dev.astype(np.uint8)).filter(ImageFilter.MinFilter(3))
-    top = int(np.asarray(eroded).max())
-    hot = eroded.point(lambda v: 255 if v > max(OBJECT_MIN, OBJECT_REL * top) else 0)
-    return np.asarray(hot.filter(ImageFilter.MaxFilter(3))) > 0
+    eroded = _rank3(dev, np.minimum)
+    hot = eroded > max(OBJECT_MIN, OBJECT_REL * int(eroded.max()))
+    return _rank3(hot, np.maximum)
+
+
+def _rank3(arr: np.ndarray, pick: np.ufunc) -> np.ndarray:
+    """3x3 minimum or maximum filter (`pick`), edges replicated: Pillow's `MinFilter(3)`
+    and `MaxFilter(3)`, 9 whole-array operations instead of a rank sort per pixel (4.6 ms
+    -> 0.2 ms at 256 px)."""
+    h, w = arr.shape
+    padded = np.pad(arr, 1, mode="edge")
+    out = padded[1 : h + 1, 1 : w + 1].copy()
+    for dy in range(3):
+        for dx in range(3):
+            if dy != 1 or dx != 1:
+                pick(out, padded[dy : dy + h, dx : dx + w], out=out)
+    return out
 
 
 def _edge_sharpness(grey: np.ndarray) -> float:
@@ -139,7 +144,7 @@ def _edge_sharpness(grey: np.ndarray) -> float:
 def measure_quality(img: Image.Image, original_size: tuple[int, int]) -> ImageQuality:
     """The quality facts of a decoded image. `original_size`: the upload's own width and
     height as decoding reported them (a JPEG may arrive as a reduced draft)."""
-    rgb = np.asarray(working_copy(img), dtype=np.uint8)
+    rgb = np.asarray(working_copy(img, WORK_SIDE, enlarge=True), dtype=np.uint8)
     h, w = rgb.shape[:2]
     grey = rgb.astype(np.float32) @ _LUMA
     ring = _ring(rgb)

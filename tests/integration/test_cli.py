@@ -378,3 +378,14 @@ def test_bench_ingest_smoke(pipeline_env) -> None:  # type: ignore[no-untyped-de
     assert all(n == total for n, total in (v.split("/") for v in landed.values())), landed
     assert landed["bulk"] == landed["live"] == "16/16" and landed["naive"] == "4/4"
     assert set(result["ratios"]) == {"live_vs_bound", "bulk_vs_bound", "live_vs_naive"}
+    # the per-stage CPU budget: every stage of every format measured, and what they add
+    # up to no more than the photo's whole cost
+    stages = result["stages"]
+    table = stages["ms_per_photo"]
+    assert set(table) == {*stages["photos"], "all"} and sum(stages["photos"].values()) == 16
+    for fmt, row in table.items():
+        assert row["decode"] > 0 and row["total"] > 0, fmt
+        parts = sum(v for k, v in row.items() if k != "total")
+        assert parts <= row["total"] * 1.01 + 0.05, (fmt, row)
+    assert stages["forward_cpu_ms_per_photo"]["model"] > 0
+    assert stages["write_cpu_ms_per_photo"]["database"] > 0

