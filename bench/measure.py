@@ -117,9 +117,9 @@ def stage_costs(paths: Sequence[Path], work: PhotoWork, n: int = 240) -> dict[st
     totals: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
     for fmt, blob in blobs:
-        started = time.thread_time()
+        started = time.process_time()
         work.prepare(blob, clocks[fmt])
-        totals[fmt] += time.thread_time() - started
+        totals[fmt] += time.process_time() - started
         counts[fmt] += 1
     table: dict[str, dict[str, float]] = {}
     for fmt in sorted(clocks):

@@ -34,6 +34,7 @@ from its image.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -328,19 +329,12 @@ def prepare_photo(
 
 
 def preprocess_bytes(
-    data: bytes,
-    spec: PreprocessSpec,
-    *,
-    limits: ImageLimits,
-    sha256: str | None = None,
-    with_phash: bool = False,
-    with_quality: bool = False,
+    data: bytes, spec: PreprocessSpec, **options: Any
 ) -> tuple[np.ndarray, ImageInfo]:
-    """`prepare_photo`'s model input and what is stored about the photo (the worker
-    stores the hash and quality figures; evaluation and training have no use for them)."""
-    prepared = prepare_photo(
-        data, spec, limits=limits, sha256=sha256, with_phash=with_phash, with_quality=with_quality
-    )
+    """`prepare_photo(data, spec, **options)`'s model input and what is stored about the
+    photo: `limits` (required), `sha256`, `with_phash`, `with_quality` (the worker stores
+    the hash and quality figures; evaluation and training have no use for them)."""
+    prepared = prepare_photo(data, spec, **options)
     return prepared.array, prepared.info
 
 

@@ -370,7 +370,7 @@ def test_db_imports_only_pipeline_types_from_the_project() -> None:
 def test_single_head_and_ini_inside_migrations() -> None:
     assert ALEMBIC_INI.parent == MIGRATIONS_DIR == DB_DIR / "migrations"
     script = ScriptDirectory.from_config(alembic_config())
-    assert script.get_heads() == ["0016"] == [head_revision()]
+    assert script.get_heads() == ["0017"] == [head_revision()]
 
 
 def test_offline_sql_from_another_directory(
