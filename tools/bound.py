@@ -4,6 +4,7 @@ processes, then one batched forward pass of all of them.
     .venv/bin/python tools/bound.py --n 1000                # 5 repeats, median and spread
     .venv/bin/python tools/bound.py --n 1000 --save out.npz  # also keep inputs and outputs
     .venv/bin/python tools/bound.py --n 1000 --threads       # 2 threads instead of processes
+    .venv/bin/python tools/bound.py --n 1000 --worker        # everything the worker does
 
 Photos come from `vitrine.pipeline.synthetic.photos.write_catalog` (Fashion-MNIST test items of the
 slice
@@ -19,12 +20,16 @@ threads), which another job on the machine disturbs far less than wall time.
 Only APIs that predate the performance work are used (`preprocess_bytes`,
 `load_model_dir`, `LoadedModel.forward`), so the same script measures older commits:
 `git worktree add /tmp/old REV && PYTHONPATH=/tmp/old .venv/bin/python tools/bound.py`.
+`--worker` measures what the worker really computes per photo since the quality figures
+and the unknown detector came (`prepare_photo` with the hash, the quality figures and the
+object view; the forward pass with the detector's backbone): commits from 2026-12-05 on.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import multiprocessing
 import statistics
@@ -57,15 +62,35 @@ def _catalog(folder: Path, n: int, seed: int) -> list[Path]:
         return [folder / row["file"] for row in csv.DictReader(fh)]
 
 
-def _preprocess_file(path: Path) -> tuple[np.ndarray, float]:
-    """Model input of one photo file, and the CPU seconds this process spent on it."""
-    from vitrine.pipeline.inference.preprocess import preprocess_bytes
+def _preprocess_file(path: Path, view_size: int | None = None) -> tuple[Any, float]:
+    """Model input of one photo file (with `view_size`: everything the worker computes,
+    the input and the object view), and the CPU seconds this process spent on it."""
     from vitrine.pipeline.types import ImageLimits, PreprocessSpec
 
     limits = ImageLimits(max_bytes=40_000_000, max_pixels=40_000_000)
     t0 = time.process_time()
+    if view_size:
+        from vitrine.pipeline.inference.preprocess import prepare_photo
+
+        prepared = prepare_photo(
+            path.read_bytes(),
+            PreprocessSpec(),
+            limits=limits,
+            with_phash=True,
+            with_quality=True,
+            view_size=view_size,
+        )
+        return (prepared.array, prepared.view), time.process_time() - t0
+    from vitrine.pipeline.inference.preprocess import preprocess_bytes
+
     array = preprocess_bytes(path.read_bytes(), PreprocessSpec(), limits=limits)[0]
-    return array, time.process_time() - t0
+    return (array, None), time.process_time() - t0
+
+
+def _view_size() -> int:
+    """The unknown detector's view side, read from the model's spec (no TensorFlow)."""
+    spec = json.loads((MODEL / "model.json").read_text())
+    return int(spec.get("unknown", {}).get("view_size", 160))
 
 
 def _spread(values: list[float]) -> dict[str, float]:
@@ -81,15 +106,18 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     paths = _catalog(folder, args.n, args.seed)
     context = multiprocessing.get_context("spawn")  # no TensorFlow state crosses a fork
     pool_type = ThreadPool if args.threads else context.Pool
+    task = functools.partial(_preprocess_file, view_size=_view_size() if args.worker else None)
     with pool_type(args.processes) as pool:
-        pool.map(_preprocess_file, paths[: 4 * args.processes], chunksize=1)  # warm-up
+        pool.map(task, paths[: 4 * args.processes], chunksize=1)  # warm-up
         chunk = max(1, len(paths) // (8 * args.processes))
-        pre_s, pre_cpu, arrays = [], [], np.zeros(0)
+        pre_s, pre_cpu, arrays, views = [], [], np.zeros(0), np.zeros(0)
         for _ in range(args.repeat):
             t0, c0 = time.perf_counter(), time.process_time()
-            done = pool.map(_preprocess_file, paths, chunksize=chunk)
+            done = pool.map(task, paths, chunksize=chunk)
             pre_s.append(time.perf_counter() - t0)
-            arrays = np.stack([array for array, _ in done])
+            arrays = np.stack([array for (array, _), _ in done])
+            if args.worker:
+                views = np.stack([view for (_, view), _ in done])
             # (threads: this process's CPU time is theirs; processes: each task's own)
             threads_cpu = time.process_time() - c0
             pre_cpu.append(threads_cpu if args.threads else sum(cpu for _, cpu in done))
@@ -98,10 +126,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     model = load_model_dir(MODEL)
     model.forward(arrays)  # warm-up: tracing and thread pools are not throughput
+    detector = model.unknown if args.worker else None
+    if detector is not None:
+        detector.scores(views[:64])
     fwd_s, fwd_cpu, probs, embs = [], [], np.zeros(0), np.zeros(0)
     for _ in range(args.repeat):
         t0, c0 = time.perf_counter(), time.process_time()
         probs, embs = model.forward(arrays)
+        if detector is not None:
+            detector.scores(views)
         fwd_s.append(time.perf_counter() - t0)
         fwd_cpu.append(time.process_time() - c0)
     if args.save:
@@ -115,6 +148,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "n": n,
         "processes": args.processes,
         "threads_instead_of_processes": args.threads,
+        "worker": args.worker,
         "repeat": args.repeat,
         "photos": str(folder),
         "pipeline": str(Path(vitrine.pipeline.__file__).resolve().parent),
@@ -135,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5, help="timed repeats (default 5)")
     parser.add_argument(
         "--threads", action="store_true", help="preprocess in threads of this process instead"
+    )
+    parser.add_argument(
+        "--worker",
+        action="store_true",
+        help="everything the worker computes: hash, quality, object view, unknown detector",
     )
     parser.add_argument("--seed", type=int, default=7, help="catalog seed (default 7)")
     parser.add_argument("--photos", type=Path, help="cache folder for the generated photos")

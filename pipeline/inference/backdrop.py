@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from vitrine.pipeline.inference.framing import strongest_channel
+
 #: The border ring the backdrop is read from: this share of the shorter side, >= 2 px.
 RING_FRACTION = 0.03
 #: A ring whose median foreground is above this is not a light plain backdrop (the object
@@ -129,10 +131,11 @@ def lift_colour_backdrop(fg: np.ndarray) -> np.ndarray | None:
         return None
     ratio = _ratio(fg, level)
     lifted = _lifted(ratio)
-    spread = ratio.max(axis=2) - ratio.min(axis=2)
-    mean = ratio.mean(axis=2)
+    r, g, b = ratio[..., 0], ratio[..., 1], ratio[..., 2]  # (whole planes: see
+    spread = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)  # framing)
+    mean = (r + g + b) / 3.0
     shadow = (spread < SHADOW_SPREAD) & (mean >= SHADOW_RATIOS[0]) & (mean <= SHADOW_RATIOS[1])
-    strength = lifted.max(axis=2)
+    strength = strongest_channel(lifted)
     obj = strength >= max(13.0, 0.1 * float(strength.max()))
     if obj.any() and (shadow & obj).sum() <= NEUTRAL_OBJECT_SHARE * obj.sum():
         lifted[shadow] = 0.0

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from vitrine.pipeline.inference.framing import strongest_channel
 from vitrine.pipeline.inference.preprocess import _bbox, foreground
 from vitrine.pipeline.inference.upright import stand_upright, tilt_degrees
 from vitrine.pipeline.types import PreprocessSpec
@@ -100,12 +101,12 @@ def input_frame(img: Image.Image, spec: PreprocessSpec, work_size: int | None) -
     with its own functions (about 10 ms for a 1 Mpx photo)."""
     size = int(spec.size)
     fg = foreground(img, int(spec.channels), work_size)
-    strength = fg if fg.ndim == 2 else fg.max(axis=2)
+    strength = strongest_channel(fg)
     working = (strength.shape[1], strength.shape[0])
     shrink = min(img.size) // work_size if work_size else 1
     tilt = tilt_degrees(strength)
     upright = stand_upright(fg, tilt) if tilt else fg
-    upright_strength = upright if upright.ndim == 2 else upright.max(axis=2)
+    upright_strength = strongest_channel(upright)
     box = _bbox(upright_strength)
     if box is not None and not spec.trim_background:
         box = (0, 0, upright_strength.shape[1], upright_strength.shape[0])

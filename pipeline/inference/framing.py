@@ -34,6 +34,16 @@ def colour_distance(rgb: np.ndarray, colour: np.ndarray) -> np.ndarray:
     return out
 
 
+def strongest_channel(arr: np.ndarray) -> np.ndarray:
+    """Per pixel, the largest of an (H, W, 3) array's channels; an (H, W) array as it is.
+    Three whole-plane maxima, not `arr.max(axis=2)`: numpy reduces a 3-long last axis
+    about 10x slower (1.6 ms of the object view's 2.9 at 256 px)."""
+    if arr.ndim == 2:
+        return arr
+    out: np.ndarray = np.maximum(np.maximum(arr[..., 0], arr[..., 1]), arr[..., 2])
+    return out
+
+
 def strip_padding(rgb: np.ndarray) -> np.ndarray:
     """The inner photo of a padded one, else `rgb` itself: if the frame's border is one
     colour around an inner rectangle whose own border is another colour all the way round

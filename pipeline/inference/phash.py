@@ -45,7 +45,13 @@ from PIL import Image
 
 from vitrine.pipeline.inference.backdrop import lift_colour_backdrop
 from vitrine.pipeline.inference.flatten import WORK_SIDE, working_copy
-from vitrine.pipeline.inference.framing import border, colour_distance, product_mask, strip_padding
+from vitrine.pipeline.inference.framing import (
+    border,
+    colour_distance,
+    product_mask,
+    strip_padding,
+    strongest_channel,
+)
 
 BITS = 320
 #: Hashes at most this many bits apart are the same photo (`duplicate_candidates`, from
@@ -113,7 +119,7 @@ def _backdrop_distance(rgb: np.ndarray) -> np.ndarray:
     lifted = lift_colour_backdrop(np.ascontiguousarray(255 - rgb, dtype=np.uint8))
     if lifted is None:
         return colour_distance(rgb, colour).astype(np.float32)
-    return lifted.max(axis=2).astype(np.float32)
+    return strongest_channel(lifted).astype(np.float32)
 
 
 def hamming(a: str, b: str) -> int:

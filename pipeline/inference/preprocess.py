@@ -42,7 +42,7 @@ from PIL import Image, ImageFilter
 from vitrine.pipeline.inference.backdrop import lift_backdrop, lift_colour_backdrop
 from vitrine.pipeline.inference.decode import decode
 from vitrine.pipeline.inference.flatten import WORK_SIDE, working_copy
-from vitrine.pipeline.inference.framing import product_mask, strip_padding
+from vitrine.pipeline.inference.framing import product_mask, strip_padding, strongest_channel
 from vitrine.pipeline.inference.phash import perceptual_hash
 from vitrine.pipeline.inference.quality import measure_quality
 from vitrine.pipeline.inference.stages import NO_CLOCK, StageClock
@@ -204,11 +204,11 @@ def _model_input(fg: np.ndarray, spec: PreprocessSpec, clock: StageClock = NO_CL
         raise ValueError(f"spec.size must be >= 1, got {size}")
     with clock.stage("upright"):
         # the object's strength, a watermark left out: it must neither tilt nor widen the box
-        strength = _heavy_only(fg if fg.ndim == 2 else fg.max(axis=2), _TRIM_ABS)
+        strength = _heavy_only(strongest_channel(fg), _TRIM_ABS)
         tilt = tilt_degrees(strength)
         if tilt:
             fg = stand_upright(fg, tilt)
-            strength = _heavy_only(fg if fg.ndim == 2 else fg.max(axis=2), _TRIM_ABS)
+            strength = _heavy_only(strongest_channel(fg), _TRIM_ABS)
     with clock.stage("trim and scale"):
         canvas = np.zeros((size, size, channels), dtype=np.float32)
         box = _bbox(strength)
@@ -263,7 +263,7 @@ def object_view(img: Image.Image, size: int, work_size: int = WORK_SIDE) -> np.n
 
 def _view(fg: np.ndarray, size: int) -> np.ndarray:
     """`object_view` from the colour foreground on."""
-    ys, xs = np.nonzero(_heavy_only(fg.max(axis=2), _VIEW_THRESHOLD) > _VIEW_THRESHOLD)
+    ys, xs = np.nonzero(_heavy_only(strongest_channel(fg), _VIEW_THRESHOLD) > _VIEW_THRESHOLD)
     if len(ys):
         fg = fg[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
     obj = Image.fromarray(255 - fg)

@@ -39,6 +39,7 @@ import numpy as np
 from PIL import Image
 
 from vitrine.pipeline.inference.flatten import WORK_SIDE, working_copy
+from vitrine.pipeline.inference.framing import colour_distance
 from vitrine.pipeline.types import ImageQuality
 
 RING = 0.03  # backdrop ring: this share of the shorter side on each edge (>= 2 px)
@@ -96,20 +97,20 @@ def rule_names() -> tuple[str, ...]:
     return tuple(f.name for f in fields(QualityRules))
 
 
-def _ring(rgb: np.ndarray) -> np.ndarray:
-    """(n, 3) pixels of the frame's outer ring."""
-    h, w = rgb.shape[:2]
+def _ring(arr: np.ndarray) -> np.ndarray:
+    """The pixels of the frame's outer ring: (n, 3) of an RGB array, (n,) of a mask."""
+    h, w = arr.shape[:2]
     b = max(2, round(RING * min(h, w)))
-    middle = rgb[b : h - b]
-    parts = [rgb[:b], rgb[h - b :], middle[:, :b], middle[:, w - b :]]
-    return np.concatenate([p.reshape(-1, 3) for p in parts])
+    middle = arr[b : h - b]
+    parts = [arr[:b], arr[h - b :], middle[:, :b], middle[:, w - b :]]
+    return np.concatenate([p.reshape(-1, *arr.shape[2:]) for p in parts])
 
 
 def _object_mask(rgb: np.ndarray, backdrop: np.ndarray) -> np.ndarray:
     """Pixels far from the backdrop colour, specks removed (3x3 opening). "Far": over
     `OBJECT_REL` of the strongest deviation, and over `OBJECT_MIN`, so a dark or
     low-contrast photo still has its object and JPEG noise never is one."""
-    dev = np.abs(rgb.astype(np.int16) - backdrop.astype(np.int16)).max(axis=2)
+    dev = colour_distance(rgb.astype(np.int16), backdrop.astype(np.int16))
     eroded = _rank3(dev, np.minimum)
     hot = eroded > max(OBJECT_MIN, OBJECT_REL * int(eroded.max()))
     return _rank3(hot, np.maximum)
@@ -153,7 +154,7 @@ def measure_quality(img: Image.Image, original_size: tuple[int, int]) -> ImageQu
     plain = float(near.mean()) >= PLAIN_SHARE
     mask = _object_mask(rgb, backdrop)
     # Backdrop = the ring less a (cut-off) product on it, where there is a plain backdrop.
-    backdrop_px = ring[~_ring(mask[..., None].repeat(3, axis=2))[:, 0]] if plain else ring
+    backdrop_px = ring[~_ring(mask)] if plain else ring
     white_share = (
         float((backdrop_px.min(axis=1) >= WHITE_LEVEL).mean()) if backdrop_px.size else 0.0
     )
