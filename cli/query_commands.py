@@ -144,6 +144,9 @@ def register(app: typer.Typer) -> None:
         calibration: int = typer.Option(
             2000, "--calibration", help="Other photos that set the threshold."
         ),
+        view_size: int = typer.Option(
+            160, "--view-size", help="Side of the object view the backbone reads, px."
+        ),
         json_out: bool = JSON,
     ) -> None:
         """Give a Fashion-MNIST model its "none of our categories" detector (unknown.npz):
@@ -157,6 +160,7 @@ def register(app: typer.Typer) -> None:
             calibration=calibration,
             limits=get_settings().image_limits,
             log=lambda line: err_console.print(line),
+            view_size=view_size,
         )
         if json_out:
             emit_json(done)

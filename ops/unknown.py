@@ -24,7 +24,8 @@ from vitrine.ops.data import fashion_mnist
 from vitrine.ops.errors import UserError
 from vitrine.ops.models import check_model_dir
 from vitrine.pipeline.inference import unknown
-from vitrine.pipeline.inference.decode import DEFAULT_DRAFT_SIZE, BadImageError, decode
+from vitrine.pipeline.inference.decode import BadImageError, decode
+from vitrine.pipeline.inference.flatten import WORK_SIDE
 from vitrine.pipeline.inference.preprocess import object_view
 from vitrine.pipeline.synthetic.photos import write_catalog
 from vitrine.pipeline.types import ImageLimits
@@ -51,16 +52,21 @@ def calibrate(
     calibration: int,
     limits: ImageLimits,
     log: Log,
+    view_size: int = unknown.VIEW_SIZE,
 ) -> Calibration:
-    """Fit the detector on generated photos of training items and save it in `model_dir`."""
+    """Fit the detector on generated photos of training items and save it in `model_dir`.
+    `view_size`: the object view's side the backbone reads (its cost grows with the
+    square: docs/performance.md measures 96-160 px)."""
     check_model_dir(model_dir)
     if reference < unknown.CENTROIDS or calibration < 200:
         raise UserError(
             f"--reference must be at least {unknown.CENTROIDS} and --calibration at least 200"
         )
+    if not 32 <= view_size <= 512:
+        raise UserError(f"--view-size must be 32 to 512 px, got {view_size}")
     started = time.perf_counter()
     data = fashion_mnist(fashion)
-    backbone = unknown.Backbone.pretrained(unknown.VIEW_SIZE)
+    backbone = unknown.Backbone.pretrained(view_size)
     with tempfile.TemporaryDirectory(prefix="vitrine-unknown-") as tmp:
         feats = {}
         for name, n, seed in (
@@ -73,14 +79,14 @@ def calibrate(
                 manifest = write_catalog(
                     data.x_train, data.y_train, folder, n=n // 2, seed=seed, style=style
                 )
-                views += _views(folder, manifest, limits)
+                views += _views(folder, manifest, limits, view_size)
                 log(f"{name}: {len(views)} photos read ({style})")
             feats[name] = backbone.features(np.stack(views))
     centroids, threshold = unknown.fit(feats["reference"], feats["calibration"])
     settings = {
         "method": "EfficientNet-Lite0 (ImageNet) features of the object, cosine distance "
         "to the nearest in-catalogue centroid",
-        "view_size": unknown.VIEW_SIZE,
+        "view_size": view_size,
         "centroids": int(len(centroids)),
         "threshold": round(threshold, 6),
         "target_rate": unknown.TARGET_RATE,
@@ -94,8 +100,9 @@ def calibrate(
     )
 
 
-def _views(folder: Path, manifest: Path, limits: ImageLimits) -> list[np.ndarray]:
-    """The object view of every photo in `manifest`, read as a worker reads an upload."""
+def _views(folder: Path, manifest: Path, limits: ImageLimits, size: int) -> list[np.ndarray]:
+    """The object view of every photo in `manifest`, read as a worker reads an upload
+    (the JPEG draft and the working copy of `prepare_photo`)."""
     views = []
     with manifest.open(newline="") as fh:
         for row in csv.DictReader(fh):
@@ -103,10 +110,11 @@ def _views(folder: Path, manifest: Path, limits: ImageLimits) -> list[np.ndarray
                 img, _ = decode(
                     (folder / row["file"]).read_bytes(),
                     limits=limits,
-                    draft_size=DEFAULT_DRAFT_SIZE,
+                    draft_size=WORK_SIDE,
                     draft_mode="RGB",
+                    draft_longest=True,
                 )
             except BadImageError:  # (never for generated photos; kept honest)
                 continue
-            views.append(object_view(img, unknown.VIEW_SIZE))
+            views.append(object_view(img, size))
     return views

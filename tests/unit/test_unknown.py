@@ -105,3 +105,26 @@ def test_each_kind_draws_something(kind: str) -> None:
     assert meta["kind"] == kind
     colours = photo.convert("RGB").getcolors(1_000_000)
     assert colours is not None and len(colours) > 3  # more than a blank frame
+
+
+@pytest.mark.parametrize("size", [16, 1024])
+def test_calibration_refuses_a_view_size_out_of_range(size: int) -> None:
+    """`vitrine models calibrate-unknown --view-size` says what is wrong before any photo
+    is made or any file written."""
+    from vitrine.ops.errors import UserError
+    from vitrine.ops.unknown import calibrate
+    from vitrine.pipeline.types import ImageLimits
+    from vitrine.settings import DEFAULT_MODEL_DIR
+
+    before = (DEFAULT_MODEL_DIR / "model.json").read_bytes()
+    with pytest.raises(UserError, match="--view-size must be 32 to 512 px"):
+        calibrate(
+            DEFAULT_MODEL_DIR,
+            fashion=None,
+            reference=6000,
+            calibration=2000,
+            limits=ImageLimits(max_bytes=40_000_000, max_pixels=40_000_000),
+            log=lambda line: None,
+            view_size=size,
+        )
+    assert (DEFAULT_MODEL_DIR / "model.json").read_bytes() == before
