@@ -42,15 +42,23 @@ def read_stored(settings: Settings, uri: str) -> bytes:
 
 
 def decode_photo(
-    data: bytes, limits: ImageLimits, *, draft_size: int | None, flat: bool = True
+    data: bytes, limits: ImageLimits, *, draft_size: int | None, side: int | None = None
 ) -> Image.Image:
-    """Upload bytes decoded under the workers' image limits, upright; `flat`: transparency
-    composited onto white as the model sees it (`vitrine.pipeline.inference.flatten`), in RGB."""
+    """Upload bytes decoded under the workers' image limits, upright, with transparency
+    composited onto white as the model sees it, in RGB. `side`: the longest side wanted
+    (the workers' own `working_copy`: resized before it is flattened, and a JPEG decoded
+    at the fraction that still gives it); None keeps the decoded size."""
     from vitrine.pipeline.inference.decode import BadImageError, decode
-    from vitrine.pipeline.inference.flatten import flatten
+    from vitrine.pipeline.inference.flatten import working_copy
 
     try:
-        img, _ = decode(data, limits=limits, draft_size=draft_size, draft_mode="RGB")
+        img, _ = decode(
+            data,
+            limits=limits,
+            draft_size=side or draft_size,
+            draft_mode="RGB",
+            draft_longest=side is not None,
+        )
     except BadImageError as exc:
         raise PhotoUnavailable(f"not a usable photo: {exc}") from None
-    return flatten(img, 3) if flat else img
+    return working_copy(img, side)

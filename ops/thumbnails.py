@@ -59,8 +59,7 @@ def thumbnail(
 
 def shrink(data: bytes, side: int, limits: ImageLimits) -> bytes:
     """JPEG bytes of the photo, upright, on white, its longest side at most `side`."""
-    img = decode_photo(data, limits, draft_size=side)  # JPEG: decoded at a fraction
-    img.thumbnail((side, side))
+    img = decode_photo(data, limits, draft_size=None, side=side)  # the workers' working copy
     out = io.BytesIO()
     img.save(out, "JPEG", quality=85, optimize=True)
     return out.getvalue()
