@@ -2,7 +2,7 @@
 
 Generates N items as product photos, each re-published as 1-3 edited copies
 (`vitrine.pipeline.synthetic.republish`), hashes every photo through the worker's own path
-(`preprocess_bytes`: the same decode and the same pixels the worker hashes), and scores
+(`measured_copy`: the same decode and the same pixels the worker hashes), and scores
 every pair: a pair is a true duplicate when both photos show the same item. Reports
 precision and recall at the threshold `duplicate_candidates` uses, the best threshold
 for precision >= 0.99, the recall per edit, and what hashing costs per photo.
@@ -18,8 +18,8 @@ import numpy as np
 
 from vitrine.ops.data import fashion_mnist
 from vitrine.ops.progress import ProgressFactory, no_progress
-from vitrine.pipeline.inference.decode import decode
 from vitrine.pipeline.inference.phash import DUPLICATE_BITS, perceptual_hash
+from vitrine.pipeline.inference.preprocess import measured_copy
 from vitrine.pipeline.synthetic.republish import listings
 from vitrine.pipeline.training.datasets import DEBIAN_DIR
 from vitrine.settings import Settings
@@ -44,9 +44,9 @@ def run_duplicates_bench(
             tick(0 if listing.edits else 1)
     with progress("hashing photos", len(photos)) as tick:
         for listing in photos:
-            img, _ = decode(listing.data, limits=limits, draft_size=256, draft_mode="RGB")
+            seen, _ = measured_copy(listing.data, limits=limits)
             t0 = time.perf_counter()
-            bits = perceptual_hash(img)
+            bits = perceptual_hash(seen)
             hash_seconds += time.perf_counter() - t0
             hashes.append(np.frombuffer(bits.encode(), dtype=np.uint8) == ord("1"))
             item_of.append(listing.item)

@@ -22,8 +22,7 @@ import numpy as np
 
 from vitrine.ops.data import fashion_mnist
 from vitrine.ops.progress import ProgressFactory, no_progress
-from vitrine.pipeline.inference.decode import decode
-from vitrine.pipeline.inference.preprocess import preprocess_bytes
+from vitrine.pipeline.inference.preprocess import measured_copy, preprocess_bytes
 from vitrine.pipeline.inference.quality import REASONS, failed_rules, measure_quality
 from vitrine.pipeline.synthetic.quality_set import quality_photos
 from vitrine.pipeline.training.datasets import DEBIAN_DIR
@@ -55,9 +54,9 @@ def run_quality_bench(
                 tally[_outcome(code in got, code in photo.expected)] += 1
             defects[photo.defect or "clean"] += 1
             if photos < 200:  # the cost alone, on the pixels the worker decoded
-                img, _ = decode(photo.data, limits=limits, draft_size=256, draft_mode="RGB")
+                seen, info = measured_copy(photo.data, limits=limits)
                 t0 = time.perf_counter()
-                measure_quality(img, img.size)
+                measure_quality(seen, (info.width, info.height))
                 measure_s += time.perf_counter() - t0
             photos += 1
             tick(1)

@@ -180,7 +180,11 @@ def look_at(
     work_size = working_size(spec)
     try:
         img, _ = decode(
-            data, limits=ctx.settings.image_limits, draft_size=work_size, draft_mode="RGB"
+            data,
+            limits=ctx.settings.image_limits,
+            draft_size=work_size,
+            draft_mode="RGB",
+            draft_longest=True,
         )
     except BadImageError as exc:
         raise PhotoUnavailable(f"{caption}: not a usable photo: {exc}") from None
@@ -189,7 +193,7 @@ def look_at(
     cams, _ = grad_cam(model.keras_model, x[None])
     shown = None
     if views and model.view_size is not None:
-        shown = object_view(img, model.view_size)[None]
+        shown = object_view(img, model.view_size, work_size)[None]
     (prediction,) = model.predict(x[None], top_k=TOP_K, views=shown)
     heat = heat_on_image(cams[0], frame)
     return Look(active, img, x, cams[0], heat, prediction, time.perf_counter() - started)

@@ -25,8 +25,7 @@ from vitrine.ops.errors import UserError
 from vitrine.ops.models import check_model_dir
 from vitrine.pipeline.inference import unknown
 from vitrine.pipeline.inference.decode import BadImageError, decode
-from vitrine.pipeline.inference.flatten import WORK_SIDE
-from vitrine.pipeline.inference.preprocess import object_view
+from vitrine.pipeline.inference.preprocess import WORKING_SIDE, object_view
 from vitrine.pipeline.synthetic.photos import write_catalog
 from vitrine.pipeline.types import ImageLimits
 
@@ -110,7 +109,7 @@ def _views(folder: Path, manifest: Path, limits: ImageLimits, size: int) -> list
                 img, _ = decode(
                     (folder / row["file"]).read_bytes(),
                     limits=limits,
-                    draft_size=WORK_SIDE,
+                    draft_size=WORKING_SIDE,
                     draft_mode="RGB",
                     draft_longest=True,
                 )

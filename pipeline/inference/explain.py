@@ -103,7 +103,7 @@ def input_frame(img: Image.Image, spec: PreprocessSpec, work_size: int | None) -
     fg = foreground(img, int(spec.channels), work_size)
     strength = strongest_channel(fg)
     working = (strength.shape[1], strength.shape[0])
-    shrink = min(img.size) // work_size if work_size else 1
+    shrink = max(img.size) // work_size if work_size else 1  # (the working copy: longest side)
     tilt = tilt_degrees(strength)
     upright = stand_upright(fg, tilt) if tilt else fg
     upright_strength = strongest_channel(upright)

@@ -7,7 +7,8 @@ centre, sometimes EXIF-rotated. `to_model_input` bridges that gap:
 
     decode once                                  (JPEG at 1/2..1/8 scale: `Image.draft`)
     one working copy: RGB, alpha onto WHITE      (vitrine.pipeline.inference.flatten,
-                      longest side 256 px         `working_copy`)
+                      longest side 384 px         `working_copy`; the hash and quality
+                                                  read 256 px of it)
     foreground = 255 - pixel                      (white background -> 0)
     cut a photo out of padding of another colour (vitrine.pipeline.inference.framing: a
                                                   re-published copy)
@@ -118,11 +119,20 @@ def _lift_background(fg: np.ndarray) -> np.ndarray:
     return fg if lifted is None else lifted
 
 
+#: Longest side of the working copy the model input and the object view are made from.
+#: Measured against 256 (docs/performance.md): the unknown detector's recall on foreign
+#: photos fell from 0.952 to 0.920-0.927 at the same false rate (its 160 px view was
+#: enlarged from a smaller crop) and studio accuracy by 0.3 points; at 384 both are as
+#: before. The hash and quality figures read a 256 px copy of this one (`WORK_SIDE`,
+#: which their thresholds were set on).
+WORKING_SIDE = 384
+
+
 def working_size(spec: PreprocessSpec) -> int:
-    """The longest side of the working copy for `spec`: `WORK_SIDE` (256 px), or 4x the
+    """The longest side of the working copy for `spec`: `WORKING_SIDE`, or 4x the
     model's input for larger inputs (the one formula; explain and its bench read photos
     the way the worker does)."""
-    return max(WORK_SIDE, 4 * int(spec.size))
+    return max(WORKING_SIDE, 4 * int(spec.size))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,7 +258,7 @@ def _framed(fg: np.ndarray, box: tuple[int, int, int, int], spec: PreprocessSpec
     return canvas
 
 
-def object_view(img: Image.Image, size: int, work_size: int = WORK_SIDE) -> np.ndarray:
+def object_view(img: Image.Image, size: int, work_size: int = WORKING_SIDE) -> np.ndarray:
     """uint8 (size, size, 3): the object alone on white, what the unknown detector
     (`vitrine.pipeline.inference.unknown`) looks at. It is the colour foreground
     (transparency on white, a studio backdrop, its vignetting and the shadow cast on it
@@ -299,9 +309,10 @@ def prepare_photo(
     copy: the model input; with `with_phash` the perceptual hash
     (`vitrine.pipeline.inference.phash`), with `with_quality` the listing-photo quality
     figures (`vitrine.pipeline.inference.quality`), with `view_size` the object view for
-    the unknown detector. The hash and quality read the working copy as it is; the model
-    input and the view share one colour foreground (backdrop lifted once). `clock` is
-    charged each stage's CPU time (`vitrine.pipeline.inference.stages`)."""
+    the unknown detector. The hash and quality read a `WORK_SIDE` px copy of the working
+    copy (their thresholds were set at that size); the model input and the view share
+    one colour foreground (backdrop lifted once). `clock` is charged each stage's CPU
+    time (`vitrine.pipeline.inference.stages`)."""
     side = working_size(spec)
     with clock.stage("decode"):
         img, info = decode(
@@ -314,13 +325,13 @@ def prepare_photo(
         )
     with clock.stage("working copy"):
         work = WorkingCopy.of(img, side)
+        seen = working_copy(work.image, WORK_SIDE) if with_phash or with_quality else None
     with clock.stage("backdrop"):
         colour = _colour_foreground(work, unpad=True)
         fg = _channels_foreground(work, colour, int(spec.channels))
     array = _model_input(fg, spec, clock)
-    info = _describe(
-        work.image, info, with_phash=with_phash, with_quality=with_quality, clock=clock
-    )
+    if seen is not None:
+        info = _describe(seen, info, with_phash=with_phash, with_quality=with_quality, clock=clock)
     view = None
     if view_size:
         with clock.stage("view"):
@@ -341,10 +352,19 @@ def preprocess_bytes(
 def measure_bytes(data: bytes, *, limits: ImageLimits) -> ImageInfo:
     """What `preprocess_bytes(..., with_phash=True, with_quality=True)` says of a photo,
     without the model input: re-hashing stored photos (`vitrine backfill --hashes`)."""
+    seen, info = measured_copy(data, limits=limits)
+    return _describe(seen, info, with_phash=True, with_quality=True)
+
+
+def measured_copy(data: bytes, *, limits: ImageLimits) -> tuple[Image.Image, ImageInfo]:
+    """The copy the hash and the quality figures read, made as `prepare_photo` makes it
+    for a model of input size up to `WORKING_SIDE` / 4 (the shipped 28 px): the working
+    copy, then `WORK_SIDE` px of it. Two recipes would make near-duplicate pairs between
+    rows measured by each; the benches of the hash and the quality rules read this too."""
     img, info = decode(
-        data, limits=limits, draft_size=WORK_SIDE, draft_mode="RGB", draft_longest=True
+        data, limits=limits, draft_size=WORKING_SIDE, draft_mode="RGB", draft_longest=True
     )
-    return _describe(working_copy(img), info, with_phash=True, with_quality=True)
+    return working_copy(working_copy(img, WORKING_SIDE), WORK_SIDE), info
 
 
 def _describe(
@@ -355,8 +375,9 @@ def _describe(
     with_quality: bool,
     clock: StageClock = NO_CLOCK,
 ) -> ImageInfo:
-    """`info` with the perceptual hash and quality figures of the working copy `seen`
-    (RGB, transparency on white: what a viewer sees, as the model does), as asked."""
+    """`info` with the perceptual hash and quality figures, as asked, of `seen`: the
+    working copy (RGB, transparency on white: what a viewer sees, as the model does) at
+    `WORK_SIDE` px, the size their thresholds were set on."""
     if with_phash:
         with clock.stage("hash"):
             info = dataclasses.replace(info, phash=perceptual_hash(seen))

@@ -12,7 +12,7 @@ from PIL import Image
 from vitrine.pipeline.inference.decode import _draft_request, decode
 from vitrine.pipeline.inference.flatten import working_copy
 from vitrine.pipeline.inference.phash import perceptual_hash
-from vitrine.pipeline.inference.preprocess import measure_bytes, prepare_photo
+from vitrine.pipeline.inference.preprocess import measure_bytes, measured_copy, prepare_photo
 from vitrine.pipeline.inference.quality import measure_quality
 from vitrine.pipeline.inference.stages import STAGES, StageClock
 from vitrine.pipeline.synthetic.photos import make_product_photo
@@ -50,9 +50,10 @@ def test_every_measure_reads_the_one_working_copy(fmt: str, seed: int) -> None:
         view_size=96,
         clock=clock,
     )
-    img, info = decode(blob, limits=LIMITS, draft_size=256, draft_mode="RGB", draft_longest=True)
-    work = working_copy(img)
+    img, info = decode(blob, limits=LIMITS, draft_size=384, draft_mode="RGB", draft_longest=True)
+    work = working_copy(working_copy(img, 384), 256)  # the working copy, then 256 px of it
     assert max(work.size) == 256 and work.mode == "RGB"
+    assert measured_copy(blob, limits=LIMITS)[0].tobytes() == work.tobytes()
     assert prepared.info.phash == perceptual_hash(work)
     assert prepared.info.quality == measure_quality(work, (info.width, info.height))
     assert prepared.info.quality is not None
