@@ -171,7 +171,12 @@ def look_at(
     the object view, a few ms more)."""
     from vitrine.pipeline.inference.decode import BadImageError, decode
     from vitrine.pipeline.inference.explain import grad_cam, heat_on_image, input_frame
-    from vitrine.pipeline.inference.preprocess import object_view, to_model_input, working_size
+    from vitrine.pipeline.inference.preprocess import (
+        VIEW_SOURCE_SIDE,
+        object_view,
+        to_model_input,
+        working_size,
+    )
 
     active = active or embedder.model_row()
     model = embedder.model(active)
@@ -182,7 +187,7 @@ def look_at(
         img, _ = decode(
             data,
             limits=ctx.settings.image_limits,
-            draft_size=work_size,
+            draft_size=max(work_size, VIEW_SOURCE_SIDE),
             draft_mode="RGB",
             draft_longest=True,
         )
@@ -193,7 +198,7 @@ def look_at(
     cams, _ = grad_cam(model.keras_model, x[None])
     shown = None
     if views and model.view_size is not None:
-        shown = object_view(img, model.view_size, work_size)[None]
+        shown = object_view(img, model.view_size)[None]
     (prediction,) = model.predict(x[None], top_k=TOP_K, views=shown)
     heat = heat_on_image(cams[0], frame)
     return Look(active, img, x, cams[0], heat, prediction, time.perf_counter() - started)

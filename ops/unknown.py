@@ -25,7 +25,7 @@ from vitrine.ops.errors import UserError
 from vitrine.ops.models import check_model_dir
 from vitrine.pipeline.inference import unknown
 from vitrine.pipeline.inference.decode import BadImageError, decode
-from vitrine.pipeline.inference.preprocess import WORKING_SIDE, object_view
+from vitrine.pipeline.inference.preprocess import VIEW_SOURCE_SIDE, object_view
 from vitrine.pipeline.synthetic.photos import write_catalog
 from vitrine.pipeline.types import ImageLimits
 
@@ -109,7 +109,7 @@ def _views(folder: Path, manifest: Path, limits: ImageLimits, size: int) -> list
                 img, _ = decode(
                     (folder / row["file"]).read_bytes(),
                     limits=limits,
-                    draft_size=WORKING_SIDE,
+                    draft_size=VIEW_SOURCE_SIDE,
                     draft_mode="RGB",
                     draft_longest=True,
                 )

@@ -7,8 +7,8 @@ centre, sometimes EXIF-rotated. `to_model_input` bridges that gap:
 
     decode once                                  (JPEG at 1/2..1/8 scale: `Image.draft`)
     one working copy: RGB, alpha onto WHITE      (vitrine.pipeline.inference.flatten,
-                      longest side 384 px         `working_copy`; the hash and quality
-                                                  read 256 px of it)
+                      longest side 256 px         `working_copy`, made from the 384 px
+                                                  copy the object view reads)
     foreground = 255 - pixel                      (white background -> 0)
     cut a photo out of padding of another colour (vitrine.pipeline.inference.framing: a
                                                   re-published copy)
@@ -24,9 +24,9 @@ centre, sometimes EXIF-rotated. `to_model_input` bridges that gap:
     invert? foreground : 255 - foreground;  * scale + offset
 
 Pure Pillow + numpy, no Python loops over pixels. `prepare_photo` is what the worker
-runs: the perceptual hash, the quality figures and the unknown detector's object view
-read the same working copy as the model input, and the colour foreground (backdrop
-lifted) is made once for the model and the view. Each stage's CPU time can be measured
+runs: one decode, a 384 px copy for the unknown detector's object view and, made from
+it, the 256 px working copy that the model input, the perceptual hash and the quality
+figures all read. Each stage's CPU time can be measured
 (`vitrine.pipeline.inference.stages`, `vitrine bench ingest`'s stage table). Making the
 bytes safe to look at is `vitrine.pipeline.inference.decode`'s job; this module starts
 from its image.
@@ -119,20 +119,20 @@ def _lift_background(fg: np.ndarray) -> np.ndarray:
     return fg if lifted is None else lifted
 
 
-#: Longest side of the working copy the model input and the object view are made from.
-#: Measured against 256 (docs/performance.md): the unknown detector's recall on foreign
-#: photos fell from 0.952 to 0.920-0.927 at the same false rate (its 160 px view was
-#: enlarged from a smaller crop) and studio accuracy by 0.3 points; at 384 both are as
-#: before. The hash and quality figures read a 256 px copy of this one (`WORK_SIDE`,
-#: which their thresholds were set on).
-WORKING_SIDE = 384
+#: Longest side of the copy the unknown detector's object view is made from; the working
+#: copy the model input, the hash and the quality figures read (`WORK_SIDE`, 256 px) is
+#: made from it in turn. Measured (docs/performance.md): with the view made from the 256
+#: px copy, the detector's recall on foreign photos fell from 0.952 to 0.920-0.927 at
+#: the same false rate (its 160 px view was enlarged from a smaller crop); from 384 px it
+#: is as before. The model input from 384 px instead lost 0.65 points on white photos.
+VIEW_SOURCE_SIDE = 384
 
 
 def working_size(spec: PreprocessSpec) -> int:
-    """The longest side of the working copy for `spec`: `WORKING_SIDE`, or 4x the
-    model's input for larger inputs (the one formula; explain and its bench read photos
-    the way the worker does)."""
-    return max(WORKING_SIDE, 4 * int(spec.size))
+    """The longest side of the working copy for `spec`: `WORK_SIDE`, or 4x the model's
+    input for larger inputs (the one formula; explain and its bench read photos the way
+    the worker does)."""
+    return max(WORK_SIDE, 4 * int(spec.size))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,6 +149,10 @@ class WorkingCopy:
         grey = img.mode in ("1", "L", "I", "F") or img.mode.startswith(("I;", "L"))
         cut_out = img.mode in ("RGBA", "RGBa", "PA") or "transparency" in img.info
         return cls(working_copy(img, side), grey or cut_out)
+
+    def reduced(self, side: int) -> WorkingCopy:
+        """This copy at `side` px (itself when it is no larger)."""
+        return WorkingCopy(working_copy(self.image, side), self.plain)
 
 
 def _colour_foreground(work: WorkingCopy, *, unpad: bool) -> np.ndarray:
@@ -258,7 +262,7 @@ def _framed(fg: np.ndarray, box: tuple[int, int, int, int], spec: PreprocessSpec
     return canvas
 
 
-def object_view(img: Image.Image, size: int, work_size: int = WORKING_SIDE) -> np.ndarray:
+def object_view(img: Image.Image, size: int, work_size: int = VIEW_SOURCE_SIDE) -> np.ndarray:
     """uint8 (size, size, 3): the object alone on white, what the unknown detector
     (`vitrine.pipeline.inference.unknown`) looks at. It is the colour foreground
     (transparency on white, a studio backdrop, its vignetting and the shadow cast on it
@@ -309,33 +313,36 @@ def prepare_photo(
     copy: the model input; with `with_phash` the perceptual hash
     (`vitrine.pipeline.inference.phash`), with `with_quality` the listing-photo quality
     figures (`vitrine.pipeline.inference.quality`), with `view_size` the object view for
-    the unknown detector. The hash and quality read a `WORK_SIDE` px copy of the working
-    copy (their thresholds were set at that size); the model input and the view share
-    one colour foreground (backdrop lifted once). `clock` is charged each stage's CPU
-    time (`vitrine.pipeline.inference.stages`)."""
+    the unknown detector. One decode, at the scale the largest copy needs; the object
+    view reads a `VIEW_SOURCE_SIDE` copy, and the model input, the hash and the quality
+    figures the `WORK_SIDE` working copy made from it (the hash's and quality's
+    thresholds were set at that size). `clock` is charged each stage's CPU time
+    (`vitrine.pipeline.inference.stages`)."""
     side = working_size(spec)
     with clock.stage("decode"):
         img, info = decode(
             data,
             limits=limits,
-            draft_size=side,
+            draft_size=max(side, VIEW_SOURCE_SIDE),
             draft_mode="RGB",
             sha256=sha256,
             draft_longest=True,
         )
     with clock.stage("working copy"):
-        work = WorkingCopy.of(img, side)
-        seen = working_copy(work.image, WORK_SIDE) if with_phash or with_quality else None
+        large = WorkingCopy.of(img, VIEW_SOURCE_SIDE)
+        work = large.reduced(side) if side <= VIEW_SOURCE_SIDE else WorkingCopy.of(img, side)
+        seen = work if side == WORK_SIDE else large.reduced(WORK_SIDE)
     with clock.stage("backdrop"):
         colour = _colour_foreground(work, unpad=True)
         fg = _channels_foreground(work, colour, int(spec.channels))
     array = _model_input(fg, spec, clock)
-    if seen is not None:
-        info = _describe(seen, info, with_phash=with_phash, with_quality=with_quality, clock=clock)
+    info = _describe(
+        seen.image, info, with_phash=with_phash, with_quality=with_quality, clock=clock
+    )
     view = None
     if view_size:
         with clock.stage("view"):
-            view = _view(colour, view_size)
+            view = _view(_colour_foreground(large, unpad=True), view_size)
     return Prepared(array, info, view)
 
 
@@ -357,14 +364,14 @@ def measure_bytes(data: bytes, *, limits: ImageLimits) -> ImageInfo:
 
 
 def measured_copy(data: bytes, *, limits: ImageLimits) -> tuple[Image.Image, ImageInfo]:
-    """The copy the hash and the quality figures read, made as `prepare_photo` makes it
-    for a model of input size up to `WORKING_SIDE` / 4 (the shipped 28 px): the working
-    copy, then `WORK_SIDE` px of it. Two recipes would make near-duplicate pairs between
-    rows measured by each; the benches of the hash and the quality rules read this too."""
+    """The copy the hash and the quality figures read, made as `prepare_photo` makes it:
+    the object view's source copy (`VIEW_SOURCE_SIDE`), then `WORK_SIDE` px of it. Two
+    recipes would make near-duplicate pairs between rows measured by each; the benches of
+    the hash and the quality rules read this too."""
     img, info = decode(
-        data, limits=limits, draft_size=WORKING_SIDE, draft_mode="RGB", draft_longest=True
+        data, limits=limits, draft_size=VIEW_SOURCE_SIDE, draft_mode="RGB", draft_longest=True
     )
-    return working_copy(working_copy(img, WORKING_SIDE), WORK_SIDE), info
+    return working_copy(working_copy(img, VIEW_SOURCE_SIDE), WORK_SIDE), info
 
 
 def _describe(

@@ -6,9 +6,9 @@ Create Date: 2026-12-06
 
 The hash used to make its own 256 px copy of the decoded photo (a box average of the
 full image, a transparent PNG composited onto white at full size first). The worker now
-decodes once and makes one working copy, RGB on white with its longest side 384 px
-(`pipeline/inference/flatten.py`, `working_copy`), that the model input and the unknown
-detector's view read; the hash and the quality figures read a 256 px copy of it
+decodes once, makes a 384 px copy for the unknown detector's view and from it one
+working copy, RGB on white with its longest side 256 px (`pipeline/inference/flatten.py`,
+`working_copy`), that the model input, the hash and the quality figures all read
 (`pipeline/inference/preprocess.py`, `measured_copy`). The pixels are resampled
 differently (reduce, then bilinear; a cut-out resized with its alpha premultiplied), so
 a stored hash and one made now of the same photo differ by a few bits: near-duplicate
