@@ -42,7 +42,7 @@ from PIL import Image, ImageFilter
 
 from vitrine.pipeline.inference.backdrop import lift_backdrop, lift_colour_backdrop
 from vitrine.pipeline.inference.decode import decode
-from vitrine.pipeline.inference.flatten import WORK_SIDE, working_copy
+from vitrine.pipeline.inference.flatten import WORK_SIDE, reduced_copy, working_copy
 from vitrine.pipeline.inference.framing import product_mask, strip_padding, strongest_channel
 from vitrine.pipeline.inference.phash import perceptual_hash
 from vitrine.pipeline.inference.quality import measure_quality
@@ -145,9 +145,14 @@ class WorkingCopy:
     plain: bool
 
     @classmethod
-    def of(cls, img: Image.Image, side: int | None) -> WorkingCopy:
+    def of(cls, img: Image.Image, side: int | None, *, exact: bool = True) -> WorkingCopy:
+        """`img` on white at `side` px (`working_copy`); with `exact` False, at least
+        `side` px by a whole-factor box reduction (`reduced_copy`), for smaller copies
+        to be resampled from."""
         grey = img.mode in ("1", "L", "I", "F") or img.mode.startswith(("I;", "L"))
         cut_out = img.mode in ("RGBA", "RGBa", "PA") or "transparency" in img.info
+        if not exact and side is not None:
+            return cls(reduced_copy(img, side), grey or cut_out)
         return cls(working_copy(img, side), grey or cut_out)
 
     def reduced(self, side: int) -> WorkingCopy:
@@ -272,7 +277,8 @@ def object_view(img: Image.Image, size: int, work_size: int = VIEW_SOURCE_SIDE) 
     the same object: padding around the photo is cut away and the crop keeps the heavy
     groups of foreground only (`vitrine.pipeline.inference.framing`), not a watermark in a
     corner. A blank photo gives a white frame."""
-    return _view(_colour_foreground(WorkingCopy.of(img, work_size), unpad=True), size)
+    source = WorkingCopy.of(img, work_size, exact=False).reduced(work_size)
+    return _view(_colour_foreground(source, unpad=True), size)
 
 
 def _view(fg: np.ndarray, size: int) -> np.ndarray:
@@ -329,9 +335,10 @@ def prepare_photo(
             draft_longest=True,
         )
     with clock.stage("working copy"):
-        large = WorkingCopy.of(img, VIEW_SOURCE_SIDE)
-        work = large.reduced(side) if side <= VIEW_SOURCE_SIDE else WorkingCopy.of(img, side)
-        seen = work if side == WORK_SIDE else large.reduced(WORK_SIDE)
+        source = WorkingCopy.of(img, VIEW_SOURCE_SIDE, exact=False)  # one pass over img
+        large = source.reduced(VIEW_SOURCE_SIDE)
+        work = source.reduced(side) if side <= VIEW_SOURCE_SIDE else WorkingCopy.of(img, side)
+        seen = work if side == WORK_SIDE else source.reduced(WORK_SIDE)
     with clock.stage("backdrop"):
         colour = _colour_foreground(work, unpad=True)
         fg = _channels_foreground(work, colour, int(spec.channels))
@@ -365,13 +372,13 @@ def measure_bytes(data: bytes, *, limits: ImageLimits) -> ImageInfo:
 
 def measured_copy(data: bytes, *, limits: ImageLimits) -> tuple[Image.Image, ImageInfo]:
     """The copy the hash and the quality figures read, made as `prepare_photo` makes it:
-    the object view's source copy (`VIEW_SOURCE_SIDE`), then `WORK_SIDE` px of it. Two
+    a whole-factor reduction to at least `VIEW_SOURCE_SIDE`, then `WORK_SIDE` px of it. Two
     recipes would make near-duplicate pairs between rows measured by each; the benches of
     the hash and the quality rules read this too."""
     img, info = decode(
         data, limits=limits, draft_size=VIEW_SOURCE_SIDE, draft_mode="RGB", draft_longest=True
     )
-    return working_copy(working_copy(img, VIEW_SOURCE_SIDE), WORK_SIDE), info
+    return working_copy(reduced_copy(img, VIEW_SOURCE_SIDE), WORK_SIDE), info
 
 
 def _describe(

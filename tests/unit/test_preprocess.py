@@ -21,7 +21,7 @@ from vitrine.pipeline.inference.decode import (
     BadImageError,
     decode,
 )
-from vitrine.pipeline.inference.flatten import flatten, working_copy
+from vitrine.pipeline.inference.flatten import flatten, reduced_copy, working_copy
 from vitrine.pipeline.inference.preprocess import (
     _bbox,
     foreground,
@@ -366,6 +366,24 @@ def test_working_copy_is_what_flattening_first_gives(data: FashionMNIST, mode: s
     expected = flatten(img, 3).resize(size, Image.Resampling.BILINEAR, reducing_gap=1.0)
     diff = np.abs(work - np.asarray(expected, np.int16))
     assert diff.max() <= 3 and diff.mean() < 0.2
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "P+transparency", "I;16"])
+def test_reduced_copy_is_a_whole_factor_box_of_what_a_viewer_sees(
+    data: FashionMNIST, mode: str
+) -> None:
+    """One pass over the decoded pixels: a box of k x k, k the largest whole factor that
+    keeps the longest side at least the asked one; alpha composited as a viewer sees it
+    (premultiplied), the same as flattening at full size first."""
+    photos = _mode_images(white_photo(data.x_test[5], seed=5, size_range=(1100, 1200)))
+    img = photos[mode] if mode != "RGB" else photos["RGBA"].convert("RGB")
+    small = reduced_copy(img, 384)
+    k = max(img.size) // 384
+    assert small.mode == "RGB" and 384 <= max(small.size) < 768 and k >= 2
+    expected = np.asarray(flatten(img, 3).reduce(k), np.int16)[: small.height, : small.width]
+    diff = np.abs(np.asarray(small, np.int16) - expected)
+    assert diff.max() <= 3 and diff.mean() < 0.2
+    assert reduced_copy(img.resize((500, 400)), 384).size == (500, 400)  # k = 1
 
 
 def _strength(fg: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from vitrine.pipeline.inference.decode import _draft_request, decode
-from vitrine.pipeline.inference.flatten import working_copy
+from vitrine.pipeline.inference.flatten import reduced_copy, working_copy
 from vitrine.pipeline.inference.phash import perceptual_hash
 from vitrine.pipeline.inference.preprocess import measure_bytes, measured_copy, prepare_photo
 from vitrine.pipeline.inference.quality import measure_quality
@@ -51,7 +51,7 @@ def test_every_measure_reads_the_one_working_copy(fmt: str, seed: int) -> None:
         clock=clock,
     )
     img, info = decode(blob, limits=LIMITS, draft_size=384, draft_mode="RGB", draft_longest=True)
-    work = working_copy(working_copy(img, 384), 256)  # the working copy, then 256 px of it
+    work = working_copy(reduced_copy(img, 384), 256)  # one pass over the pixels, then 256 px
     assert max(work.size) == 256 and work.mode == "RGB"
     assert measured_copy(blob, limits=LIMITS)[0].tobytes() == work.tobytes()
     assert prepared.info.phash == perceptual_hash(work)
