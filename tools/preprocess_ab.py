@@ -1,6 +1,7 @@
 """CPU time of `preprocess_bytes` per image and format, for several source trees, A/B.
 
     .venv/bin/python tools/preprocess_ab.py --rounds 5 before=/tmp/wt/base after=.
+    .venv/bin/python tools/preprocess_ab.py --worker --rounds 3 before=/tmp/old after=.
 
 Each NAME=ROOT names a checkout whose `pipeline/` is measured (`git worktree add
 /tmp/wt/base REV` makes one of an older commit). Every round runs each tree once, in a
@@ -27,10 +28,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve()
 
 
-def _child(folder: Path, count: int) -> dict[str, float]:
-    """In the child: ms per image by file suffix (and "all") over the first `count` files."""
+def _child(folder: Path, count: int, worker: bool = False) -> dict[str, float]:
+    """In the child: ms per image by file suffix (and "all") over the first `count` files;
+    with `worker`, everything the worker computes (hash, quality figures, object view)."""
+    import functools
+
     import vitrine.pipeline
-    from vitrine.pipeline.inference.preprocess import preprocess_bytes
+    from vitrine.pipeline.inference.preprocess import prepare_photo, preprocess_bytes
     from vitrine.pipeline.types import ImageLimits, PreprocessSpec
 
     root = Path(os.environ["PYTHONPATH"]).resolve()
@@ -39,6 +43,10 @@ def _child(folder: Path, count: int) -> dict[str, float]:
     files = sorted(p for p in folder.iterdir() if p.suffix in (".jpg", ".png", ".webp"))
     blobs = [(p.suffix, p.read_bytes()) for p in files[:count]]
     limits, spec = ImageLimits(max_bytes=40_000_000, max_pixels=40_000_000), PreprocessSpec()
+    if worker:
+        preprocess_bytes = functools.partial(  # type: ignore[assignment]
+            prepare_photo, with_phash=True, with_quality=True, view_size=160
+        )
     for _, blob in blobs[:5]:  # warm-up: imports, first-call set-up
         preprocess_bytes(blob, spec, limits=limits)
     spent: dict[str, float] = defaultdict(float)
@@ -53,9 +61,10 @@ def _child(folder: Path, count: int) -> dict[str, float]:
     return result
 
 
-def _run_tree(root: Path, folder: Path, count: int) -> dict[str, float]:
+def _run_tree(root: Path, folder: Path, count: int, worker: bool) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(root)}
     cmd = [sys.executable, str(HERE), "--child", str(folder), "--count", str(count)]
+    cmd += ["--worker"] if worker else []
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
     return dict(json.loads(out.strip().splitlines()[-1]))
 
@@ -66,10 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--count", type=int, default=300, help="photos per run (default 300)")
     parser.add_argument("--photos", type=Path, default=Path("/tmp/vitrine-bound/n1000-seed7"))
+    parser.add_argument(
+        "--worker", action="store_true", help="hash, quality and object view too (2026-12-05 on)"
+    )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(_child(args.child, args.count)))
+        print(json.dumps(_child(args.child, args.count, args.worker)))
         return 0
     if not (args.photos / "manifest.csv").is_file():
         subprocess.run([sys.executable, str(HERE.parent / "bound.py"), "--repeat", "1"], check=True)
@@ -78,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in range(args.rounds):
         order = trees[r % len(trees) :] + trees[: r % len(trees)]
         for name, root in order:
-            runs[name].append(_run_tree(root, args.photos, args.count))
+            runs[name].append(_run_tree(root, args.photos, args.count, args.worker))
     reference = trees[0][0]
     report: dict[str, dict[str, object]] = {}
     for name, _ in trees:
