@@ -7,8 +7,8 @@ centre, sometimes EXIF-rotated. `to_model_input` bridges that gap:
 
     decode once                                  (JPEG at 1/2..1/8 scale: `Image.draft`)
     one working copy: RGB, alpha onto WHITE      (vitrine.pipeline.inference.flatten,
-                      longest side 256 px         `working_copy`, made from the 384 px
-                                                  copy the object view reads)
+                      longest side 256 px         `working_copy`, resampled from the
+                                                  box the object view reads)
     foreground = 255 - pixel                      (white background -> 0)
     cut a photo out of padding of another colour (vitrine.pipeline.inference.framing: a
                                                   re-published copy)
@@ -24,12 +24,12 @@ centre, sometimes EXIF-rotated. `to_model_input` bridges that gap:
     invert? foreground : 255 - foreground;  * scale + offset
 
 Pure Pillow + numpy, no Python loops over pixels. `prepare_photo` is what the worker
-runs: one decode, a 384 px copy for the unknown detector's object view and, made from
-it, the 256 px working copy that the model input, the perceptual hash and the quality
-figures all read. Each stage's CPU time can be measured
-(`vitrine.pipeline.inference.stages`, `vitrine bench ingest`'s stage table). Making the
-bytes safe to look at is `vitrine.pipeline.inference.decode`'s job; this module starts
-from its image.
+runs: one decode, one whole-factor box of its pixels (384-767 px) that the unknown
+detector's object view reads and, resampled from it, the 256 px working copy that the
+model input, the perceptual hash and the quality figures all read. Each stage's CPU
+time can be measured (`vitrine.pipeline.inference.stages`, `vitrine bench ingest`'s
+stage table). Making the bytes safe to look at is `vitrine.pipeline.inference.decode`'s
+job; this module starts from its image.
 """
 
 from __future__ import annotations
@@ -119,12 +119,15 @@ def _lift_background(fg: np.ndarray) -> np.ndarray:
     return fg if lifted is None else lifted
 
 
-#: Longest side of the copy the unknown detector's object view is made from; the working
-#: copy the model input, the hash and the quality figures read (`WORK_SIDE`, 256 px) is
-#: made from it in turn. Measured (docs/performance.md): with the view made from the 256
-#: px copy, the detector's recall on foreign photos fell from 0.952 to 0.920-0.927 at
-#: the same false rate (its 160 px view was enlarged from a smaller crop); from 384 px it
-#: is as before. The model input from 384 px instead lost 0.65 points on white photos.
+#: The least longest side of the copy the unknown detector's object view is made from: a
+#: whole-factor box of the decoded pixels (`flatten.reduced_copy`, 384 to 767 px), the
+#: one pass over them; the working copy the model input, the hash and the quality figures
+#: read (`WORK_SIDE`, 256 px) is resampled from it in turn. Measured (docs/performance.md):
+#: with the view made from the 256 px copy, the detector's recall on foreign photos fell
+#: from 0.952 to 0.920-0.927 at the same false rate (its 160 px view was enlarged from a
+#: smaller crop); from an exact 384 px copy it was 0.952 but a textured photo (a circuit
+#: board) lost 0.03 of its score to the second resampling; from the box itself, 0.958.
+#: The model input from 384 px instead lost 0.65 points on merchant photos.
 VIEW_SOURCE_SIDE = 384
 
 
@@ -277,7 +280,7 @@ def object_view(img: Image.Image, size: int, work_size: int = VIEW_SOURCE_SIDE) 
     the same object: padding around the photo is cut away and the crop keeps the heavy
     groups of foreground only (`vitrine.pipeline.inference.framing`), not a watermark in a
     corner. A blank photo gives a white frame."""
-    source = WorkingCopy.of(img, work_size, exact=False).reduced(work_size)
+    source = WorkingCopy.of(img, work_size, exact=False)
     return _view(_colour_foreground(source, unpad=True), size)
 
 
@@ -319,10 +322,11 @@ def prepare_photo(
     copy: the model input; with `with_phash` the perceptual hash
     (`vitrine.pipeline.inference.phash`), with `with_quality` the listing-photo quality
     figures (`vitrine.pipeline.inference.quality`), with `view_size` the object view for
-    the unknown detector. One decode, at the scale the largest copy needs; the object
-    view reads a `VIEW_SOURCE_SIDE` copy, and the model input, the hash and the quality
-    figures the `WORK_SIDE` working copy made from it (the hash's and quality's
-    thresholds were set at that size). `clock` is charged each stage's CPU time
+    the unknown detector. One decode, at the scale the largest copy needs; one pass over
+    its pixels (a whole-factor box to at least `VIEW_SOURCE_SIDE`), which the object view
+    reads, and the `WORK_SIDE` working copy resampled from it that the model input, the
+    hash and the quality figures read (the hash's and quality's thresholds were set at
+    that size). `clock` is charged each stage's CPU time
     (`vitrine.pipeline.inference.stages`)."""
     side = working_size(spec)
     with clock.stage("decode"):
@@ -336,7 +340,6 @@ def prepare_photo(
         )
     with clock.stage("working copy"):
         source = WorkingCopy.of(img, VIEW_SOURCE_SIDE, exact=False)  # one pass over img
-        large = source.reduced(VIEW_SOURCE_SIDE)
         work = source.reduced(side) if side <= VIEW_SOURCE_SIDE else WorkingCopy.of(img, side)
         seen = work if side == WORK_SIDE else source.reduced(WORK_SIDE)
     with clock.stage("backdrop"):
@@ -349,7 +352,7 @@ def prepare_photo(
     view = None
     if view_size:
         with clock.stage("view"):
-            view = _view(_colour_foreground(large, unpad=True), view_size)
+            view = _view(_colour_foreground(source, unpad=True), view_size)
     return Prepared(array, info, view)
 
 
