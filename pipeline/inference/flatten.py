@@ -6,9 +6,10 @@ are arbitrary (often black). Everything that looks at a photo (the model's input
 perceptual hash, the quality figures, the desk's thumbnails, pictures) composites it the
 same way, here, so two cut-outs never look alike because of what lies under their alpha.
 
-`working_copy` is the one reduced copy of a photo that they all read (issue: one decode,
-one working copy): each used to flatten and resample the full decoded image on its own,
-and a transparent PNG was composited at full size three times.
+`reduced_copy` is the one pass over a decoded photo's pixels and `working_copy` the one
+256 px copy resampled from it that they read (the object view reads the pass itself):
+each used to flatten and resample the full decoded image on its own, and a transparent
+PNG was composited at full size three times.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ def _numeric_to_l(img: Image.Image) -> Image.Image:
     return Image.fromarray(out)
 
 
-#: Longest side of the working copy every measure of a photo reads: the model input, the
-#: perceptual hash, the quality figures and the unknown detector's object view.
+#: Longest side of the working copy the model input, the perceptual hash and the quality
+#: figures read (the desk's thumbnails are `working_copy` at their own sizes).
 WORK_SIDE = 256
 
 #: Modes Pillow resizes correctly before flattening: L and RGB, and LA and RGBA, which

@@ -162,6 +162,17 @@ class WorkingCopy:
         """This copy at `side` px (itself when it is no larger)."""
         return WorkingCopy(working_copy(self.image, side), self.plain)
 
+    @classmethod
+    def for_model(
+        cls, img: Image.Image, side: int | None, source: WorkingCopy | None = None
+    ) -> WorkingCopy:
+        """The working copy at `side` px as the worker makes it: resampled from the one
+        whole-factor box of the decoded pixels (`source`, made here when not given), so
+        explain and the worker see the same input; None keeps the photo's own size."""
+        if side is None or side > VIEW_SOURCE_SIDE:
+            return cls.of(img, side)
+        return (source or cls.of(img, VIEW_SOURCE_SIDE, exact=False)).reduced(side)
+
 
 def _colour_foreground(work: WorkingCopy, *, unpad: bool) -> np.ndarray:
     """uint8 (H, W, 3) foreground: 255 - pixels, white background 0; for a photo that is
@@ -202,7 +213,7 @@ def foreground(
     `_channels_foreground` for backdrops, shadows and padding)."""
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
-    work = WorkingCopy.of(img, work_size)
+    work = WorkingCopy.for_model(img, work_size)
     return _channels_foreground(work, _colour_foreground(work, unpad=unpad), channels)
 
 
@@ -340,7 +351,7 @@ def prepare_photo(
         )
     with clock.stage("working copy"):
         source = WorkingCopy.of(img, VIEW_SOURCE_SIDE, exact=False)  # one pass over img
-        work = source.reduced(side) if side <= VIEW_SOURCE_SIDE else WorkingCopy.of(img, side)
+        work = WorkingCopy.for_model(img, side, source)
         seen = work if side == WORK_SIDE else source.reduced(WORK_SIDE)
     with clock.stage("backdrop"):
         colour = _colour_foreground(work, unpad=True)

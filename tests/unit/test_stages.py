@@ -12,7 +12,12 @@ from PIL import Image
 from vitrine.pipeline.inference.decode import _draft_request, decode
 from vitrine.pipeline.inference.flatten import reduced_copy, working_copy
 from vitrine.pipeline.inference.phash import perceptual_hash
-from vitrine.pipeline.inference.preprocess import measure_bytes, measured_copy, prepare_photo
+from vitrine.pipeline.inference.preprocess import (
+    measure_bytes,
+    measured_copy,
+    prepare_photo,
+    to_model_input,
+)
 from vitrine.pipeline.inference.quality import measure_quality
 from vitrine.pipeline.inference.stages import STAGES, StageClock
 from vitrine.pipeline.synthetic.photos import make_product_photo
@@ -59,6 +64,9 @@ def test_every_measure_reads_the_one_working_copy(fmt: str, seed: int) -> None:
     assert prepared.info.quality is not None
     assert prepared.info.quality.longest_side_px == max(info.width, info.height)  # header
     assert measure_bytes(blob, limits=LIMITS) == prepared.info
+    # explain reads a photo the way the worker does: the same model input
+    explained = to_model_input(img, PreprocessSpec(), work_size=256)
+    assert np.array_equal(explained, prepared.array)
     assert prepared.view is not None and prepared.view.shape == (96, 96, 3)
     assert set(clock.seconds) == set(STAGES)  # every stage ran and was charged
     assert all(t >= 0 for t in clock.seconds.values())
