@@ -50,10 +50,13 @@ def test_bench_search_scores_every_plan_and_drops_its_database(
 
 
 def test_bench_duplicates_reports_precision_and_recall(pipeline_env: dict[str, str]) -> None:
-    proc = vitrine(pipeline_env, "bench", "duplicates", "--items", "30", "--json", timeout=600)
+    # 100 items, not fewer: with 30, one pair of look-alike ankle boots in Debian's
+    # Fashion-MNIST (test images 5151 and 8294, 28-30 bits apart) is 5 of ~90 candidate
+    # pairs, and precision then measures that draw rather than the hash.
+    proc = vitrine(pipeline_env, "bench", "duplicates", "--items", "100", "--json", timeout=600)
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout)
-    assert got["items"] == 30 and 60 <= got["photos"] <= 120 and got["hash_bits"] == 320
+    assert got["items"] == 100 and 200 <= got["photos"] <= 400 and got["hash_bits"] == 320
     assert got["precision"] >= 0.95 and got["recall"] >= 0.6
     assert set(got["recall_by_edit"]) == {
         "crop",
