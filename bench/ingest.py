@@ -200,31 +200,26 @@ def run_ingest_bench(
 
 def _bound(ctx: Context, photos: list[Path], cpus: int) -> dict[str, Any]:
     """What the hardware allows: everything the worker computes from a photo (model
-    input, hash, quality, object view) in every usable CPU's process, then one batched
-    forward pass of the model and, where it has one, the unknown detector's backbone.
-    Also the per-stage CPU table of one process (`stage_costs`), with the forward pass's
-    CPU per photo beside it."""
+    input, hash, quality, object view and, where the model has one, the unknown
+    detector's score of the view) in every usable CPU's process, as the worker's pool
+    does, then one batched forward pass of the model. Also the per-stage CPU table of one
+    process (`stage_costs`), with the forward passes' CPU per photo beside it."""
     work = PhotoWork.of_model(ctx.settings.model_dir, ctx.settings.image_limits)
-    prepared, preprocess_s = preprocess_in_processes(photos, work, cpus)
+    pooled = preprocess_in_processes(photos, work, cpus)
     stages = stage_costs(photos, work)
-    arrays = np.stack([p.array for p in prepared])
-    views = np.stack([p.view for p in prepared if p.view is not None]) if work.view_size else None
+    arrays = np.stack([p.array for p in pooled.prepared])
     model = load_model_dir(ctx.settings.model_dir)
     model.forward(arrays[:64])  # warm-up: tracing and thread pools are not throughput
     forward_s, forward_cpu = _median_timed(model.forward, arrays)
-    unknown_s = unknown_cpu = 0.0
-    if model.unknown is not None and views is not None:
-        unknown_s, unknown_cpu = _median_timed(model.unknown.scores, views)
     stages["forward_cpu_ms_per_photo"] = {
         "model": round(1000 * forward_cpu / len(photos), 2),
-        "unknown detector": round(1000 * unknown_cpu / len(photos), 2),
+        "unknown detector": round(1000 * pooled.detector_cpu_s / len(photos), 2),
     }
     return {
-        "bound_images_per_s": round(len(photos) / (preprocess_s + forward_s + unknown_s), 1),
+        "bound_images_per_s": round(len(photos) / (pooled.seconds + forward_s), 1),
         "bound_repeats": 3,
-        "bound_preprocess_s": round(preprocess_s, 2),
+        "bound_preprocess_s": round(pooled.seconds, 2),
         "bound_forward_s": round(forward_s, 2),
-        "bound_unknown_s": round(unknown_s, 2),
         "stages": stages,
     }
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import statistics
 import threading
 import time
 from collections import defaultdict
@@ -24,6 +23,7 @@ from vitrine.settings import SAMPLE_FASHION_DIR
 
 if TYPE_CHECKING:
     from vitrine.ops.context import Context
+    from vitrine.pipeline.inference.unknown import UnknownDetector
 
 
 def bench_photos(directory: Path, *, n: int, seed: int) -> list[Path]:
@@ -49,17 +49,22 @@ class PhotoWork:
     spec: PreprocessSpec
     limits: ImageLimits
     view_size: int | None
+    #: Where a pool process loads the unknown detector from to score each object view, as
+    #: every worker process does; None when the model has no detector.
+    detector_dir: Path | None = None
 
     @classmethod
     def of_model(cls, model_dir: Path, limits: ImageLimits) -> PhotoWork:
         """The work for the model in `model_dir`, read without loading it (no TensorFlow
         before a fork)."""
         from vitrine.pipeline.inference.model import read_spec
-        from vitrine.pipeline.inference.unknown import VIEW_SIZE
+        from vitrine.pipeline.inference.unknown import UNKNOWN_FILE, VIEW_SIZE
 
         spec = read_spec(model_dir)
-        view = int(spec.unknown.get("view_size", VIEW_SIZE)) if spec.unknown else None
-        return cls(spec.preprocess, limits, view)
+        if not spec.unknown or not (model_dir / UNKNOWN_FILE).is_file():
+            return cls(spec.preprocess, limits, None)
+        view = int(spec.unknown.get("view_size", VIEW_SIZE))
+        return cls(spec.preprocess, limits, view, model_dir)
 
     def prepare(self, data: bytes, clock: StageClock = NO_CLOCK) -> Prepared:
         return prepare_photo(
@@ -74,36 +79,62 @@ class PhotoWork:
 
 
 _work: PhotoWork | None = None
+_detector: UnknownDetector | None = None
 
 
 def _init(work: PhotoWork) -> None:
-    global _work
+    global _work, _detector
     _work = work
+    if work.detector_dir is not None:  # after the fork, as a worker process loads it
+        from vitrine.pipeline.inference.model import read_spec
+        from vitrine.pipeline.inference.unknown import UnknownDetector
+
+        spec = read_spec(work.detector_dir)
+        _detector = UnknownDetector.load(work.detector_dir, spec.unknown or {})
 
 
-def _prepare(path: Path) -> Prepared:
+def _prepare(path: Path) -> tuple[Prepared, float]:
+    """One photo's work and the CPU seconds its detector score took (0 without one)."""
     assert _work is not None
-    return _work.prepare(path.read_bytes())
+    prepared = _work.prepare(path.read_bytes())
+    if _detector is None or prepared.view is None:
+        return prepared, 0.0
+    started = time.process_time()
+    _detector.scores(prepared.view[None])
+    return prepared, time.process_time() - started
+
+
+@dataclass(frozen=True)
+class PoolPass:
+    """The median of a pool's timed passes over the photos."""
+
+    prepared: list[Prepared]
+    seconds: float
+    detector_cpu_s: float  # the detector's scores, summed over the photos
 
 
 def preprocess_in_processes(
     paths: Sequence[Path], work: PhotoWork, processes: int, repeats: int = 3
-) -> tuple[list[Prepared], float]:
+) -> PoolPass:
     """Everything the worker computes from each photo (`PhotoWork`), in `processes` forked
-    processes; (results, median seconds of `repeats` passes). The pool is started and
-    warmed first, as a worker's processes are by the time uploads arrive; the median keeps
-    one disturbed pass on a shared machine from setting the bound.
+    processes, each scoring its photos' object views with the unknown detector as a
+    worker process does (one view per call). The pool is started, its detectors loaded
+    and warmed first, as a worker's processes are by the time uploads arrive; the median
+    of `repeats` passes keeps one disturbed pass on a shared machine from setting the
+    bound.
 
     Forked before this process loads TensorFlow (fork after TF is unsafe)."""
     context = multiprocessing.get_context("fork")
-    times = []
+    passes = []
     with context.Pool(processes, initializer=_init, initargs=(work,)) as pool:
         pool.map(_prepare, paths[: 4 * processes], chunksize=1)
         for _ in range(repeats):
             started = time.perf_counter()
-            prepared = pool.map(_prepare, paths, chunksize=8)
-            times.append(time.perf_counter() - started)
-    return prepared, statistics.median(times)
+            done = pool.map(_prepare, paths, chunksize=8)
+            seconds = time.perf_counter() - started
+            passes.append((seconds, [p for p, _ in done], sum(cpu for _, cpu in done)))
+    seconds, prepared, detector_cpu = sorted(passes, key=lambda run: run[0])[len(passes) // 2]
+    return PoolPass(prepared, seconds, detector_cpu)
 
 
 def stage_costs(paths: Sequence[Path], work: PhotoWork, n: int = 240) -> dict[str, Any]:

@@ -22,7 +22,8 @@ Only APIs that predate the performance work are used (`preprocess_bytes`,
 `git worktree add /tmp/old REV && PYTHONPATH=/tmp/old .venv/bin/python tools/bound.py`.
 `--worker` measures what the worker really computes per photo since the quality figures
 and the unknown detector came (`prepare_photo` with the hash, the quality figures and the
-object view; the forward pass with the detector's backbone): commits from 2026-12-05 on.
+object view, and the detector's score of each view in the pool process, as a worker
+process scores it): commits from 2026-12-05 on.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SLICE = SAMPLE_FASHION_DIR
 MODEL = ROOT / "models" / "fashion-cnn"
 SIZE_RANGE = (500, 2000)
+BATCH = 64  # the worker's bulk batch (`Settings.batch_size`)
 
 
 def _catalog(folder: Path, n: int, seed: int) -> list[Path]:
@@ -62,9 +64,23 @@ def _catalog(folder: Path, n: int, seed: int) -> list[Path]:
         return [folder / row["file"] for row in csv.DictReader(fh)]
 
 
+_detector: Any = None
+
+
+def _load_detector() -> None:
+    """Pool initializer for `--worker`: the model's unknown detector, loaded in each pool
+    process as a worker process loads it, so its scores run in parallel as they do there."""
+    global _detector
+    from vitrine.pipeline.inference.unknown import UnknownDetector
+
+    spec = json.loads((MODEL / "model.json").read_text())
+    _detector = UnknownDetector.load(MODEL, spec["unknown"])
+
+
 def _preprocess_file(path: Path, view_size: int | None = None) -> tuple[Any, float]:
     """Model input of one photo file (with `view_size`: everything the worker computes,
-    the input and the object view), and the CPU seconds this process spent on it."""
+    the input and the object view, scored by the unknown detector), and the CPU seconds
+    this process spent on it."""
     from vitrine.pipeline.types import ImageLimits, PreprocessSpec
 
     limits = ImageLimits(max_bytes=40_000_000, max_pixels=40_000_000)
@@ -87,6 +103,17 @@ def _preprocess_file(path: Path, view_size: int | None = None) -> tuple[Any, flo
     return (array, None), time.process_time() - t0
 
 
+def _worker_batch(paths: list[Path], view_size: int) -> list[tuple[Any, float]]:
+    """One bulk batch as a worker process runs it: every photo's work, then the unknown
+    detector's scores of all the batch's views in one call; the scores' CPU is shared
+    out over the batch's photos."""
+    done = [_preprocess_file(path, view_size) for path in paths]
+    t0 = time.process_time()
+    _detector.scores(np.stack([view for (_, view), _ in done]))
+    share = (time.process_time() - t0) / len(done)
+    return [(result, cpu + share) for result, cpu in done]
+
+
 def _view_size() -> int:
     """The unknown detector's view side, read from the model's spec (no TensorFlow)."""
     spec = json.loads((MODEL / "model.json").read_text())
@@ -106,18 +133,23 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     paths = _catalog(folder, args.n, args.seed)
     context = multiprocessing.get_context("spawn")  # no TensorFlow state crosses a fork
     pool_type = ThreadPool if args.threads else context.Pool
-    task = functools.partial(_preprocess_file, view_size=_view_size() if args.worker else None)
-    with pool_type(args.processes) as pool:
-        pool.map(task, paths[: 4 * args.processes], chunksize=1)  # warm-up
-        chunk = max(1, len(paths) // (8 * args.processes))
-        pre_s, pre_cpu, arrays, views = [], [], np.zeros(0), np.zeros(0)
+    if args.worker:  # bulk batches of 64, as the worker's
+        task: Any = functools.partial(_worker_batch, view_size=_view_size())
+        units: list[Any] = [paths[i : i + BATCH] for i in range(0, len(paths), BATCH)]
+    else:
+        task, units = _preprocess_file, paths
+    setup = _load_detector if args.worker else None
+    with pool_type(args.processes, initializer=setup) as pool:
+        pool.map(task, units[: 2 * args.processes], chunksize=1)  # warm-up
+        chunk = max(1, len(units) // (8 * args.processes))
+        pre_s, pre_cpu, arrays = [], [], np.zeros(0)
         for _ in range(args.repeat):
             t0, c0 = time.perf_counter(), time.process_time()
-            done = pool.map(task, paths, chunksize=chunk)
+            done = pool.map(task, units, chunksize=chunk)
+            if args.worker:
+                done = [result for batch in done for result in batch]
             pre_s.append(time.perf_counter() - t0)
             arrays = np.stack([array for (array, _), _ in done])
-            if args.worker:
-                views = np.stack([view for (_, view), _ in done])
             # (threads: this process's CPU time is theirs; processes: each task's own)
             threads_cpu = time.process_time() - c0
             pre_cpu.append(threads_cpu if args.threads else sum(cpu for _, cpu in done))
@@ -126,15 +158,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     model = load_model_dir(MODEL)
     model.forward(arrays)  # warm-up: tracing and thread pools are not throughput
-    detector = model.unknown if args.worker else None
-    if detector is not None:
-        detector.scores(views[:64])
     fwd_s, fwd_cpu, probs, embs = [], [], np.zeros(0), np.zeros(0)
     for _ in range(args.repeat):
         t0, c0 = time.perf_counter(), time.process_time()
         probs, embs = model.forward(arrays)
-        if detector is not None:
-            detector.scores(views)
         fwd_s.append(time.perf_counter() - t0)
         fwd_cpu.append(time.process_time() - c0)
     if args.save:

@@ -387,7 +387,9 @@ def test_bench_ingest_smoke(pipeline_env) -> None:  # type: ignore[no-untyped-de
         assert row["decode"] > 0 and row["total"] > 0, fmt
         parts = sum(v for k, v in row.items() if k != "total")
         assert parts <= row["total"] * 1.01 + 0.05, (fmt, row)
-    assert stages["forward_cpu_ms_per_photo"]["model"] > 0
+    forward = stages["forward_cpu_ms_per_photo"]
+    # the shipped model has an unknown detector: its views are scored in the bound's pool
+    assert forward["model"] > 0 and forward["unknown detector"] > 0
     writes = stages["write_cpu_ms_per_photo"]
     assert "worker main" in writes  # and the database's share where it is embedded, measured
     assert ("database" in writes) == ("postgres" in result["cpu_s"]["bulk"])
