@@ -82,9 +82,12 @@ _work: PhotoWork | None = None
 _detector: UnknownDetector | None = None
 
 
-def _init(work: PhotoWork) -> None:
+def _init(work: PhotoWork, blas_threads: int) -> None:
     global _work, _detector
     _work = work
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=blas_threads, user_api="blas")  # as `configure_threads` does
     if work.detector_dir is not None:  # after the fork, as a worker process loads it
         from vitrine.pipeline.inference.model import read_spec
         from vitrine.pipeline.inference.unknown import UnknownDetector
@@ -126,7 +129,8 @@ def preprocess_in_processes(
     Forked before this process loads TensorFlow (fork after TF is unsafe)."""
     context = multiprocessing.get_context("fork")
     passes = []
-    with context.Pool(processes, initializer=_init, initargs=(work,)) as pool:
+    blas_threads = max(1, usable_cpus() // processes)
+    with context.Pool(processes, initializer=_init, initargs=(work, blas_threads)) as pool:
         pool.map(_prepare, paths[: 4 * processes], chunksize=1)
         for _ in range(repeats):
             started = time.perf_counter()

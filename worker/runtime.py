@@ -127,9 +127,19 @@ def available_cpus(root: Path = Path("/"), affinity: set[int] | None = None) -> 
 
 def configure_threads() -> None:
     """Split the CPUs this process may use (`available_cpus`) between worker processes
-    instead of letting each take all cores: intra-op threads per process."""
+    instead of letting each take all cores: TensorFlow's intra-op threads and the BLAS
+    threads of numpy's matrix products, per process.
+
+    BLAS matters as much as TensorFlow here: after each product (the unknown detector's
+    cosine to its centroids, one view at a time) OpenBLAS leaves a thread per core
+    spinning for work, which on 2 cores with 2 pool processes took the other process's
+    CPU and doubled the detector's cost per view (34.6 to 16.3 ms of CPU,
+    docs/performance.md)."""
     settings = get_settings()
     per_process = max(1, available_cpus() // max(1, settings.worker_concurrency))
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=per_process, user_api="blas")  # for the life of the process
     import tensorflow as tf
 
     try:

@@ -124,5 +124,16 @@ def test_configure_threads_splits_the_available_cpus(
     monkeypatch.setattr(
         threading, "set_inter_op_parallelism_threads", lambda n: calls.update(inter=n)
     )
-    runtime.configure_threads()
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    assert before, "numpy's BLAS not found by threadpoolctl"
+    try:
+        runtime.configure_threads()
+        assert blas_threads() == [intra] * len(before)  # numpy's BLAS threads, too
+    finally:
+        threadpool_limits(limits=max(before), user_api="blas")
     assert calls == {"intra": intra, "inter": 1}
