@@ -59,7 +59,7 @@ RETRYING: dict[str, Any] = RetryPolicy.from_settings(_settings).task_options()
 def _load_model_in_child(**_: Any) -> None:
     """Runs in each pool process after the fork: the only place the model gets loaded."""
     if _settings.worker_nice:
-        os.nice(_settings.worker_nice)  # the pool does the work: it yields the CPU
+        runtime.yield_cpu(_settings.worker_nice)  # the pool does the work: it yields the CPU
     runtime.reset_after_fork()
     runtime.configure_threads()
     try:

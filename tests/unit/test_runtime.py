@@ -137,3 +137,43 @@ def test_configure_threads_splits_the_available_cpus(
     finally:
         threadpool_limits(limits=max(before), user_api="blas")
     assert calls == {"intra": intra, "inter": 1}
+
+
+@pytest.mark.parametrize(("shown", "written"), [("0", "10"), ("-3", "10"), ("15", None)])
+def test_yield_cpu_raises_the_session_nice_never_lowers_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, shown: str, written: str | None
+) -> None:
+    niced: list[int] = []
+    monkeypatch.setattr(runtime.os, "nice", niced.append)
+    autogroup = tmp_path / "autogroup"
+    autogroup.write_text(f"/autogroup-85 nice {shown}\n")
+    runtime.yield_cpu(10, autogroup)
+    assert niced == [10]
+    assert autogroup.read_text().strip() == (written or f"/autogroup-85 nice {shown}")
+
+
+def test_yield_cpu_without_autogroup_is_plain_nice(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    niced: list[int] = []
+    monkeypatch.setattr(runtime.os, "nice", niced.append)
+    runtime.yield_cpu(7, tmp_path / "absent")
+    assert niced == [7]
+
+
+@pytest.mark.skipif(not runtime.AUTOGROUP.exists(), reason="this kernel has no autogroup")
+def test_yield_cpu_on_the_real_kernel_nices_its_own_session() -> None:
+    """A process in a session of its own (as a launched worker is) ends with its session's
+    autogroup at the nice it asked for: what ranks it against the live worker's session."""
+    import subprocess
+    import sys
+
+    code = (
+        "from vitrine.worker import runtime; runtime.yield_cpu(6); "
+        "print(open('/proc/self/autogroup').read().split()[-1])"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, start_new_session=True
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip() == "6"
