@@ -67,10 +67,15 @@ def _catalog(folder: Path, n: int, seed: int) -> list[Path]:
 _detector: Any = None
 
 
-def _load_detector() -> None:
+def _load_detector(blas_threads: int | None) -> None:
     """Pool initializer for `--worker`: the model's unknown detector, loaded in each pool
-    process as a worker process loads it, so its scores run in parallel as they do there."""
+    process as a worker process loads it, so its scores run in parallel as they do there;
+    with `blas_threads`, numpy's BLAS limited as workers from 2026-12-06 on limit it."""
     global _detector
+    if blas_threads:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=blas_threads, user_api="blas")
     from vitrine.pipeline.inference.unknown import UnknownDetector
 
     spec = json.loads((MODEL / "model.json").read_text())
@@ -139,7 +144,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     else:
         task, units = _preprocess_file, paths
     setup = _load_detector if args.worker else None
-    with pool_type(args.processes, initializer=setup) as pool:
+    with pool_type(args.processes, initializer=setup, initargs=(args.blas_threads,)) as pool:
         pool.map(task, units[: 2 * args.processes], chunksize=1)  # warm-up
         chunk = max(1, len(units) // (8 * args.processes))
         pre_s, pre_cpu, arrays = [], [], np.zeros(0)
@@ -201,6 +206,12 @@ def main(argv: list[str] | None = None) -> int:
         "--worker",
         action="store_true",
         help="everything the worker computes: hash, quality, object view, unknown detector",
+    )
+    parser.add_argument(
+        "--blas-threads",
+        type=int,
+        help="with --worker: numpy's BLAS threads per pool process, as the worker of the "
+        "tree measured sets them (1 on 2 cores from 2026-12-06 on; older trees: leave out)",
     )
     parser.add_argument("--seed", type=int, default=7, help="catalog seed (default 7)")
     parser.add_argument("--photos", type=Path, help="cache folder for the generated photos")
