@@ -119,6 +119,32 @@ def test_compiled_forward_is_traced_once(shipped: LoadedModel, fashion: FashionM
         assert compiled.experimental_get_tracing_count() == 1
 
 
+def test_predict_scores_views_beside_the_forward_pass(
+    shipped: LoadedModel, fashion: FashionMNIST, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The detector scores the object views on its own thread while the CNN runs (a live
+    upload waits for the longer of the two), and the scores are the detector's own."""
+    import threading
+
+    assert shipped.unknown is not None  # the shipped model carries a detector
+    x = raw_to_model_input(fashion.x_test[:4], shipped.spec.preprocess)
+    views = np.random.default_rng(3).integers(0, 256, (4, 160, 160, 3), dtype=np.uint8)
+    expected = shipped.unknown.scores(views)
+    threads: list[str] = []
+    scores = shipped.unknown.scores
+
+    def recorded(v: np.ndarray) -> np.ndarray:
+        threads.append(threading.current_thread().name)
+        return scores(v)
+
+    monkeypatch.setattr(shipped.unknown, "scores", recorded)
+    predictions = shipped.predict(x, views=views)
+    assert threads and threads[0].startswith("unknown-detector")
+    assert threads[0] != threading.current_thread().name
+    got = np.array([p.unknown_score for p in predictions], dtype=np.float32)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
 def test_predict_returns_consistent_predictions(
     shipped: LoadedModel, fashion: FashionMNIST
 ) -> None:
