@@ -137,9 +137,14 @@ def yield_cpu(nice: int, autogroup: Path = AUTOGROUP) -> None:
     a backfill worker started in its own session (`vitrine worker` under a service
     manager, or the bench's) at nice 10 still took half of 2 cores from the live worker's
     session, and live uploads waited 1.5 s (p50) instead of yielding. The session's
-    autogroup nice is what ranks sessions (sched(7)); it is raised, never lowered, and
-    only where the kernel has it. `autogroup` is for tests."""
+    autogroup nice is what ranks sessions (sched(7)); it is raised, never lowered, only
+    where the kernel has it, and only when the session is the worker's own (it leads it,
+    or its parent does: a pool process). A worker started from a person's shell shares
+    the shell's session with whatever else runs there, a live worker perhaps: there the
+    plain nice already ranks them. `autogroup` is for tests."""
     os.nice(nice)
+    if os.getsid(0) not in (os.getpid(), os.getppid()):
+        return
     try:
         current = int(autogroup.read_text().split("nice")[-1])
         if current < nice:

@@ -276,9 +276,9 @@ class LoadedModel:
 
     def _thread_beside(self) -> ThreadPoolExecutor:
         """One thread that scores the object views while the CNN runs: both release the
-        GIL, so a live upload waits for the longer of the two, not their sum (a batch of 1
-        on the AMD machine: CNN 7.1 ms, detector 13.7, predict 24.3 -> measured in
-        docs/performance.md). Made on first use, so after a worker's fork."""
+        GIL, so a live upload waits for the longer of the two, not their sum (one photo:
+        CNN 7.1 ms, detector 13.7, predict 24.3 -> 15.2 ms; docs/performance.md). Made on
+        first use, so after a worker's fork."""
         with self._lock:
             if self._beside is None:
                 self._beside = ThreadPoolExecutor(1, thread_name_prefix="unknown-detector")

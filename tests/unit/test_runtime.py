@@ -145,6 +145,7 @@ def test_yield_cpu_raises_the_session_nice_never_lowers_it(
 ) -> None:
     niced: list[int] = []
     monkeypatch.setattr(runtime.os, "nice", niced.append)
+    monkeypatch.setattr(runtime.os, "getsid", lambda _: runtime.os.getpid())  # its own
     autogroup = tmp_path / "autogroup"
     autogroup.write_text(f"/autogroup-85 nice {shown}\n")
     runtime.yield_cpu(10, autogroup)
@@ -177,3 +178,27 @@ def test_yield_cpu_on_the_real_kernel_nices_its_own_session() -> None:
     )
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.strip() == "6"
+
+
+@pytest.mark.skipif(not runtime.AUTOGROUP.exists(), reason="this kernel has no autogroup")
+def test_yield_cpu_leaves_a_shared_session_alone() -> None:
+    """A worker started from a person's shell shares the shell's session: its pool
+    process leaves the session's nice as it was (the plain nice ranks the processes
+    inside it). Three processes as on such a host: the shell (leading a new session),
+    the worker it started, and the worker's pool process."""
+    import subprocess
+    import sys
+
+    pool = (
+        "import os; from vitrine.worker import runtime; "
+        "before = open('/proc/self/autogroup').read(); runtime.yield_cpu(6); "
+        "print(before == open('/proc/self/autogroup').read(), os.nice(0))"
+    )
+    run = "import subprocess, sys; sys.exit(subprocess.run([sys.executable, '-c', {}]).returncode)"
+    shell = run.format(repr(run.format(repr(pool))))
+    shown = subprocess.run(
+        [sys.executable, "-c", shell], capture_output=True, text=True, start_new_session=True
+    )
+    assert shown.returncode == 0, shown.stderr
+    unchanged, nice = shown.stdout.split()
+    assert unchanged == "True" and int(nice) >= 6
