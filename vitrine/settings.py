@@ -59,8 +59,9 @@ class Settings(BaseSettings):
     task_soft_time_limit: int = 60
     task_time_limit: int = 90
     batch_size: int = 64
-    #: Live upload events are gathered into one forward pass and one transaction: up to
-    #: this many, or what arrived within this many ms of the first (vitrine.worker.live).
+    #: A live upload event goes to a free pool process at once; while every process is
+    #: busy, events gather into one forward pass and one transaction: up to this many,
+    #: until a process returns, or this many ms at most (vitrine.worker.live).
     live_batch_size: int = 32
     live_batch_wait_ms: float = 25.0
     #: CPU priority of a worker's processes (0 normal, up to 19 lowest): a backfill worker
