@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 UNKNOWN_FILE = "unknown.npz"
 VIEW_SIZE = 160
@@ -40,6 +42,22 @@ CENTROIDS = 512
 #: come out within about half a point of it either way, docs/training.md).
 TARGET_RATE = 0.015
 FEATURES = 1280  # `vitrine.pipeline.inference.efficientnet_lite.FEATURES`
+
+
+@cache
+def _blas() -> ThreadpoolController:
+    return ThreadpoolController()  # looks the loaded BLAS libraries up once
+
+
+def _nearest_cosine(feats: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Each row's cosine to its nearest centroid, the product on one BLAS thread.
+
+    A threaded BLAS (numpy's OpenBLAS) leaves a thread per core spinning for more work
+    after a product; a process that scores a photo now and then (the API's search by
+    photo, a worker between live uploads) paid about 78 ms of a core for each 0.2 ms
+    product (docs/performance.md). One thread costs the product nothing at these sizes."""
+    with _blas().limit(limits=1, user_api="blas"):
+        return (feats @ centroids.T).max(axis=1)
 
 
 def _normalised(x: np.ndarray) -> np.ndarray:
@@ -88,7 +106,7 @@ class UnknownDetector:
         feats = self.backbone.features(views)
         if len(feats) == 0:
             return np.zeros(0, np.float32)
-        return (1.0 - (feats @ self.centroids.T).max(axis=1)).astype(np.float32)
+        return (1.0 - _nearest_cosine(feats, self.centroids)).astype(np.float32)
 
     @classmethod
     def load(cls, directory: Path, settings: dict[str, Any]) -> UnknownDetector:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vitrine.pipeline.inference import unknown
 from vitrine.pipeline.inference.preprocess import object_view
 from vitrine.pipeline.inference.unknown import Backbone, UnknownDetector, fit, spherical_kmeans
 from vitrine.pipeline.synthetic.foreign import (
@@ -63,6 +64,33 @@ def test_scores_grow_with_distance_from_the_catalogue() -> None:
     assert near < 1e-5 < detector.threshold < far
     assert detector.scores(np.zeros((0, 8, 8, 3), np.uint8)).shape == (0,)
     assert Backbone.__dataclass_fields__["view_size"].default == 160
+
+
+def _blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+
+def test_the_nearest_centroid_product_runs_on_one_blas_thread_and_restores_it() -> None:
+    """A threaded BLAS spins a core for ~80 ms after each product; the detector's runs on
+    one thread, and the process's own setting is back afterwards."""
+    seen: list[list[int]] = []
+
+    class Spy(np.ndarray):
+        def __rmatmul__(self, other: np.ndarray) -> np.ndarray:
+            seen.append(_blas_threads())
+            return np.asarray(other) @ np.asarray(self)
+
+    rng = np.random.default_rng(3)
+    feats = rng.normal(size=(4, 16)).astype(np.float32)
+    centroids = rng.normal(size=(5, 16)).astype(np.float32)
+    before = _blas_threads()
+    assert before, "numpy's BLAS is loaded and visible to threadpoolctl"
+    got = unknown._nearest_cosine(feats, centroids.view(Spy))
+    assert seen == [[1] * len(before)]
+    assert _blas_threads() == before
+    np.testing.assert_allclose(got, (feats @ centroids.T).max(axis=1), rtol=1e-6)
 
 
 def test_the_object_view_crops_the_product_from_its_backdrop() -> None:
