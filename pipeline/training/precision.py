@@ -8,11 +8,13 @@ in fp32. The saved model is float32 either way, so serving does not change.
 
 Where the CPU lacks AMX-BF16 (and AVX512-BF16), oneDNN has no fast bf16 kernels and the
 rewrite only adds conversions, so `auto` keeps fp32 there. The option is set in the
-training process only, never in a worker or the API.
+training steps only (`applied`), never in a worker or the API.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -61,6 +63,25 @@ def apply(precision: Precision) -> None:
     import tensorflow as tf
 
     tf.config.optimizer.set_experimental_options({GRAPPLER_OPTION: precision == "bf16"})
+
+
+@contextmanager
+def applied(precision: Precision) -> Iterator[None]:
+    """`precision` for the graphs first run inside the block, then the process's setting
+    before it again.
+
+    Grappler rewrites a graph when it first runs, so the training step traced inside
+    keeps its bf16, and whatever is traced after the block (settling BatchNorm, scoring
+    the saved model, a serving forward pass in the same process: `train --corrections`
+    reports before/after accuracy, a test suite trains then predicts) runs in float32, as
+    the saved model is served. Left on, the option made those forward passes bf16:
+    embeddings off by up to 1e-3 and probabilities summing to 0.997."""
+    before = active()
+    apply(precision)
+    try:
+        yield
+    finally:
+        apply(before)
 
 
 def active() -> Precision:

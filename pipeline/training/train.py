@@ -112,73 +112,78 @@ def _train(
     """
     import keras
 
-    precision.apply(precision.choose(config.precision))
-    keras.utils.set_random_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    if config.train_limit:
-        keep = rng.permutation(len(x))[: config.train_limit]
-        x, y = x[keep], y[keep]
-    xt, yt, xv, yv = _split(x, y, config.validation_fraction, rng)
-    model = build()
-    steps = int(np.ceil(len(xt) / config.batch_size))
-    trainer = fitting.compile_trainer(
-        keras,
-        model,
-        epochs=config.epochs,
-        steps_per_epoch=steps,
-        learning_rate=config.learning_rate,
-        warmup_epochs=config.warmup_epochs,
-        weight_decay=config.weight_decay,
-    )
-
-    checkpoints = out_dir / fitting.CHECKPOINT_DIR
-    history: list[dict[str, float]] = []
-    first, before = 0, 0.0  # the epoch to start at; seconds trained before this process
-    checkpoint = fitting.read_checkpoint(checkpoints) if resume else None
-    if checkpoint is not None:
-        fitting.restore_checkpoint(checkpoint, model, trainer, rng)
-        history, first, before = checkpoint.history, checkpoint.epoch, checkpoint.elapsed_s
-        log(f"resuming after epoch {first}/{config.epochs} ({_duration(before)} trained)")
-    elif resume:  # stopped before its first epoch ended: nothing to keep
-        log(f"no epoch had finished: starting again at epoch 1/{config.epochs}")
-
-    validation = (to_input(xv), yv) if len(xv) else None
-    unchanged = to_input(xt) if augmentation is None else None  # same input every epoch
-    started = time.perf_counter()
-    for epoch in range(first, config.epochs):
-        t0 = time.perf_counter()
-        x_epoch = unchanged if augmentation is None else to_input(augment(xt, rng, augmentation))
-        assert x_epoch is not None
-        order = rng.permutation(len(xt))
-        h = trainer.fit(
-            x_epoch[order],
-            yt[order],
-            batch_size=config.batch_size,
-            epochs=epoch + 1,
-            initial_epoch=epoch,
-            validation_data=validation,
-            shuffle=False,  # shuffled above, from the generator a checkpoint keeps
-            verbose=verbose,
-        )
-        row = {k: float(v[-1]) for k, v in h.history.items()}
-        row["seconds"] = round(time.perf_counter() - t0, 2)
-        history.append(row)
-        spent = time.perf_counter() - started
-        left = spent / (epoch + 1 - first) * (config.epochs - epoch - 1)
-        log(
-            f"epoch {epoch + 1}/{config.epochs} loss={row.get('loss', 0):.4f} "
-            f"acc={row.get('accuracy', 0):.4f} val_acc={row.get('val_accuracy', float('nan')):.4f} "
-            f"({row['seconds']:.1f}s; {_duration(before + spent)} in, ETA {_duration(left)})"
-        )
-        fitting.save_checkpoint(
+    # The training steps only: the BatchNorm settling and the scores below run as the
+    # saved model is served, in float32 (precision.applied).
+    with precision.applied(precision.choose(config.precision)):
+        keras.utils.set_random_seed(config.seed)
+        rng = np.random.default_rng(config.seed)
+        if config.train_limit:
+            keep = rng.permutation(len(x))[: config.train_limit]
+            x, y = x[keep], y[keep]
+        xt, yt, xv, yv = _split(x, y, config.validation_fraction, rng)
+        model = build()
+        steps = int(np.ceil(len(xt) / config.batch_size))
+        trainer = fitting.compile_trainer(
+            keras,
             model,
-            trainer,
-            checkpoints,
-            epoch=epoch + 1,
-            history=history,
-            rng=rng,
-            elapsed_s=before + spent,
+            epochs=config.epochs,
+            steps_per_epoch=steps,
+            learning_rate=config.learning_rate,
+            warmup_epochs=config.warmup_epochs,
+            weight_decay=config.weight_decay,
         )
+
+        checkpoints = out_dir / fitting.CHECKPOINT_DIR
+        history: list[dict[str, float]] = []
+        first, before = 0, 0.0  # the epoch to start at; seconds trained before this process
+        checkpoint = fitting.read_checkpoint(checkpoints) if resume else None
+        if checkpoint is not None:
+            fitting.restore_checkpoint(checkpoint, model, trainer, rng)
+            history, first, before = checkpoint.history, checkpoint.epoch, checkpoint.elapsed_s
+            log(f"resuming after epoch {first}/{config.epochs} ({_duration(before)} trained)")
+        elif resume:  # stopped before its first epoch ended: nothing to keep
+            log(f"no epoch had finished: starting again at epoch 1/{config.epochs}")
+
+        validation = (to_input(xv), yv) if len(xv) else None
+        unchanged = to_input(xt) if augmentation is None else None  # same input every epoch
+        started = time.perf_counter()
+        for epoch in range(first, config.epochs):
+            t0 = time.perf_counter()
+            x_epoch = (
+                unchanged if augmentation is None else to_input(augment(xt, rng, augmentation))
+            )
+            assert x_epoch is not None
+            order = rng.permutation(len(xt))
+            h = trainer.fit(
+                x_epoch[order],
+                yt[order],
+                batch_size=config.batch_size,
+                epochs=epoch + 1,
+                initial_epoch=epoch,
+                validation_data=validation,
+                shuffle=False,  # shuffled above, from the generator a checkpoint keeps
+                verbose=verbose,
+            )
+            row = {k: float(v[-1]) for k, v in h.history.items()}
+            row["seconds"] = round(time.perf_counter() - t0, 2)
+            history.append(row)
+            spent = time.perf_counter() - started
+            left = spent / (epoch + 1 - first) * (config.epochs - epoch - 1)
+            val_acc = row.get("val_accuracy", float("nan"))
+            log(
+                f"epoch {epoch + 1}/{config.epochs} loss={row.get('loss', 0):.4f} "
+                f"acc={row.get('accuracy', 0):.4f} val_acc={val_acc:.4f} "
+                f"({row['seconds']:.1f}s; {_duration(before + spent)} in, ETA {_duration(left)})"
+            )
+            fitting.save_checkpoint(
+                model,
+                trainer,
+                checkpoints,
+                epoch=epoch + 1,
+                history=history,
+                rng=rng,
+                elapsed_s=before + spent,
+            )
     recalibrated = fitting.settle_batchnorm(
         model, to_input(xt[: fitting.RECALIBRATION_IMAGES]), total_steps=config.epochs * steps
     )

@@ -10,7 +10,6 @@ as a difference in the weights.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -131,33 +130,28 @@ def test_auto_precision_is_bf16_only_where_the_cpu_has_bf16_units() -> None:
     assert precision.why("bf16", frozenset({"amx_bf16"})) == "this CPU has amx_bf16"
 
 
-def test_a_bf16_run_sets_the_grappler_option_and_saves_float32(tmp_path: Path) -> None:
+def test_a_bf16_run_trains_in_bf16_then_scores_and_saves_float32(tmp_path: Path) -> None:
+    """The grappler option is on for the training steps only: each epoch's line is logged
+    inside them, the final scores' line after them, when the process's setting is back
+    (left on, a forward pass later in the same process ran in bf16: embeddings off by
+    1e-3, probabilities summing to 0.997, and the model contract's tests failed)."""
     config = TrainConfig(
-        epochs=1, widths=(4, 4, 4), embedding_dim=8, train_limit=256, precision="bf16"
+        epochs=2, widths=(4, 4, 4), embedding_dim=8, train_limit=256, precision="bf16"
     )
-    try:
-        spec = train_fashion_mnist(
-            load_fashion_mnist(SAMPLE_FASHION_DIR),
-            out_dir=tmp_path / "m",
-            config=config,
-            log=lambda _: None,
-            verbose=0,
-        )
-        assert precision.active() == "bf16"
-    finally:
-        precision.apply("fp32")
+    assert precision.active() == "fp32"
+    seen: list[tuple[str, str]] = []
+    spec = train_fashion_mnist(
+        load_fashion_mnist(SAMPLE_FASHION_DIR),
+        out_dir=tmp_path / "m",
+        config=config,
+        log=lambda line: seen.append((line.split()[0], precision.active())),
+        verbose=0,
+    )
+    assert [state for word, state in seen if word == "epoch"] == ["bf16", "bf16"]
+    assert seen[-1][0] != "epoch" and seen[-1][1] == "fp32"  # the scores' line
     assert precision.active() == "fp32"
     assert spec.training["config"]["precision"] == "bf16"
     assert {str(w.dtype) for w in _weights(tmp_path / "m")} == {"float32"}
-    again = replace(config, precision="fp32")
-    train_fashion_mnist(
-        load_fashion_mnist(SAMPLE_FASHION_DIR),
-        out_dir=tmp_path / "n",
-        config=again,
-        log=lambda _: None,
-        verbose=0,
-    )
-    assert precision.active() == "fp32"  # each run sets it, whatever ran before
 
 
 def test_resnet_depths_and_the_model_contract() -> None:
