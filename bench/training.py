@@ -44,9 +44,8 @@ def run_training_bench(
         "cpu_flags": sorted(precision.cpu_flags() & precision.BF16_FLAGS),
         "runs": {},
     }
-    try:
-        for arithmetic in precisions:
-            precision.apply(precision.choose(arithmetic))
+    for arithmetic in precisions:
+        with precision.applied(precision.choose(arithmetic)):
             for architecture in architectures:
                 keras.utils.set_random_seed(0)
                 config = TrainConfig(architecture=architecture)
@@ -70,8 +69,6 @@ def run_training_bench(
                     "images_per_s": round(n / wall, 1),
                     "images_per_cpu_s": round(n / cpu, 1),
                 }
-    finally:
-        precision.apply("fp32")
     base = results["runs"].get("cnn/fp32")
     if base:
         for run in results["runs"].values():

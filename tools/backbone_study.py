@@ -167,9 +167,8 @@ def backbone_cost(view_batch: np.ndarray, rounds: int = 3) -> dict[str, float]:
     from vitrine.pipeline.training import precision
 
     costs = {}
-    try:
-        for arithmetic in ("fp32", "bf16"):
-            precision.apply(precision.choose(arithmetic))
+    for arithmetic in ("fp32", "bf16"):
+        with precision.applied(precision.choose(arithmetic)):
             backbone = Backbone.pretrained(view_batch.shape[1])
             backbone.features(view_batch[:32])  # trace
             best = float("inf")
@@ -178,8 +177,6 @@ def backbone_cost(view_batch: np.ndarray, rounds: int = 3) -> dict[str, float]:
                 backbone.features(view_batch)
                 best = min(best, (time.process_time() - cpu) * 1000 / len(view_batch))
             costs[f"{arithmetic}_cpu_ms_per_photo"] = round(best, 2)
-    finally:
-        precision.apply("fp32")
     return costs
 
 
