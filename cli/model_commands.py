@@ -130,6 +130,12 @@ def register(app: typer.Typer) -> None:
         jpeg: float = typer.Option(
             0.0, "--jpeg", min=0.0, max=1.0, help="Share with JPEG blocks (quality 30-90)."
         ),
+        photo_views: int = typer.Option(
+            0,
+            "--photo-views",
+            min=0,
+            help="Also train on this many items as photos, read back as the worker reads them.",
+        ),
         backbone: str = typer.Option(
             None, "--backbone", help="MobileNetV3Small or EfficientNetB0 (with --data)."
         ),
@@ -210,6 +216,7 @@ def register(app: typer.Typer) -> None:
             version=version,
             architecture=architecture,
             precision=precision,
+            photo_views=photo_views,
         )
         spec = run_training(request, limits=get_settings().image_limits, log=_log)
         _print_trained(spec, out, json_out)

@@ -25,6 +25,7 @@ from vitrine.pipeline.training import precision
 from vitrine.pipeline.training.augment import Augmentation
 from vitrine.pipeline.training.datasets import load_labelled_folder
 from vitrine.pipeline.training.fitting import CHECKPOINT_DIR
+from vitrine.pipeline.training.photo_views import PhotoViews
 from vitrine.pipeline.training.train import (
     ARCHITECTURES,
     TrainConfig,
@@ -60,6 +61,7 @@ class TrainRequest:
     learning_rate: float | None = None
     architecture: str = "cnn"
     precision: str = "auto"  # bf16 where the CPU has bf16 units (pipeline.training.precision)
+    photo_views: int = 0  # training items also shown as photos (pipeline.training.photo_views)
 
 
 #: Beside a run's checkpoint: the request that started it, so `--resume DIR` needs no more.
@@ -135,6 +137,8 @@ def _config(req: TrainRequest, *, resume: bool = False) -> TrainConfig:
         raise UserError(f"--precision is one of {', '.join(precision.CHOICES)}")
     if (req.backbone or req.input_size) and req.data is None:
         raise UserError("--backbone and --input-size apply to --data (your own labelled folder)")
+    if req.photo_views and req.data is not None:
+        raise UserError("--photo-views applies to Fashion-MNIST runs; --data is photos already")
     if req.init is not None:
         if req.data is not None:
             raise UserError("--init fine-tunes a Fashion-MNIST model; it does not apply to --data")
@@ -155,6 +159,7 @@ def _config(req: TrainRequest, *, resume: bool = False) -> TrainConfig:
         augmentation=augmentation,
         architecture=req.architecture,
         precision=precision.choose(req.precision),
+        photo_views=PhotoViews(items=req.photo_views),
     )
     if req.init is not None:
         config = dataclasses.replace(

@@ -12,6 +12,7 @@ quarter of the time.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -166,6 +167,57 @@ def _flatten_on_white(img: Image.Image) -> Image.Image:
     return white
 
 
+def render_photo(
+    item: np.ndarray,
+    *,
+    rng: np.random.Generator,
+    formats: Sequence[str],
+    size_range: tuple[int, int] | None = None,
+    style: str = "merchant",
+) -> tuple[Image.Image, str]:
+    """One 28x28 item -> a photo of `style` and the format to store it in (drawn from
+    `formats`; a transparent photo goes to PNG/WebP, or is flattened on white). The
+    photo's longest side is drawn from `size_range`, by default the style's own."""
+    if style == "studio":
+        photo, meta = studio.make_studio_photo(
+            item, rng=rng, palette=PALETTE, size_range=size_range or studio.STUDIO_SIZE_RANGE
+        )
+        formats = ("jpeg",)
+    else:
+        photo, meta = make_product_photo(item, rng=rng, size_range=size_range or DEFAULT_SIZE_RANGE)
+    fmt = formats[int(rng.integers(len(formats)))]
+    if meta["background"] == "transparent" and fmt == "jpeg":
+        keeps_alpha = [f for f in formats if f != "jpeg"]
+        if keeps_alpha:
+            fmt = keeps_alpha[int(rng.integers(len(keeps_alpha)))]
+        else:
+            photo = _flatten_on_white(photo)
+    return photo, fmt
+
+
+def encode_photo(
+    photo: Image.Image,
+    fmt: str,
+    *,
+    rng: np.random.Generator,
+    exif_rotate_fraction: float,
+    style: str = "merchant",
+) -> bytes:
+    """`photo` as a file of `fmt`, stored rotated with an EXIF orientation tag a fraction
+    `exif_rotate_fraction` of the time, at the quality a merchant (or a studio) saves."""
+    orientation = int(rng.choice([3, 6, 8])) if rng.random() < exif_rotate_fraction else 1
+    photo, exif = rotate_for_exif(photo, orientation)
+    out = io.BytesIO()
+    if fmt == "jpeg":
+        quality = studio.jpeg_quality(rng) if style == "studio" else int(rng.integers(80, 96))
+        photo.save(out, "JPEG", quality=quality, exif=exif)
+    elif fmt == "png":
+        photo.save(out, "PNG", compress_level=1, exif=exif)
+    else:
+        photo.save(out, "WEBP", quality=int(rng.integers(80, 96)), method=0, exif=exif)
+    return out.getvalue()
+
+
 def _encode_one(
     x: np.ndarray,
     y: np.ndarray,
@@ -180,32 +232,18 @@ def _encode_one(
     style: str,
 ) -> tuple[str, str, str, str, int]:
     rng = np.random.default_rng([seed, position])  # per photo: order/threads don't matter
-    if style == "studio":
-        photo, meta = studio.make_studio_photo(x[index], rng=rng, palette=PALETTE)
-        formats = ("jpeg",)
-    else:
-        photo, meta = make_product_photo(x[index], rng=rng, size_range=size_range)
-    fmt = formats[int(rng.integers(len(formats)))]
-    if meta["background"] == "transparent" and fmt == "jpeg":
-        keeps_alpha = [f for f in formats if f != "jpeg"]
-        if keeps_alpha:
-            fmt = keeps_alpha[int(rng.integers(len(keeps_alpha)))]
-        else:
-            photo = _flatten_on_white(photo)
+    photo, fmt = render_photo(
+        x[index],
+        rng=rng,
+        formats=formats,
+        size_range=size_range if style == "merchant" else None,
+        style=style,
+    )
     merchant_id = f"merchant-{int(rng.integers(1, 13)):02d}"
     sku = f"SKU-{seed}-{position:06d}"
     name = f"{position:06d}-{sku}.{_EXTENSIONS[fmt]}"
-
-    orientation = int(rng.choice([3, 6, 8])) if rng.random() < exif_rotate_fraction else 1
-    photo, exif = rotate_for_exif(photo, orientation)
-    path = out_dir / name
-    if fmt == "jpeg":
-        quality = studio.jpeg_quality(rng) if style == "studio" else int(rng.integers(80, 96))
-        photo.save(path, "JPEG", quality=quality, exif=exif)
-    elif fmt == "png":
-        photo.save(path, "PNG", compress_level=1, exif=exif)
-    else:
-        photo.save(path, "WEBP", quality=int(rng.integers(80, 96)), method=0, exif=exif)
+    data = encode_photo(photo, fmt, rng=rng, exif_rotate_fraction=exif_rotate_fraction, style=style)
+    (out_dir / name).write_bytes(data)
     return name, FASHION_MNIST_LABELS[int(y[index])], sku, merchant_id, index
 
 

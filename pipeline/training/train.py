@@ -16,6 +16,7 @@ rather than Keras's: TensorFlow's global random state cannot be saved and restor
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -33,6 +34,7 @@ from vitrine.pipeline.inference.model import (
 from vitrine.pipeline.training import fitting, precision
 from vitrine.pipeline.training.augment import Augmentation, augment
 from vitrine.pipeline.training.datasets import FashionMNIST
+from vitrine.pipeline.training.photo_views import PhotoViews, photo_views
 from vitrine.pipeline.types import FASHION_MNIST_LABELS, ModelSpec, PreprocessSpec
 
 Log = Callable[[str], None]
@@ -57,6 +59,8 @@ class TrainConfig:
     architecture: str = "cnn"
     #: "bf16" or "fp32" (`vitrine.pipeline.training.precision`); the saved model is float32.
     precision: str = "fp32"
+    #: Training items also shown as the worker sees photos of them (`photo_views`).
+    photo_views: PhotoViews = field(default_factory=PhotoViews)
 
 
 def _split(
@@ -121,6 +125,9 @@ def _train(
             keep = rng.permutation(len(x))[: config.train_limit]
             x, y = x[keep], y[keep]
         xt, yt, xv, yv = _split(x, y, config.validation_fraction, rng)
+        checkpoints = out_dir / fitting.CHECKPOINT_DIR
+        if config.photo_views.items:
+            xt, yt = _with_photo_views(xt, yt, config, preprocess, checkpoints, log)
         model = build()
         steps = int(np.ceil(len(xt) / config.batch_size))
         trainer = fitting.compile_trainer(
@@ -133,7 +140,6 @@ def _train(
             weight_decay=config.weight_decay,
         )
 
-        checkpoints = out_dir / fitting.CHECKPOINT_DIR
         history: list[dict[str, float]] = []
         first, before = 0, 0.0  # the epoch to start at; seconds trained before this process
         checkpoint = fitting.read_checkpoint(checkpoints) if resume else None
@@ -216,6 +222,53 @@ def _train(
     save_model_dir(model, spec, out_dir)
     fitting.drop_checkpoint(checkpoints)
     return spec
+
+
+#: Beside a run's checkpoint: its photo views, made once (minutes of CPU) and reused on resume.
+_VIEWS_FILE = "photo-views.npz"
+
+
+def _with_photo_views(
+    xt: np.ndarray,
+    yt: np.ndarray,
+    config: TrainConfig,
+    preprocess: PreprocessSpec,
+    checkpoints: Path,
+    log: Log,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The training split plus `config.photo_views` of its items as photo views, appended
+    (validation items never become views). Made in this machine's processes, kept beside
+    the checkpoint for a resumed run (the views are a function of the seed alone)."""
+    cache = checkpoints / _VIEWS_FILE
+    key = np.array([config.seed, config.photo_views.items, len(xt)])
+    if cache.is_file():
+        with np.load(cache) as stored:
+            if np.array_equal(stored["key"], key):
+                picks, views = stored["picks"], stored["views"]
+                log(f"{len(views)} photo views from {cache}")
+                return np.concatenate([xt, views]), np.concatenate([yt, yt[picks]])
+    processes = len(os.sched_getaffinity(0))
+    log(f"rendering {config.photo_views.items} training items as photos ({processes} processes)")
+    started = time.perf_counter()
+    step = max(1, config.photo_views.items // 10)
+
+    def progress(done: int, total: int) -> None:
+        if done % step < 250 or done == total:  # about every tenth, whatever the chunk
+            log(f"photo views {done}/{total} ({_duration(time.perf_counter() - started)})")
+
+    picks, views = photo_views(
+        xt,
+        config.photo_views,
+        seed=config.seed,
+        spec=preprocess,
+        processes=processes,
+        progress=progress,
+    )
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    partial = checkpoints / (_VIEWS_FILE + ".tmp.npz")
+    np.savez(partial, key=key, picks=picks, views=views)
+    partial.replace(cache)
+    return np.concatenate([xt, views]), np.concatenate([yt, yt[picks]])
 
 
 def _duration(seconds: float) -> str:
