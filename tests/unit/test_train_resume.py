@@ -34,6 +34,7 @@ RUN = dict(
     tilt=0.5,
     seed=11,
     precision="fp32",
+    photo_views=40,
 )
 
 
@@ -69,7 +70,9 @@ def test_a_run_stopped_after_epoch_2_of_4_resumes_to_the_same_model(tmp_path: Pa
 
     resumed_lines: list[str] = []
     spec = train(resumed_request(stopped), limits=limits, log=resumed_lines.append, resume=True)
-    assert resumed_lines[1].startswith("resuming after epoch 2/4 (")
+    # the photo views are read back, not made again, and the run goes on where it stopped
+    assert resumed_lines[1] == f"40 photo views from {stopped / 'checkpoint' / 'photo-views.npz'}"
+    assert resumed_lines[2].startswith("resuming after epoch 2/4 (")
     epochs = [line.split()[1] for line in resumed_lines if line.startswith("epoch ")]
     assert epochs == ["3/4", "4/4"]
     for a, b in zip(_weights(whole), _weights(stopped), strict=True):
@@ -77,13 +80,14 @@ def test_a_run_stopped_after_epoch_2_of_4_resumes_to_the_same_model(tmp_path: Pa
     straight = json.loads((whole / "model.json").read_text())
     assert spec.metrics == straight["metrics"]
     assert len(spec.training["history"]) == 4
+    assert spec.training["train_images"] == 608 + 40  # 640 less 5 % held out, plus the views
     assert not (stopped / "checkpoint").exists()  # dropped once the model is saved
     with pytest.raises(AlreadyTrained):  # resuming a finished run is not an error
         resumed_request(stopped)
 
 
 def test_a_run_stopped_in_its_first_epoch_starts_again(tmp_path: Path) -> None:
-    run = {**RUN, "epochs": 1, "limit": 256}
+    run = {**RUN, "epochs": 1, "limit": 256, "photo_views": 0}
 
     def stop(line: str) -> None:
         if line.startswith("epoch 1/1"):
