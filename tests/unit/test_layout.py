@@ -49,7 +49,12 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "vitrine.pipeline.types": (),
     # What a worker runs on a photo: decode through the model. Nothing of training.
     "vitrine.pipeline.inference": _PURE,
-    "vitrine.pipeline.training": (*_PURE, "vitrine.pipeline.inference"),
+    # Training learns from what the generators make (photo views); never the reverse.
+    "vitrine.pipeline.training": (
+        *_PURE,
+        "vitrine.pipeline.inference",
+        "vitrine.pipeline.synthetic",
+    ),
     "vitrine.pipeline.synthetic": (*_PURE, "vitrine.pipeline.inference"),
     "vitrine.pipeline.evaluation": (*_PURE, "vitrine.pipeline.inference"),
     # The read path every stored byte goes through: no settings, no database.
