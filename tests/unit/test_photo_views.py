@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from vitrine.ops.errors import UserError
+from vitrine.ops.training import TrainRequest, train
 from vitrine.pipeline.training.datasets import load_fashion_mnist
 from vitrine.pipeline.training.photo_views import PhotoViews, photo_views
-from vitrine.pipeline.types import PreprocessSpec
+from vitrine.pipeline.types import ImageLimits, PreprocessSpec
 from vitrine.settings import SAMPLE_FASHION_DIR
 
 
@@ -56,3 +60,13 @@ def test_views_need_the_raw_items_convention() -> None:
     colour = PreprocessSpec(size=96, channels=3, invert=False, autocontrast=False, scale=1.0)
     with pytest.raises(ValueError, match="grey, inverted"):
         photo_views(data.x_train, PhotoViews(items=2), seed=1, spec=colour)
+
+
+def test_a_labelled_folder_is_photos_already(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="--photo-views applies to Fashion-MNIST runs"):
+        train(
+            TrainRequest(out=tmp_path / "out", data=tmp_path, photo_views=5),
+            limits=ImageLimits(max_bytes=1 << 20, max_pixels=1 << 20),
+            log=lambda _: None,
+        )
+    assert not (tmp_path / "out").exists()  # refused before anything was written
