@@ -240,7 +240,8 @@ def _with_photo_views(
     (validation items never become views). Made in this machine's processes, kept beside
     the checkpoint for a resumed run (the views are a function of the seed alone)."""
     cache = checkpoints / _VIEWS_FILE
-    key = np.array([config.seed, config.photo_views.items, len(xt)])
+    views_of = config.photo_views
+    key = np.array([config.seed, views_of.items, round(views_of.studio_fraction * 1000), len(xt)])
     if cache.is_file():
         with np.load(cache) as stored:
             if np.array_equal(stored["key"], key):
@@ -250,10 +251,11 @@ def _with_photo_views(
     processes = len(os.sched_getaffinity(0))
     log(f"rendering {config.photo_views.items} training items as photos ({processes} processes)")
     started = time.perf_counter()
-    step = max(1, config.photo_views.items // 10)
+    tenths = [0]  # the last tenth of the way logged
 
     def progress(done: int, total: int) -> None:
-        if done % step < 250 or done == total:  # about every tenth, whatever the chunk
+        if done * 10 // total > tenths[0]:
+            tenths[0] = done * 10 // total
             log(f"photo views {done}/{total} ({_duration(time.perf_counter() - started)})")
 
     picks, views = photo_views(
