@@ -34,6 +34,7 @@ from vitrine.pipeline.training.train import (
     train_folder,
 )
 from vitrine.pipeline.types import ImageLimits, ModelSpec
+from vitrine.worker.runtime import available_cpus
 
 Log = Callable[[str], None]
 
@@ -191,6 +192,7 @@ def train(req: TrainRequest, *, limits: ImageLimits, log: Log, resume: bool = Fa
             log=log,
             verbose=0,  # the recipe's own line per epoch says it all, on stderr
             resume=resume,
+            processes=available_cpus(),  # for the photo views: a container's quota counts
         )
     return _train_on_folder(req, config, limits, log, resume)
 

@@ -18,8 +18,9 @@ the number of processes, so a resumed run trains on the same arrays.
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,22 +100,16 @@ def photo_views(
         stop = min(n, start + _CHUNK)
         return x[picks[start:stop]], range(start, stop), seed, views.studio_fraction, spec
 
-    done = 0
-    if processes <= 1:
-        for start in starts:
-            part = _views_of(*args(start))
+    with ExitStack() as stack:
+        if processes > 1:  # spawned: this process may hold TensorFlow's threads
+            context = multiprocessing.get_context("spawn")
+            pool = stack.enter_context(ProcessPoolExecutor(processes, mp_context=context))
+            futures = [pool.submit(_views_of, *args(start)) for start in starts]
+            parts: Iterable[np.ndarray] = (future.result() for future in futures)
+        else:
+            parts = (_views_of(*args(start)) for start in starts)
+        for start, part in zip(starts, parts, strict=True):
             out[start : start + len(part)] = part
-            done += len(part)
             if progress is not None:
-                progress(done, n)
-        return picks, out
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
-        futures = {pool.submit(_views_of, *args(start)): start for start in starts}
-        for future, start in futures.items():
-            part = future.result()
-            out[start : start + len(part)] = part
-            done += len(part)
-            if progress is not None:
-                progress(done, n)
+                progress(start + len(part), n)
     return picks, out

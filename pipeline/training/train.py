@@ -16,7 +16,6 @@ rather than Keras's: TensorFlow's global random state cannot be saved and restor
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -101,6 +100,7 @@ def _train(
     augmentation: Augmentation | None = None,
     test: tuple[np.ndarray, np.ndarray] | None = None,
     resume: bool = False,
+    processes: int = 1,
 ) -> ModelSpec:
     """The one training loop: `x`/`y` as stored -> a model directory described by its spec.
 
@@ -112,7 +112,7 @@ def _train(
     changing it changes what a seed trains (the permutation replaced Keras's shuffle when
     runs became resumable). Validation accuracy is that of the model as saved. With
     `resume`, the run goes on from `out_dir`'s checkpoint (from the start where none was
-    written yet).
+    written yet). `processes` render the photo views, when the config asks for them.
     """
     import keras
 
@@ -127,7 +127,7 @@ def _train(
         xt, yt, xv, yv = _split(x, y, config.validation_fraction, rng)
         checkpoints = out_dir / fitting.CHECKPOINT_DIR
         if config.photo_views.items:
-            xt, yt = _with_photo_views(xt, yt, config, preprocess, checkpoints, log)
+            xt, yt = _with_photo_views(xt, yt, config, preprocess, checkpoints, log, processes)
         model = build()
         steps = int(np.ceil(len(xt) / config.batch_size))
         trainer = fitting.compile_trainer(
@@ -235,9 +235,10 @@ def _with_photo_views(
     preprocess: PreprocessSpec,
     checkpoints: Path,
     log: Log,
+    processes: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The training split plus `config.photo_views` of its items as photo views, appended
-    (validation items never become views). Made in this machine's processes, kept beside
+    (validation items never become views). Made in `processes` processes, kept beside
     the checkpoint for a resumed run (the views are a function of the seed alone)."""
     cache = checkpoints / _VIEWS_FILE
     views_of = config.photo_views
@@ -248,7 +249,6 @@ def _with_photo_views(
                 picks, views = stored["picks"], stored["views"]
                 log(f"{len(views)} photo views from {cache}")
                 return np.concatenate([xt, views]), np.concatenate([yt, yt[picks]])
-    processes = len(os.sched_getaffinity(0))
     log(f"rendering {config.photo_views.items} training items as photos ({processes} processes)")
     started = time.perf_counter()
     tenths = [0]  # the last tenth of the way logged
@@ -291,6 +291,7 @@ def train_fashion_mnist(
     log: Log = print,
     verbose: int = 2,
     resume: bool = False,
+    processes: int = 1,
 ) -> ModelSpec:
     """Train the default CNN, evaluate it on the test split and write a model directory.
 
@@ -323,6 +324,7 @@ def train_fashion_mnist(
         augmentation=config.augmentation,
         test=(data.x_test, data.y_test),
         resume=resume,
+        processes=processes,
     )
 
 
