@@ -136,6 +136,11 @@ def register(app: typer.Typer) -> None:
             min=0,
             help="Also train on this many items as photos, read back as the worker reads them.",
         ),
+        ema: float = typer.Option(
+            None,
+            "--ema",
+            help="Save the weights' moving average, this momentum per step (like 0.999).",
+        ),
         backbone: str = typer.Option(
             None, "--backbone", help="MobileNetV3Small or EfficientNetB0 (with --data)."
         ),
@@ -185,11 +190,11 @@ def register(app: typer.Typer) -> None:
         if out is None:
             raise UserError("--out DIR names the model directory to write (or --resume DIR)")
         if corrections:
-            if data or backbone or weights or input_size or limit or name:
+            if data or backbone or weights or input_size or limit or name or ema is not None:
                 raise UserError(
                     "--corrections fine-tunes a Fashion-MNIST model; "
-                    "--data, --backbone, --weights, --input-size, --limit and "
-                    "--name do not apply"
+                    "--data, --backbone, --weights, --input-size, --limit, --name and "
+                    "--ema do not apply"
                 )
             _train_corrections(out, init, fashion, epochs, seed, learning_rate, version, json_out)
             return
@@ -217,6 +222,7 @@ def register(app: typer.Typer) -> None:
             architecture=architecture,
             precision=precision,
             photo_views=photo_views,
+            ema=ema,
         )
         spec = run_training(request, limits=get_settings().image_limits, log=_log)
         _print_trained(spec, out, json_out)

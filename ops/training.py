@@ -63,6 +63,7 @@ class TrainRequest:
     architecture: str = "cnn"
     precision: str = "auto"  # bf16 where the CPU has bf16 units (pipeline.training.precision)
     photo_views: int = 0  # training items also shown as photos (pipeline.training.photo_views)
+    ema: float | None = None  # save the weights' moving average, this momentum per step
 
 
 #: Beside a run's checkpoint: the request that started it, so `--resume DIR` needs no more.
@@ -140,6 +141,11 @@ def _config(req: TrainRequest, *, resume: bool = False) -> TrainConfig:
         raise UserError("--backbone and --input-size apply to --data (your own labelled folder)")
     if req.photo_views and req.data is not None:
         raise UserError("--photo-views applies to Fashion-MNIST runs; --data is photos already")
+    if req.ema is not None and not 0.0 < req.ema < 1.0:
+        raise UserError(
+            f"--ema is the average's momentum per training step, between 0 and 1 "
+            f"(0.999 remembers about 1,000 steps), not {req.ema}"
+        )
     if req.init is not None:
         if req.data is not None:
             raise UserError("--init fine-tunes a Fashion-MNIST model; it does not apply to --data")
@@ -161,6 +167,7 @@ def _config(req: TrainRequest, *, resume: bool = False) -> TrainConfig:
         architecture=req.architecture,
         precision=precision.choose(req.precision),
         photo_views=PhotoViews(items=req.photo_views),
+        ema_momentum=req.ema,
     )
     if req.init is not None:
         config = dataclasses.replace(

@@ -32,10 +32,14 @@ def compile_trainer(
     learning_rate: float,
     warmup_epochs: int,
     weight_decay: float,
+    ema_momentum: float | None = None,
 ) -> Any:
     """A single-output view of the model for training: only the classifier has a loss.
 
-    AdamW with a linear warm-up from a tenth of `learning_rate`, then cosine decay.
+    AdamW with a linear warm-up from a tenth of `learning_rate`, then cosine decay. With
+    `ema_momentum`, the optimizer also keeps an exponential moving average of the weights
+    (updated inside each compiled step, stored with its variables, so a checkpoint holds
+    it); `use_average` puts it into the model once training is over.
     """
     total = max(1, epochs * steps_per_epoch)
     warmup = min(total // 2, warmup_epochs * steps_per_epoch)
@@ -46,12 +50,54 @@ def compile_trainer(
         warmup_steps=warmup,
     )
     trainer = keras.Model(model.input, model.output["probabilities"])
+    optimizer = (
+        keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay)
+        if ema_momentum is None
+        else _averaging_adamw(keras)(
+            learning_rate=schedule,
+            weight_decay=weight_decay,
+            use_ema=True,
+            ema_momentum=ema_momentum,
+        )
+    )
     trainer.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay),
+        optimizer=optimizer,
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
     return trainer
+
+
+def _averaging_adamw(keras: Any) -> Any:
+    """AdamW whose weight average waits until `use_average` asks for it.
+
+    Keras's own `use_ema` copies the average over the weights when `fit` returns
+    (`finalize_variable_values`). The recipe calls `fit` once per epoch, so each epoch
+    would restart from the average instead of from where training was: this subclass
+    leaves the weights alone at the end of `fit`.
+    """
+
+    class AveragingAdamW(keras.optimizers.AdamW):  # type: ignore[misc, name-defined]
+        def finalize_variable_values(self, var_list: Any) -> None:
+            """Nothing at the end of each `fit`: the average is taken once, at the end."""
+
+        def average_into(self, var_list: Any) -> None:
+            super().finalize_variable_values(var_list)
+
+    return AveragingAdamW
+
+
+def use_average(trainer: Any) -> bool:
+    """Put the optimizer's weight average into the model, if it keeps one; True if so.
+
+    BatchNorm's moving statistics were gathered under the live weights, not the average:
+    a model that takes the average needs them measured again (`recalibrate_batchnorm`).
+    """
+    average_into = getattr(trainer.optimizer, "average_into", None)
+    if average_into is None:
+        return False
+    average_into(trainer.trainable_variables)
+    return True
 
 
 #: BatchNormalization keeps an exponential moving average (momentum 0.99, a memory of about
@@ -62,9 +108,12 @@ SHORT_RUN_STEPS = 2000
 RECALIBRATION_IMAGES = 4096
 
 
-def settle_batchnorm(model: Any, x: np.ndarray, *, total_steps: int) -> bool:
-    """Re-estimate BatchNorm statistics after a run too short for them; True if it did."""
-    if total_steps >= SHORT_RUN_STEPS:
+def settle_batchnorm(
+    model: Any, x: np.ndarray, *, total_steps: int, averaged: bool = False
+) -> bool:
+    """Re-estimate BatchNorm statistics after a run too short for them, or for weights
+    that are an average (their statistics were never gathered); True if it did."""
+    if total_steps >= SHORT_RUN_STEPS and not averaged:
         return False
     recalibrate_batchnorm(model, x)
     return True

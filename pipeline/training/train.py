@@ -60,6 +60,9 @@ class TrainConfig:
     precision: str = "fp32"
     #: Training items also shown as the worker sees photos of them (`photo_views`).
     photo_views: PhotoViews = field(default_factory=PhotoViews)
+    #: Save the exponential moving average of the weights (this momentum per step), not
+    #: the last step's weights (`fitting.use_average`).
+    ema_momentum: float | None = None
 
 
 def _split(
@@ -138,6 +141,7 @@ def _train(
             learning_rate=config.learning_rate,
             warmup_epochs=config.warmup_epochs,
             weight_decay=config.weight_decay,
+            ema_momentum=config.ema_momentum,
         )
 
         history: list[dict[str, float]] = []
@@ -191,7 +195,10 @@ def _train(
                 elapsed_s=before + spent,
             )
     recalibrated = fitting.settle_batchnorm(
-        model, to_input(xt[: fitting.RECALIBRATION_IMAGES]), total_steps=config.epochs * steps
+        model,
+        to_input(xt[: fitting.RECALIBRATION_IMAGES]),
+        total_steps=config.epochs * steps,
+        averaged=fitting.use_average(trainer),
     )
     train_seconds = before + time.perf_counter() - started
 

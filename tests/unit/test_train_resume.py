@@ -1,14 +1,16 @@
 """Long runs on a CPU: a stopped run resumes exactly, bf16 is the training process's choice
-only, and the ResNet the recipe can build.
+only, the weight average is kept apart until the end, and the ResNet the recipe can build.
 
 The resume test trains a small network twice on the slice (about 10 s each on 2 cores):
 once for 4 epochs straight, once stopped during epoch 3 and resumed. With augmentation,
-dropout and the optimizer's moments all in play, anything a checkpoint forgot would show
-as a difference in the weights.
+dropout, the optimizer's moments and the weight average all in play, anything a
+checkpoint forgot would show as a difference in the saved weights (the average, which
+follows every step of the live ones).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import pytest
 from vitrine.ops.errors import UserError
 from vitrine.ops.training import AlreadyTrained, TrainRequest, resumed_request, train
 from vitrine.pipeline.inference.model import build_resnet, load_model_dir
-from vitrine.pipeline.training import precision
+from vitrine.pipeline.training import fitting, precision
 from vitrine.pipeline.training.datasets import load_fashion_mnist
 from vitrine.pipeline.training.train import TrainConfig, train_fashion_mnist
 from vitrine.pipeline.types import ImageLimits
@@ -35,6 +37,7 @@ RUN = dict(
     seed=11,
     precision="fp32",
     photo_views=40,
+    ema=0.9,
 )
 
 
@@ -87,7 +90,7 @@ def test_a_run_stopped_after_epoch_2_of_4_resumes_to_the_same_model(tmp_path: Pa
 
 
 def test_a_run_stopped_in_its_first_epoch_starts_again(tmp_path: Path) -> None:
-    run = {**RUN, "epochs": 1, "limit": 256, "photo_views": 0}
+    run = {**RUN, "epochs": 1, "limit": 256, "photo_views": 0, "ema": None}
 
     def stop(line: str) -> None:
         if line.startswith("epoch 1/1"):
@@ -170,3 +173,67 @@ def test_resnet_depths_and_the_model_contract() -> None:
     assert deeper.count_params() > 1.6 * model.count_params()
     with pytest.raises(ValueError, match="6n\\+2"):
         build_resnet(num_classes=10, depth=21)
+
+
+def test_the_weight_average_is_kept_apart_from_training_until_it_is_saved() -> None:
+    """Keras's `use_ema` copies the average over the weights whenever `fit` returns: with
+    one `fit` per epoch, every epoch would restart from the average. Here the weights go
+    on from the last step, and `use_average` takes the average once, at the end."""
+    import keras
+
+    keras.utils.set_random_seed(3)
+    model = build_resnet(num_classes=10, depth=8, embedding_dim=8)
+    trainer = fitting.compile_trainer(
+        keras,
+        model,
+        epochs=2,
+        steps_per_epoch=4,
+        learning_rate=1e-2,
+        warmup_epochs=0,
+        weight_decay=0.0,
+        ema_momentum=0.5,
+    )
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, 64)
+    for epoch in range(2):
+        trainer.fit(x, y, batch_size=16, epochs=epoch + 1, initial_epoch=epoch, verbose=0)
+    live = [np.array(v) for v in trainer.trainable_variables]
+    average = [np.array(v) for v in trainer.optimizer.variables if "average" in v.path]
+    assert len(average) == len(live)
+    assert any(not np.allclose(a, b) for a, b in zip(live, average, strict=True))
+    assert fitting.use_average(trainer)
+    for variable, value in zip(trainer.trainable_variables, average, strict=True):
+        np.testing.assert_array_equal(np.array(variable), value)
+    # an average needs BatchNorm's statistics measured again, however long the run
+    assert fitting.settle_batchnorm(model, x, total_steps=10**6, averaged=True)
+    assert not fitting.settle_batchnorm(model, x, total_steps=10**6)
+
+
+def test_averaging_changes_what_is_saved_and_nothing_of_the_training(tmp_path: Path) -> None:
+    config = TrainConfig(epochs=2, widths=(4, 4, 4), embedding_dim=8, train_limit=256)
+    data = load_fashion_mnist(SAMPLE_FASHION_DIR)
+    plain = train_fashion_mnist(
+        data, out_dir=tmp_path / "plain", config=config, log=lambda _: None, verbose=0
+    )
+    averaged = train_fashion_mnist(
+        data,
+        out_dir=tmp_path / "averaged",
+        config=dataclasses.replace(config, ema_momentum=0.9),
+        log=lambda _: None,
+        verbose=0,
+    )
+    losses = [[row["loss"] for row in s.training["history"]] for s in (plain, averaged)]
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+    assert averaged.training["config"]["ema_momentum"] == 0.9
+    differs = [
+        not np.allclose(a, b)
+        for a, b in zip(_weights(tmp_path / "plain"), _weights(tmp_path / "averaged"), strict=True)
+    ]
+    assert any(differs)
+
+
+def test_ema_outside_zero_to_one_is_refused_before_any_work(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="between 0 and 1"):
+        train(TrainRequest(out=tmp_path / "m", ema=1.0), limits=LIMITS, log=lambda _: None)
+    assert not (tmp_path / "m").exists()
