@@ -6,6 +6,7 @@ two workers starting together neither race on CREATE INDEX nor on "activate if n
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Text, func, literal, select, text, update
@@ -59,12 +60,24 @@ def register_model(
     """Insert or refresh the `models` row for `spec.key`; return its id.
 
     Creates the model's HNSW index and, if no model is active and `activate_if_none`,
-    activates it. Re-registering a key with a different `embedding_dim` raises
-    `ValueError` (stored vectors and the index are tied to the dimension: bump the
-    version instead).
+    activates it. Refreshing is for the same model moved or re-described (another path,
+    a detector calibrated into its model.json). A key whose stored row has another
+    `embedding_dim`, or came from another training run, raises `ValueError`: the stored
+    vectors were made by those weights, and `vitrine train` names every run
+    `fashion-cnn@1` unless told otherwise, so an overwrite would silently put a new
+    model behind the old one's embeddings. Bump the version instead.
     """
     positive_int(spec.embedding_dim, "embedding_dim")
     _lock_models(conn)
+    stored = conn.execute(
+        select(models.c.spec, models.c.path).where(models.c.key == spec.key)
+    ).first()
+    if stored is not None and _another_run(stored.spec, spec):
+        raise ValueError(
+            f"model {spec.key!r} is already registered from {stored.path}, trained by "
+            f"another run; refusing to overwrite it (give this one another version: "
+            f'`vitrine train --version 2`, or model.json\'s "version")'
+        )
     ins = pg_insert(models).values(
         key=spec.key,
         name=spec.name,
@@ -100,6 +113,13 @@ def register_model(
         if none_active:
             conn.execute(update(models).where(models.c.id == model_id).values(is_active=True))
     return int(model_id)
+
+
+def _another_run(stored: dict[str, Any], spec: ModelSpec) -> bool:
+    """Whether the stored spec and `spec` describe weights of different training runs: their
+    data or their training record (recipe, config, every epoch's history) differ."""
+    new = json.loads(json.dumps(spec.to_dict()))  # as the JSONB column gives it back
+    return any(stored.get(key) != new.get(key) for key in ("data_fingerprint", "training"))
 
 
 def activate_model(conn: Connection, *, key: str) -> None:

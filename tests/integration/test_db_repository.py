@@ -6,6 +6,7 @@ Every test gets a fresh, migrated database on one module-wide server.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import multiprocessing
 import shutil
 import tempfile
@@ -235,6 +236,24 @@ def test_models_with_different_dims_coexist(engine: Engine) -> None:
     with pytest.raises(sqlalchemy.exc.DataError, match="expected 4 dimensions"):
         with engine.begin() as conn:
             repo.save_results(conn, results=[result(img, a, [1.0] * 8)])
+
+
+def test_a_key_is_never_given_to_another_training_run(engine: Engine) -> None:
+    """`vitrine train` names every run fashion-cnn@1 unless told otherwise: registering a
+    second run under the shipped key once put its weights behind the first one's vectors."""
+    first = dataclasses.replace(spec("1", 4), training={"history": [{"loss": 0.35}]})
+    again = dataclasses.replace(spec("1", 4), training={"history": [{"loss": 0.34}]})
+    with engine.begin() as conn:
+        model_id = repo.register_model(conn, spec=first, path="/m/shipped")
+    with pytest.raises(ValueError, match="already registered from /m/shipped, trained by another"):
+        with engine.begin() as conn:
+            repo.register_model(conn, spec=again, path="/runs/new")
+    calibrated = dataclasses.replace(first, unknown={"threshold": 0.36})
+    with engine.begin() as conn:  # the same run, moved and with a detector: a refresh
+        assert repo.register_model(conn, spec=calibrated, path="/m/moved") == model_id
+    with engine.connect() as conn:
+        (row,) = repo.list_models(conn)
+    assert (row.key, row.path) == ("fashion-cnn@1", "/m/moved")
 
 
 def test_register_does_not_activate_when_told_not_to(engine: Engine) -> None:

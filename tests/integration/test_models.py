@@ -4,6 +4,7 @@ switched to atomically; results of both stay, each tagged with its model."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,20 @@ def test_two_models_coexist_and_switch(
     _ok(vitrine(pipeline_env, "models", "add", str(model_dir)))
     listed = json.loads(_ok(vitrine(pipeline_env, "models", "list", "--json")))["models"]
     assert {m["key"]: m["active"] for m in listed} == {"fashion-cnn@1": True, "tiny@2": False}
+
+    # another run under the shipped model's key (what `train` without --version names it)
+    # is refused, and the shipped model keeps its path
+    clash = tmp_path / "clash"
+    shutil.copytree(model_dir, clash)
+    clash_spec = json.loads((clash / "model.json").read_text())
+    (clash / "model.json").write_text(
+        json.dumps({**clash_spec, "name": "fashion-cnn", "version": "1"})
+    )
+    refused = vitrine(pipeline_env, "models", "add", str(clash))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "'fashion-cnn@1' is already registered from" in refused.stderr
+    again = json.loads(_ok(vitrine(pipeline_env, "models", "list", "--json")))["models"]
+    assert [m["path"] for m in again] == [m["path"] for m in listed]
 
     try:
         # A bulk backfill (any size here) into the inactive model: its HNSW index is dropped
