@@ -70,8 +70,14 @@ def register_model(
     positive_int(spec.embedding_dim, "embedding_dim")
     _lock_models(conn)
     stored = conn.execute(
-        select(models.c.spec, models.c.path).where(models.c.key == spec.key)
+        select(models.c.embedding_dim, models.c.spec, models.c.path).where(models.c.key == spec.key)
     ).first()
+    if stored is not None and stored.embedding_dim != spec.embedding_dim:
+        raise ValueError(
+            f"model {spec.key!r} is already registered with embedding_dim="
+            f"{stored.embedding_dim}; refusing to change it to {spec.embedding_dim} "
+            "(register a new version)"
+        )
     if stored is not None and _another_run(stored.spec, spec):
         raise ValueError(
             f"model {spec.key!r} is already registered from {stored.path}, trained by "
@@ -87,6 +93,8 @@ def register_model(
         spec=spec.to_dict(),
         path=str(path),
     )
+    # The checks above read the row under the models lock; the WHERE still refuses a
+    # changed dimension in SQL should a writer ever bypass the lock (scalar_one then raises).
     stmt = ins.on_conflict_do_update(
         index_elements=[models.c.key],
         set_={
@@ -98,15 +106,7 @@ def register_model(
         },
         where=models.c.embedding_dim == ins.excluded.embedding_dim,
     ).returning(models.c.id)
-    model_id = conn.execute(stmt).scalar_one_or_none()
-    if model_id is None:
-        stored = conn.execute(
-            select(models.c.embedding_dim).where(models.c.key == spec.key)
-        ).scalar_one()
-        raise ValueError(
-            f"model {spec.key!r} is already registered with embedding_dim={stored}; "
-            f"refusing to change it to {spec.embedding_dim} (register a new version)"
-        )
+    model_id = conn.execute(stmt).scalar_one()
     ensure_hnsw_index(conn, model_id=model_id, embedding_dim=spec.embedding_dim)
     if activate_if_none:
         none_active = conn.execute(select(models.c.id).where(models.c.is_active)).first() is None
