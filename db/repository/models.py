@@ -72,17 +72,18 @@ def register_model(
     stored = conn.execute(
         select(models.c.embedding_dim, models.c.spec, models.c.path).where(models.c.key == spec.key)
     ).first()
-    if stored is not None and stored.embedding_dim != spec.embedding_dim:
-        raise ValueError(
-            f"model {spec.key!r} is already registered with embedding_dim="
-            f"{stored.embedding_dim}; refusing to change it to {spec.embedding_dim} "
-            "(register a new version)"
-        )
+    # Another run first: it is the cause whenever the dimension differs too.
     if stored is not None and _another_run(stored.spec, spec):
         raise ValueError(
             f"model {spec.key!r} is already registered from {stored.path}, trained by "
             f"another run; refusing to overwrite it (give this one another version: "
             f'`vitrine train --version 2`, or model.json\'s "version")'
+        )
+    if stored is not None and stored.embedding_dim != spec.embedding_dim:
+        raise ValueError(
+            f"model {spec.key!r} is already registered with embedding_dim="
+            f"{stored.embedding_dim}; refusing to change it to {spec.embedding_dim} "
+            "(register a new version)"
         )
     ins = pg_insert(models).values(
         key=spec.key,
