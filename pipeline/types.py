@@ -58,6 +58,10 @@ class PreprocessSpec:
     autocontrast: bool = True
     scale: float = 1.0 / 255.0
     offset: float = 0.0
+    #: The input is the object view (`vitrine.pipeline.inference.preprocess.object_view`:
+    #: the object alone on white, colour, padded square) at `size`, times `scale` plus
+    #: `offset`; the other fields do not apply. A lite0 model's (`train --backbone lite0`).
+    view: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -69,6 +73,7 @@ class PreprocessSpec:
             "autocontrast": self.autocontrast,
             "scale": self.scale,
             "offset": self.offset,
+            **({"view": True} if self.view else {}),
         }
 
     @classmethod

@@ -156,8 +156,17 @@ def build(input_size: int = 224) -> Any:
     pooled 1280-d features out. Layer names follow the weights file's."""
     import keras
 
-    layers = keras.layers
     inputs = keras.Input((input_size, input_size, 3))
+    return keras.Model(inputs, features_of(inputs), name="efficientnet_lite0")
+
+
+def features_of(inputs: Any) -> Any:
+    """The network's layers applied to the Keras tensor `inputs`: its pooled features.
+    A model with heads on them stays flat (Grad-CAM reads the last feature map), and
+    `load` fills its layers by name as it does `build`'s."""
+    import keras
+
+    layers = keras.layers
     x = layers.Conv2D(STEM, 3, 2, "same", use_bias=False, name="_conv_stem")(inputs)
     x = layers.BatchNormalization(epsilon=BN_EPSILON, name="_bn0")(x)
     x = layers.ReLU(6.0)(x)
@@ -169,8 +178,7 @@ def build(input_size: int = 224) -> Any:
     x = layers.Conv2D(HEAD, 1, use_bias=False, name="_conv_head")(x)
     x = layers.BatchNormalization(epsilon=BN_EPSILON, name="_bn1")(x)
     x = layers.ReLU(6.0)(x)
-    x = layers.GlobalAveragePooling2D(name="features")(x)
-    return keras.Model(inputs, x, name="efficientnet_lite0")
+    return layers.GlobalAveragePooling2D(name="features")(x)
 
 
 def _block(

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from vitrine.pipeline.inference.unknown import UNKNOWN_FILE, UnknownDetector
+from vitrine.pipeline.inference.unknown import FEATURES, UNKNOWN_FILE, UnknownDetector
 from vitrine.pipeline.types import ModelSpec, Prediction
 
 MODEL_JSON = "model.json"
@@ -168,6 +168,15 @@ def _heads(keras: Any, inputs: Any, features: Any, *, num_classes: int, embeddin
     return keras.Model(inputs, {"probabilities": probabilities, "embedding": embedding})
 
 
+#: The keras.applications backbones `build_backbone_model` knows, as `backbone_key` spells them.
+KERAS_BACKBONES = ("mobilenetv3small", "efficientnetb0")
+
+
+def backbone_key(backbone: str) -> str:
+    """A backbone's name as the builders know it: lower case, no dashes or underscores."""
+    return backbone.lower().replace("-", "").replace("_", "")
+
+
 def build_backbone_model(
     *,
     backbone: str,
@@ -195,7 +204,7 @@ def build_backbone_model(
             input_shape=(input_size, input_size, 3), include_top=False, weights=None, pooling="avg"
         ),
     }
-    key = backbone.lower().replace("-", "").replace("_", "")
+    key = backbone_key(backbone)
     if key not in builders:
         raise ValueError(
             f"unknown backbone {backbone!r}; choose MobileNetV3Small or EfficientNetB0"
@@ -206,6 +215,38 @@ def build_backbone_model(
     inputs = keras.Input((input_size, input_size, 3), name="image")
     features = keras.layers.Dropout(0.2)(base(inputs))
     return _heads(keras, inputs, features, num_classes=num_classes, embedding_dim=embedding_dim)
+
+
+#: The backbone `vitrine train --data --backbone lite0` puts its heads on, and the name of
+#: that model's unit-length backbone features, which its unknown detector reads.
+LITE0 = "lite0"
+LITE0_FEATURES = "backbone_features"
+
+
+def build_lite0_model(*, num_classes: int, input_size: int, embedding_dim: int = 128) -> Any:
+    """EfficientNet-Lite0 (`vitrine.pipeline.inference.efficientnet_lite`, weights not yet
+    loaded) with vitrine's heads on its unit-length features, as one flat network: Grad-CAM
+    reads its last feature map, and the forward pass also gives the features the unknown
+    detector scores (`LoadedModel`), so a photo goes through the backbone once."""
+    from vitrine.pipeline.inference import efficientnet_lite
+
+    keras = _keras()
+    inputs = keras.Input((input_size, input_size, 3), name="image")
+    features = keras.layers.UnitNormalization(name=LITE0_FEATURES)(
+        efficientnet_lite.features_of(inputs)
+    )
+    return _heads(keras, inputs, features, num_classes=num_classes, embedding_dim=embedding_dim)
+
+
+def build_feature_head(*, num_features: int, num_classes: int, embedding_dim: int) -> Any:
+    """The heads of `build_lite0_model` alone, on the backbone's features (what training
+    fits: the backbone is frozen, so its features are computed once). Their layers carry
+    the same names, so their weights go into the whole network by name."""
+    keras = _keras()
+    inputs = keras.Input((num_features,), name="features")
+    x = keras.layers.UnitNormalization(name=LITE0_FEATURES)(inputs)
+    x = keras.layers.Dropout(0.2)(x)
+    return _heads(keras, inputs, x, num_classes=num_classes, embedding_dim=embedding_dim)
 
 
 def save_model_dir(model: Any, spec: ModelSpec, directory: Path) -> None:
@@ -260,19 +301,42 @@ class LoadedModel:
 
     def forward(self, batch: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities (n, classes) and L2-normalised embeddings (n, dim) for a batch."""
+        probs, embs, _ = self._outputs(batch, batch_size)
+        return probs, embs
+
+    def _outputs(
+        self, batch: np.ndarray, batch_size: int = 64
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """`forward`'s arrays and, for a lite0 model, its backbone features (n, 1280)."""
+        wants = ["probabilities", "embedding"] + ([LITE0_FEATURES] if self.is_lite0 else [])
         if len(batch) == 0:
-            return (
-                np.zeros((0, len(self.spec.labels)), np.float32),
-                np.zeros((0, self.spec.embedding_dim), np.float32),
-            )
+            widths = (len(self.spec.labels), self.spec.embedding_dim, FEATURES)
+            empty = [np.zeros((0, w), np.float32) for w in widths[: len(wants)]]
+            return empty[0], empty[1], empty[2] if self.is_lite0 else None
         call = self.compiled_forward()
         batch = np.asarray(batch, dtype=np.float32)
-        probs_parts, emb_parts = [], []
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in wants}
         for start in range(0, len(batch), batch_size):
             out = call(batch[start : start + batch_size])
-            probs_parts.append(np.asarray(out["probabilities"], dtype=np.float32))
-            emb_parts.append(np.asarray(out["embedding"], dtype=np.float32))
-        return np.concatenate(probs_parts), np.concatenate(emb_parts)
+            for name in wants:
+                parts[name].append(np.asarray(out[name], dtype=np.float32))
+        joined = [np.concatenate(parts[name]) for name in wants]
+        return joined[0], joined[1], joined[2] if self.is_lite0 else None
+
+    @property
+    def is_lite0(self) -> bool:
+        """A lite0 model (`build_lite0_model`): run by XNNPACK, its features in its output."""
+        return any(layer.name == LITE0_FEATURES for layer in self.keras_model.layers)
+
+    def unknown_scores(self, batch: np.ndarray, views: np.ndarray | None) -> np.ndarray | None:
+        """The unknown detector's scores for model inputs `batch` (their object `views`
+        where the detector has its own backbone); None without a detector."""
+        if self.unknown is None:
+            return None
+        if self.unknown.backbone is None:
+            features = self._outputs(batch)[2]
+            return None if features is None else self.unknown.scores_of(features)
+        return None if views is None else self.unknown.scores(views)
 
     def _thread_beside(self) -> ThreadPoolExecutor:
         """One thread that scores the object views while the CNN runs: both release the
@@ -296,7 +360,11 @@ class LoadedModel:
         """Predictions for model inputs `batch`; with the object `views` of the same photos
         (and a detector) each also says how far it lies from the catalogue."""
         unknown: list[float | None] = [None] * len(batch)
-        if self.unknown is not None and views is not None and len(views):
+        if self.unknown is not None and self.unknown.backbone is None:
+            probs, embs, features = self._outputs(batch)
+            if features is not None:
+                unknown = [float(s) for s in self.unknown.scores_of(features)]
+        elif self.unknown is not None and views is not None and len(views):
             scoring = self._thread_beside().submit(self.unknown.scores, views)
             probs, embs = self.forward(batch)
             unknown = [float(s) for s in scoring.result()]
@@ -326,14 +394,42 @@ class LoadedModel:
 
 def _compile(keras_model: Any) -> Any:
     """`keras_model` in inference mode as one traced function (TensorFlow backend), or
-    its eager call (other backends)."""
+    its eager call (other backends); a lite0 model by XNNPACK (`_lite_forward`)."""
     if _keras().backend.backend() != "tensorflow":
         return lambda x: keras_model(x, training=False)
+    if any(layer.name == LITE0_FEATURES for layer in keras_model.layers):
+        return _lite_forward(keras_model)
     import tensorflow as tf
 
     shape = (None, *tuple(keras_model.inputs[0].shape)[1:])
     signature = [tf.TensorSpec(shape, tf.float32)]
     return tf.function(lambda x: keras_model(x, training=False), input_signature=signature)
+
+
+def _lite_forward(keras_model: Any) -> Any:
+    """A lite0 model's probabilities, embedding and backbone features, run by TensorFlow
+    Lite's XNNPACK one photo at a time (`vitrine.pipeline.inference.lite`: TensorFlow's own
+    depthwise kernels take about 3x the CPU). The three come out as one row and are split."""
+    import tensorflow as tf
+
+    from vitrine.pipeline.inference.lite import LiteRunner
+
+    names = ("probabilities", "embedding", LITE0_FEATURES)
+    probe = _keras().Model(
+        keras_model.inputs, [keras_model.get_layer(name).output for name in names]
+    )
+    widths = [int(probe.outputs[i].shape[-1]) for i in range(len(names))]
+    runner = LiteRunner(
+        lambda t: tf.concat(probe(t, training=False), axis=1),
+        tuple(keras_model.inputs[0].shape)[1:],
+        probe,
+    )
+    edges = np.cumsum(widths)[:-1]
+
+    def call(x: np.ndarray) -> dict[str, np.ndarray]:
+        return dict(zip(names, np.split(runner(np.asarray(x)), edges, axis=1), strict=True))
+
+    return call
 
 
 def load_model_dir(directory: Path) -> LoadedModel:

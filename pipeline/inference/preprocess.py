@@ -134,8 +134,8 @@ VIEW_SOURCE_SIDE = 384
 def working_size(spec: PreprocessSpec) -> int:
     """The longest side of the working copy for `spec`: `WORK_SIDE`, or 4x the model's
     input for larger inputs (the one formula; explain and its bench read photos the way
-    the worker does)."""
-    return max(WORK_SIDE, 4 * int(spec.size))
+    the worker does). An object view is made from the `VIEW_SOURCE_SIDE` copy instead."""
+    return WORK_SIDE if spec.view else max(WORK_SIDE, 4 * int(spec.size))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,8 +225,11 @@ def to_model_input(
     Works for every Pillow mode. A blank or uniform image gives the all-background array
     (zeros before scale/offset when `spec.invert`), never an error. With `channels=3,
     invert=False, autocontrast=False` (ImageNet-style backbones) this is a plain
-    trim-and-fit onto a white canvas. `work_size`: see `foreground`.
+    trim-and-fit onto a white canvas; with `spec.view`, the object view (`work_size` does
+    not apply). `work_size`: see `foreground`.
     """
+    if spec.view:
+        return view_input(object_view(img, int(spec.size)), spec)
     return _model_input(foreground(img, int(spec.channels), work_size, unpad=True), spec)
 
 
@@ -308,6 +311,13 @@ def _view(fg: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(small, dtype=np.uint8)
 
 
+def view_input(view: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """uint8 object views -> a view model's float32 input (`spec.scale`, `spec.offset`)."""
+    return (view.astype(np.float32) * np.float32(spec.scale) + np.float32(spec.offset)).astype(
+        np.float32, copy=False
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Prepared:
     """One photo ready for the model: its input, what is stored about it, and (when the
@@ -351,17 +361,25 @@ def prepare_photo(
         )
     with clock.stage("working copy"):
         source = WorkingCopy.of(img, VIEW_SOURCE_SIDE, exact=False)  # one pass over img
-        work = WorkingCopy.for_model(img, side, source)
+        work = source.reduced(WORK_SIDE) if spec.view else WorkingCopy.for_model(img, side, source)
         seen = work if side == WORK_SIDE else source.reduced(WORK_SIDE)
-    with clock.stage("backdrop"):
-        colour = _colour_foreground(work, unpad=True)
-        fg = _channels_foreground(work, colour, int(spec.channels))
-    array = _model_input(fg, spec, clock)
+    shown = None
+    if spec.view:  # a lite0 model: its input is the object view itself
+        with clock.stage("view"):
+            shown = _view(_colour_foreground(source, unpad=True), int(spec.size))
+        array = view_input(shown, spec)
+    else:
+        with clock.stage("backdrop"):
+            colour = _colour_foreground(work, unpad=True)
+            fg = _channels_foreground(work, colour, int(spec.channels))
+        array = _model_input(fg, spec, clock)
     info = _describe(
         seen.image, info, with_phash=with_phash, with_quality=with_quality, clock=clock
     )
     view = None
-    if view_size:
+    if view_size and shown is not None and view_size == int(spec.size):
+        view = shown
+    elif view_size:
         with clock.stage("view"):
             view = _view(_colour_foreground(source, unpad=True), view_size)
     return Prepared(array, info, view)

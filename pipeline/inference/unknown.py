@@ -67,7 +67,8 @@ def _normalised(x: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Backbone:
-    """EfficientNet-Lite0 with ImageNet weights, run by TensorFlow Lite (`_LiteRunner`)."""
+    """EfficientNet-Lite0 with ImageNet weights, run by TensorFlow Lite
+    (`vitrine.pipeline.inference.lite`)."""
 
     model: Any
     view_size: int = VIEW_SIZE
@@ -83,81 +84,64 @@ class Backbone:
         """uint8 (n, size, size, 3) object views -> L2-normalised (n, 1280) features."""
         if len(views) == 0:
             return np.zeros((0, FEATURES), np.float32)
+        return self.features_of_input((np.asarray(views, dtype=np.float32) - 127.0) / 128.0)
+
+    def features_of_input(self, x: np.ndarray) -> np.ndarray:
+        """The same from views already scaled as the network wants them, (x - 127) / 128
+        (a lite0 model's input, `vitrine train --data --backbone lite0`)."""
+        if len(x) == 0:
+            return np.zeros((0, FEATURES), np.float32)
         if self._compiled is None:
-            self._compiled = _LiteRunner(self.model, self.view_size)
-        x = (np.asarray(views, dtype=np.float32) - 127.0) / 128.0
+            from vitrine.pipeline.inference.lite import LiteRunner
+
+            model = self.model
+            size = self.view_size
+            self._compiled = LiteRunner(lambda t: model(t, training=False), (size, size, 3), model)
         return _normalised(self._compiled(x))
+
+
+#: `model.json`'s "unknown" block says `"features": "model"` when the model's own forward
+#: pass gives the features (a lite0 model, `vitrine train --data --backbone lite0`): the
+#: detector then runs no backbone of its own.
+FEATURES_FROM_MODEL = "model"
 
 
 @dataclass
 class UnknownDetector:
-    """The backbone, the in-catalogue centroids and the calibrated threshold."""
+    """The backbone (None: the model gives the features), the in-catalogue centroids and
+    the calibrated threshold."""
 
-    backbone: Backbone
+    backbone: Backbone | None
     centroids: np.ndarray  # float32 (k, 1280), L2-normalised
     threshold: float
 
     @property
-    def view_size(self) -> int:
-        return self.backbone.view_size
+    def view_size(self) -> int | None:
+        """The object view's side its backbone reads; None when it reads the model's."""
+        return None if self.backbone is None else self.backbone.view_size
 
     def scores(self, views: np.ndarray) -> np.ndarray:
         """Cosine distance to the nearest in-catalogue centroid (higher: further)."""
-        feats = self.backbone.features(views)
-        if len(feats) == 0:
+        if self.backbone is None:
+            raise ValueError("this detector scores the model's own features (scores_of)")
+        return self.scores_of(self.backbone.features(views))
+
+    def scores_of(self, features: np.ndarray) -> np.ndarray:
+        """`scores` from the backbone's (n, 1280) features, normalised or not."""
+        if len(features) == 0:
             return np.zeros(0, np.float32)
-        return (1.0 - _nearest_cosine(feats, self.centroids)).astype(np.float32)
+        return (1.0 - _nearest_cosine(_normalised(features), self.centroids)).astype(np.float32)
 
     @classmethod
     def load(cls, directory: Path, settings: dict[str, Any]) -> UnknownDetector:
-        size = int(settings.get("view_size", VIEW_SIZE))
         with np.load(Path(directory) / UNKNOWN_FILE) as saved:
             centroids = _normalised(saved["centroids"])
+        if settings.get("features") == FEATURES_FROM_MODEL:
+            return cls(None, centroids, float(settings["threshold"]))
+        size = int(settings.get("view_size", VIEW_SIZE))
         detector = cls(Backbone.pretrained(size), centroids, float(settings["threshold"]))
         detector.scores(np.zeros((1, size, size, 3), np.uint8))  # trace now, not on an upload
         return detector
-
-
-class _LiteRunner:
-    """The backbone converted to TensorFlow Lite once per process and run by XNNPACK, one
-    view at a time on one thread.
-
-    EfficientNet-Lite0 is depthwise convolutions, which TensorFlow's own CPU kernels run
-    slowly: 19-21 ms of CPU per 160 px view, more than all of a photo's preprocessing.
-    XNNPACK takes 6.1 ms for the same features (cosine difference under 3e-7; measured in
-    docs/performance.md). One view per call costs the same as batches of 64 and never
-    re-plans the graph for a new batch size (0.17 s a time), so a live micro-batch of 3
-    pays for 3 views only. An interpreter is not thread-safe (the API's search by photo
-    runs in a thread pool): calls take a lock. Conversion takes about 2.5 s, when a
-    worker process loads the model."""
-
-    def __init__(self, model: Any, size: int) -> None:
-        import threading
-        import warnings
-
-        import tensorflow as tf
-
-        signature = [tf.TensorSpec([1, size, size, 3], tf.float32)]
-        call = tf.function(lambda x: model(x, training=False), input_signature=signature)
-        converter = tf.lite.TFLiteConverter.from_concrete_functions(
-            [call.get_concrete_function()], model
-        )
-        with warnings.catch_warnings():  # tf.lite.Interpreter's notice of its successor
-            warnings.simplefilter("ignore", UserWarning)
-            self.interpreter = tf.lite.Interpreter(model_content=converter.convert(), num_threads=1)
-        self.interpreter.allocate_tensors()
-        self.input = self.interpreter.get_input_details()[0]["index"]
-        self.output = self.interpreter.get_output_details()[0]["index"]
-        self.lock = threading.Lock()
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        rows = []
-        with self.lock:
-            for view in x:
-                self.interpreter.set_tensor(self.input, view[None])
-                self.interpreter.invoke()
-                rows.append(self.interpreter.get_tensor(self.output)[0].copy())
-        return np.stack(rows)
 
 
 def spherical_kmeans(x: np.ndarray, k: int, *, seed: int, iterations: int = 30) -> np.ndarray:

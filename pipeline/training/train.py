@@ -104,6 +104,7 @@ def _train(
     test: tuple[np.ndarray, np.ndarray] | None = None,
     resume: bool = False,
     processes: int = 1,
+    serve: Callable[[Any], Any] = _as_is,
 ) -> ModelSpec:
     """The one training loop: `x`/`y` as stored -> a model directory described by its spec.
 
@@ -116,6 +117,8 @@ def _train(
     runs became resumable). Validation accuracy is that of the model as saved. With
     `resume`, the run goes on from `out_dir`'s checkpoint (from the start where none was
     written yet). `processes` render the photo views, when the config asks for them.
+    `serve` turns the trained network into the one saved (a lite0 model's heads, trained
+    on features, go onto the backbone: `vitrine.pipeline.training.lite0`).
     """
     import keras
 
@@ -206,6 +209,7 @@ def _train(
     metrics = fitting.score(model, held_out, validation)
     log(f"{fitting.describe(metrics)} after {train_seconds:.0f}s")
 
+    served = serve(model)
     spec = ModelSpec(
         name=name,
         version=version,
@@ -223,10 +227,10 @@ def _train(
             "batchnorm_recalibrated": recalibrated,
             "history": history,
             "environment": fitting.environment(),
-            "parameters": int(model.count_params()),
+            "parameters": int(served.count_params()),
         },
     )
-    save_model_dir(model, spec, out_dir)
+    save_model_dir(served, spec, out_dir)
     fitting.drop_checkpoint(checkpoints)
     return spec
 
