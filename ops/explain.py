@@ -169,12 +169,20 @@ def look_at(
     `embedder`'s model; `PhotoUnavailable` (a `UserError` naming `caption`) for bytes
     that are not a usable photo. `views`: also score "none of our categories" (needs
     the object view, a few ms more)."""
+    from PIL import Image
+
     from vitrine.pipeline.inference.decode import BadImageError, decode
-    from vitrine.pipeline.inference.explain import grad_cam, heat_on_image, input_frame
+    from vitrine.pipeline.inference.explain import (
+        InputFrame,
+        grad_cam,
+        heat_on_image,
+        input_frame,
+    )
     from vitrine.pipeline.inference.preprocess import (
         VIEW_SOURCE_SIDE,
         object_view,
         to_model_input,
+        view_input,
         working_size,
     )
 
@@ -193,8 +201,13 @@ def look_at(
         )
     except BadImageError as exc:
         raise PhotoUnavailable(f"{caption}: not a usable photo: {exc}") from None
-    x = to_model_input(img, spec, work_size=work_size)
-    frame = input_frame(img, spec, work_size)
+    if spec.view:  # a lite0 model sees the object view: the map is drawn on that view
+        img = Image.fromarray(object_view(img, int(spec.size)))
+        x = view_input(np.asarray(img), spec)
+        frame = InputFrame.whole(int(spec.size))
+    else:
+        x = to_model_input(img, spec, work_size=work_size)
+        frame = input_frame(img, spec, work_size)
     cams, _ = grad_cam(model.keras_model, x[None])
     shown = None
     if views and model.view_size is not None:

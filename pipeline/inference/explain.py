@@ -95,6 +95,11 @@ class InputFrame:
     placed: tuple[int, int, int, int]
     size: int
 
+    @classmethod
+    def whole(cls, size: int) -> InputFrame:
+        """The input is the picture itself (a lite0 model's object view, shown as is)."""
+        return cls((size, size), 1, (size, size), 0.0, (0, 0, size, size), (0, 0, size, size), size)
+
 
 def input_frame(img: Image.Image, spec: PreprocessSpec, work_size: int | None) -> InputFrame:
     """The geometry `to_model_input(img, spec, work_size=work_size)` applies, recomputed

@@ -1,0 +1,192 @@
+"""`train --data --backbone lite0`: heads on EfficientNet-Lite0's ImageNet features, served
+as one network whose forward pass also feeds the model's own unknown detector."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from vitrine.pipeline.inference import unknown
+from vitrine.pipeline.inference.batch import prepare_batch
+from vitrine.pipeline.inference.preprocess import object_view, prepare_photo, view_input
+from vitrine.pipeline.synthetic.foreign import make_foreign_photo
+from vitrine.pipeline.training import lite0
+from vitrine.pipeline.types import ImageLimits
+
+KINDS = ("mug", "clock", "apple")  # the merchant's taxonomy
+STRANGER = "laptop"  # none of it
+STYLES = ("white", "transparent", "studio")
+
+
+def _png(kind: str, i: int, rng: np.random.Generator) -> bytes:
+    img, _ = make_foreign_photo(kind, STYLES[i % 3], rng=rng)
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, list[bytes]]]:
+    """A lite0 model trained by the CLI on 9 photos of each kind, and photos it never saw."""
+    from vitrine.cli.app import app
+
+    root = tmp_path_factory.mktemp("lite0")
+    rng = np.random.default_rng(7)
+    for kind in KINDS:
+        (root / "catalog" / kind).mkdir(parents=True)
+        for i in range(9):
+            (root / "catalog" / kind / f"{i}.png").write_bytes(_png(kind, i, rng))
+    unseen = {kind: [_png(kind, i, rng) for i in range(6)] for kind in (*KINDS, STRANGER)}
+    out = root / "model"
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(root / "catalog"),
+            "--out",
+            str(out),
+            "--backbone",
+            "lite0",
+            "--epochs",
+            "40",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return out, unseen
+
+
+def test_the_model_directory_says_what_it_is(
+    trained: tuple[Path, dict[str, list[bytes]]],
+) -> None:
+    out, _ = trained
+    spec = json.loads((out / "model.json").read_text())
+    assert spec["labels"] == sorted(KINDS)
+    assert spec["input"] == {"size": 160, "channels": 3}
+    assert spec["preprocess"]["view"] is True
+    assert spec["training"]["backbone"] == "lite0"
+    assert spec["training"]["weights_file"] == "efficientnet-lite0-57934424.pth"
+    assert spec["unknown"]["features"] == unknown.FEATURES_FROM_MODEL
+    assert spec["unknown"]["reference_photos"] == 27
+    assert 0.0 < spec["unknown"]["threshold"] < 1.0
+    assert (out / unknown.UNKNOWN_FILE).is_file()
+
+
+def test_served_it_labels_new_photos_and_flags_what_is_none_of_them(
+    trained: tuple[Path, dict[str, list[bytes]]],
+) -> None:
+    from vitrine.pipeline.inference.model import load_model_dir
+
+    out, unseen = trained
+    model = load_model_dir(out)
+    assert model.is_lite0 and model.view_size is None  # the detector reads the model's features
+    limits = ImageLimits(max_bytes=1 << 24, max_pixels=1 << 24)
+    labels = model.spec.labels
+    for kind in (*KINDS, STRANGER):
+        photos = unseen[kind]
+        batch = prepare_batch(range(len(photos)), photos.__getitem__, model.spec.preprocess, limits)
+        predictions = model.predict(batch.arrays)
+        if kind == STRANGER:
+            assert sum(p.unknown for p in predictions) >= 5, [p.unknown_score for p in predictions]
+        else:
+            assert sum(p.label == kind for p in predictions) >= 5, [p.label for p in predictions]
+            assert sum(bool(p.unknown) for p in predictions) <= 1
+        assert all(p.label in labels for p in predictions)
+
+
+def test_one_pass_gives_the_backbone_features_the_heads_and_the_detector_read(
+    trained: tuple[Path, dict[str, list[bytes]]],
+) -> None:
+    """XNNPACK's forward pass equals TensorFlow's own call of the saved network, and its
+    features are the pretrained backbone's: the heads went onto the ImageNet weights."""
+    from vitrine.pipeline.inference.model import LITE0_FEATURES, load_model_dir
+
+    out, unseen = trained
+    model = load_model_dir(out)
+    views = np.stack([object_view(Image.open(io.BytesIO(b)), 160) for b in unseen["mug"][:3]])
+    x = view_input(views, model.spec.preprocess)
+    probs, embs, features = model._outputs(x)
+    direct = model.keras_model(x, training=False)
+    np.testing.assert_allclose(probs, np.asarray(direct["probabilities"]), atol=1e-4)
+    np.testing.assert_allclose(embs, np.asarray(direct["embedding"]), atol=1e-4)
+    assert features is not None and features.shape == (3, 1280)
+    reference = unknown.Backbone.pretrained(160).features(views)
+    assert np.all(np.sum(features * reference, axis=1) > 0.9999)
+    assert model.keras_model.get_layer(LITE0_FEATURES) is not None
+    scores = model.unknown_scores(x, None)
+    assert scores is not None and np.allclose(
+        scores, [p.unknown_score for p in model.predict(x)], atol=1e-6
+    )
+
+
+def test_the_worker_reads_the_object_view_as_the_model_input() -> None:
+    spec = lite0.preprocess_spec(None)
+    img, _ = make_foreign_photo("vase", "studio", rng=np.random.default_rng(3))
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    prepared = prepare_photo(
+        buf.getvalue(),
+        spec,
+        limits=ImageLimits(max_bytes=1 << 24, max_pixels=1 << 24),
+        view_size=160,
+    )
+    view = object_view(Image.open(io.BytesIO(buf.getvalue())), 160)
+    np.testing.assert_array_equal(prepared.array, view_input(view, spec))
+    assert prepared.view is not None and np.array_equal(prepared.view, view)  # made once
+    assert -1.0 <= prepared.array.min() and prepared.array.max() <= 1.0
+
+
+def test_the_detector_threshold_is_set_on_photos_it_did_not_learn_from() -> None:
+    """Each fold is scored against centroids of the others, so the threshold flags about
+    the target share of new in-catalogue photos, and every photo far from all of them.
+    Scored against centroids made with them, the photos would set it so low that most
+    new ones were flagged (checked below: that is what the folds are for)."""
+    rng = np.random.default_rng(0)
+    centres = unknown._normalised(rng.normal(size=(6, 64)))
+
+    def near(n: int) -> np.ndarray:
+        return unknown._normalised(centres[rng.integers(0, 6, n)] + 0.05 * rng.normal(size=(n, 64)))
+
+    known = near(600)
+    centroids, threshold = lite0.fit_detector(known, seed=1)
+    assert len(centroids) == lite0.centroid_count(600) == 300
+    fresh = 1.0 - (near(4000) @ centroids.T).max(axis=1)
+    assert 0.005 <= float((fresh > threshold).mean()) <= 0.05
+    in_sample = np.quantile(1.0 - (known @ centroids.T).max(axis=1), 1 - unknown.TARGET_RATE)
+    assert float((fresh > in_sample).mean()) > 0.2
+    far = unknown._normalised(rng.normal(size=(200, 64)))
+    assert float(((1.0 - (far @ centroids.T).max(axis=1)) > threshold).mean()) > 0.95
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--backbone", "lite0", "--weights", "w.h5"], "--weights does not apply"),
+        (["--backbone", "resnet9000"], "lite0, MobileNetV3Small or EfficientNetB0"),
+        (["--backbone", "lite0", "--input-size", "1000"], "32 to 512"),
+    ],
+)
+def test_a_wrong_backbone_request_is_refused_before_any_work(
+    tmp_path: Path, args: list[str], says: str
+) -> None:
+    from vitrine.cli.app import app
+
+    (tmp_path / "w.h5").write_bytes(b"x")
+    data = tmp_path / "data"
+    for kind in ("a", "b"):
+        (data / kind).mkdir(parents=True)
+    result = CliRunner().invoke(
+        app,
+        ["train", "--data", str(data), "--out", str(tmp_path / "out"), *args],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 2, result.output
+    assert says in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
