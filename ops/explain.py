@@ -31,7 +31,7 @@ from vitrine.ops.errors import UserError
 from vitrine.ops.photo_search import PhotoEmbedder
 from vitrine.ops.stored_photos import PhotoUnavailable, read_stored
 from vitrine.pipeline.training.datasets import DEBIAN_DIR
-from vitrine.pipeline.types import UNKNOWN_LABEL, Prediction
+from vitrine.pipeline.types import FASHION_MNIST_LABELS, UNKNOWN_LABEL, Prediction, PreprocessSpec
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -217,6 +217,13 @@ def look_at(
     return Look(active, img, x, cams[0], heat, prediction, time.perf_counter() - started)
 
 
+def input_picture(x: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """A model input as the uint8 picture it stands for (scale and offset undone): grey
+    bright-on-black for the Fashion-MNIST convention, colour for a lite0 object view."""
+    pixels = (np.asarray(x, np.float32) - np.float32(spec.offset)) / np.float32(spec.scale)
+    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+
+
 def _explain(
     ctx: Context, data: bytes, caption: str, png: Path | None, embedder: PhotoEmbedder
 ) -> Explanation:
@@ -225,24 +232,30 @@ def _explain(
     look = look_at(ctx, data, caption, embedder, views=True)
     started = time.perf_counter() - look.seconds
     model, prediction = embedder.model(look.model), look.prediction
-    reference = training_reference(ctx, model, look.model.key)
     labels = model.spec.labels
-    nearest = reference.nearest(prediction.embedding, NEIGHBOURS)
-    near = [
-        Neighbour(int(reference.indices[i]), labels[int(reference.labels[i])], d)
-        for i, d in nearest
-    ]
-    drawn = None
-    if png is not None:
+    near: list[Neighbour] = []
+    evidence: list[tuple[np.ndarray, str]] = []
+    if tuple(labels) == FASHION_MNIST_LABELS:
+        reference = training_reference(ctx, model, look.model.key)
+        nearest = reference.nearest(prediction.embedding, NEIGHBOURS)
+        near = [
+            Neighbour(int(reference.indices[i]), labels[int(reference.labels[i])], d)
+            for i, d in nearest
+        ]
         evidence = [
             (reference.images[i], f"{n.label}\nd={n.distance:.3f}")
             for (i, _), n in zip(nearest, near, strict=True)
         ]
+        described = reference.description
+    else:  # a merchant's own taxonomy: its training photos stay with the merchant
+        described = f"none: {look.model.key} was trained on {len(labels)} classes of its own"
+    drawn = None
+    if png is not None:
         drawn = explanation_picture(
             png,
             photo=look.photo,
             heat=look.heat,
-            model_input=look.model_input,
+            model_input=input_picture(look.model_input, model.spec.preprocess),
             cam=look.cam,
             caption=caption,
             top_k=list(prediction.top_k),
@@ -255,7 +268,7 @@ def _explain(
         confidence=prediction.confidence,
         top_k=list(prediction.top_k),
         neighbours=near,
-        training_set=reference.description,
+        training_set=described,
         png=drawn,
         seconds=time.perf_counter() - started,
         unknown_score=prediction.unknown_score,

@@ -72,8 +72,10 @@ def explanation_picture(
     evidence: Sequence[tuple[np.ndarray, str]],
 ) -> Path:
     """Write the picture to `png`. `heat` is aligned with `photo`'s pixels, `cam` with
-    `model_input`'s (size, size, channels) float array in [0, 1]; `evidence`: 28x28 uint8
-    training images (bright on black, as Fashion-MNIST stores them) with captions."""
+    `model_input`, the uint8 (size, size, channels) picture the model read
+    (`vitrine.ops.explain.input_picture`); `evidence`: 28x28 uint8 training images (bright
+    on black, as Fashion-MNIST stores them) with captions, none for a model of a
+    merchant's own classes."""
     font = ImageFont.load_default()
     flat = flatten(photo, 3)  # any mode, transparency on white as the model saw it
     small_heat = np.asarray(
@@ -82,8 +84,11 @@ def explanation_picture(
         )
     )
     photo_tile = overlay(_scaled(flat, PHOTO_EDGE, Image.Resampling.LANCZOS), small_heat)
-    grey = np.clip(model_input[..., 0] * 255.0, 0, 255).astype(np.uint8)
-    seen = Image.fromarray(grey).resize((INPUT_EDGE, INPUT_EDGE), Image.Resampling.NEAREST)
+    size = model_input.shape[0]
+    pixels = model_input if model_input.shape[-1] == 3 else model_input[..., 0]
+    seen = Image.fromarray(np.ascontiguousarray(pixels)).resize(
+        (INPUT_EDGE, INPUT_EDGE), Image.Resampling.NEAREST
+    )
     input_tile = overlay(seen, cam)
     bars_w = 240
     width = max(
@@ -97,11 +102,17 @@ def explanation_picture(
     draw.text((PAD, PAD), f"{caption}: Grad-CAM on the photo", fill=TEXT, font=font)
     sheet.paste(photo_tile, (PAD, PAD + 16))
     x_in = PAD * 2 + photo_tile.width
-    draw.text((x_in, PAD), "model input (28x28)", fill=TEXT, font=font)
+    draw.text((x_in, PAD), f"model input ({size}x{size})", fill=TEXT, font=font)
     sheet.paste(input_tile, (x_in, PAD + 16))
     _bars(draw, (x_in + INPUT_EDGE + PAD, PAD), bars_w, top_k, font)
     y_ev = PAD + top_h + PAD
-    draw.text((PAD, y_ev), "nearest training images (true label, cosine distance)", fill=TEXT)
+    draw.text(
+        (PAD, y_ev),
+        "nearest training images (true label, cosine distance)"
+        if evidence
+        else "no training images to show: the model learned a merchant's own photos",
+        fill=TEXT,
+    )
     for i, (image, text) in enumerate(evidence):
         x = PAD + i * (EVIDENCE_EDGE + PAD)
         tile = Image.fromarray(255 - np.asarray(image, np.uint8)).resize(

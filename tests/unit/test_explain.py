@@ -151,7 +151,7 @@ def test_the_picture(tmp_path: Path, items) -> None:  # type: ignore[no-untyped-
         tmp_path / "e.png",
         photo=photo,
         heat=heat,
-        model_input=np.zeros((28, 28, 1)),
+        model_input=np.zeros((28, 28, 1), np.uint8),
         cam=cam,
         caption="#1",
         top_k=[("Bag", 0.9), ("Coat", 0.05), ("Shirt", 0.01)],
