@@ -25,9 +25,10 @@ from vitrine.ops.errors import UserError
 from vitrine.ops.models import check_model_dir
 from vitrine.pipeline.inference import unknown
 from vitrine.pipeline.inference.decode import BadImageError, decode
+from vitrine.pipeline.inference.model import read_spec
 from vitrine.pipeline.inference.preprocess import VIEW_SOURCE_SIDE, object_view
 from vitrine.pipeline.synthetic.photos import write_catalog
-from vitrine.pipeline.types import ImageLimits
+from vitrine.pipeline.types import FASHION_MNIST_LABELS, ImageLimits
 
 Log = Callable[[str], None]
 #: Seeds of the reference and the calibration photos (distinct: other items, other draws).
@@ -57,6 +58,12 @@ def calibrate(
     `view_size`: the object view's side the backbone reads (its cost grows with the
     square: docs/performance.md measures 96-160 px)."""
     check_model_dir(model_dir)
+    if read_spec(model_dir).labels != FASHION_MNIST_LABELS:
+        raise UserError(
+            f"{model_dir} has classes of its own: calibrate-unknown fits a detector on photos "
+            "of Fashion-MNIST items; `vitrine train --data DIR --backbone lite0` gives a "
+            "model of your own classes its detector, fitted on your photos"
+        )
     if reference < unknown.CENTROIDS or calibration < 200:
         raise UserError(
             f"--reference must be at least {unknown.CENTROIDS} and --calibration at least 200"

@@ -123,15 +123,20 @@ def linear_probe(
     return model
 
 
-def cnn_accuracy(
+def served(
     names: tuple[str, ...],
     train: list[tuple[bytes, int]],
     test: list[tuple[bytes, int]],
+    foreign: list[bytes],
     work: Path,
     seed: int,
-    epochs: int,
-) -> tuple[float, float]:
-    """Today's `train --data` on a class-per-folder copy of `train`: test accuracy, seconds."""
+    epochs: int | None,
+    backbone: str | None = None,
+) -> dict[str, float]:
+    """`train --data` (today's CNN, or `--backbone lite0`) on a class-per-folder copy of
+    `train`, then the model directory as the worker serves it: test accuracy, training
+    seconds and, where the model has a detector, how often it says "unknown" for the
+    held-out photos of its classes and for `foreign` ones, and its CPU per photo."""
     from vitrine.ops.training import TrainRequest
     from vitrine.ops.training import train as run_training
     from vitrine.pipeline.inference.batch import prepare_batch
@@ -147,18 +152,57 @@ def cnn_accuracy(
     limits = get_settings().image_limits
     started = time.perf_counter()
     run_training(
-        TrainRequest(out=work / "model", data=data, seed=seed, epochs=epochs, precision="fp32"),
+        TrainRequest(
+            out=work / "model",
+            data=data,
+            seed=seed,
+            epochs=epochs,
+            precision="fp32",
+            backbone=backbone,
+        ),
         limits=limits,
         log=lambda _: None,
     )
-    seconds = time.perf_counter() - started
+    out = {"train_seconds": round(time.perf_counter() - started, 1)}
     model = load_model_dir(work / "model")
-    batch = prepare_batch(range(len(test)), lambda i: test[i][0], model.spec.preprocess, limits)
-    probabilities, _ = model.forward(batch.arrays)
-    said = [model.spec.labels[i] for i in probabilities.argmax(axis=1)]
+    spec = model.spec.preprocess
+    batch = prepare_batch(range(len(test)), lambda i: test[i][0], spec, limits)
+    cpu = time.process_time()
+    predictions = model.predict(batch.arrays)
+    cost = (time.process_time() - cpu) * 1000 / len(batch.keys)
+    said = [p.label for p in predictions]
     truth = [names[test[k][1]].replace(" ", "-") for k in batch.keys]
     right = sum(a == b for a, b in zip(said, truth, strict=True))
-    return right / len(test), seconds  # an unreadable photo counts as wrong
+    out["accuracy"] = round(right / len(test), 4)  # an unreadable photo counts as wrong
+    if model.unknown is not None:
+        strange = prepare_batch(range(len(foreign)), foreign.__getitem__, spec, limits)
+        known = np.array([p.unknown_score for p in predictions])
+        far = np.array([p.unknown_score for p in model.predict(strange.arrays)])
+        threshold = model.unknown.threshold
+        out["unknown_false_rate"] = round(float((known > threshold).mean()), 4)
+        out["unknown_recall"] = round(float((far > threshold).mean()), 4)
+        out["unknown_auroc"] = round(
+            float(
+                (far[:, None] > known[None, :]).mean()
+                + 0.5 * (far[:, None] == known[None, :]).mean()
+            ),
+            4,
+        )
+        out["cpu_ms_per_photo"] = round(cost, 2)
+    return out
+
+
+def foreign_photos(taxonomy: str, n: int, seed: int) -> list[bytes]:
+    """Photos of none of the taxonomy's classes: drawn things for fashion, and for home
+    goods the drawn kinds that are not among them."""
+    from vitrine.pipeline.synthetic.foreign import KINDS, make_foreign_photo
+
+    kinds = [k for k in KINDS if taxonomy == "fashion" or k not in HOME]
+    rng = np.random.default_rng(seed)
+    return [
+        _encoded(make_foreign_photo(kinds[i % len(kinds)], STYLES[i % 3], rng=rng)[0])
+        for i in range(n)
+    ]
 
 
 def backbone_cost(view_batch: np.ndarray, rounds: int = 3) -> dict[str, float]:
@@ -188,6 +232,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--view-size", type=int, default=160)
     parser.add_argument("--cnn-epochs", type=int, default=30)
+    parser.add_argument("--foreign", type=int, default=300, help="Photos of none of the classes.")
     parser.add_argument("--json", dest="json_out", action="store_true")
     args = parser.parse_args()
 
@@ -196,6 +241,7 @@ def main() -> None:
     names = class_names(args.taxonomy)
     test = photos(args.taxonomy, args.test_per_class, args.seed + 1, held_out=True)
     most = photos(args.taxonomy, max(args.per_class), args.seed, held_out=False)
+    foreign = foreign_photos(args.taxonomy, args.foreign, args.seed + 2)
     backbone = Backbone.pretrained(args.view_size)
     test_features = backbone.features(views(test, args.view_size))
     test_y = np.array([y for _, y in test])
@@ -213,14 +259,17 @@ def main() -> None:
         train_y = np.array([y for _, y in train])
         probe = linear_probe(all_features[: len(train)], train_y, len(names), seed=args.seed)
         predicted = np.asarray(probe(test_features)).argmax(axis=1)
-        with tempfile.TemporaryDirectory() as work:
-            cnn, cnn_seconds = cnn_accuracy(
-                names, train, test, Path(work), args.seed, args.cnn_epochs
-            )
+        runs = {}
+        for label, choice, epochs in (("cnn", None, args.cnn_epochs), ("lite0", "lite0", None)):
+            with tempfile.TemporaryDirectory() as work:
+                runs[label] = served(
+                    names, train, test, foreign, Path(work), args.seed, epochs, choice
+                )
         result["runs"][str(n)] = {
             "lite0_linear_accuracy": round(float((predicted == test_y).mean()), 4),
-            "cnn_accuracy": round(cnn, 4),
-            "cnn_train_seconds": round(cnn_seconds, 1),
+            "cnn_accuracy": runs["cnn"]["accuracy"],
+            "cnn_train_seconds": runs["cnn"]["train_seconds"],
+            "lite0_model": runs["lite0"],
         }
         print(json.dumps({n: result["runs"][str(n)]}), flush=True)
     result["backbone"] = backbone_cost(views(test[:128], args.view_size))

@@ -190,3 +190,18 @@ def test_a_wrong_backbone_request_is_refused_before_any_work(
     assert result.exit_code == 2, result.output
     assert says in result.output and "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_its_detector_is_not_replaced_by_one_fitted_on_fashion_photos(
+    trained: tuple[Path, dict[str, list[bytes]]],
+) -> None:
+    """`models calibrate-unknown` fits a Fashion-MNIST model's detector; on a model of a
+    merchant's own classes it would call their whole catalogue foreign."""
+    from vitrine.cli.app import app
+
+    out, _ = trained
+    before = (out / "model.json").read_bytes()
+    result = CliRunner().invoke(app, ["models", "calibrate-unknown", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "has classes of its own" in result.output and "Traceback" not in result.output
+    assert (out / "model.json").read_bytes() == before
