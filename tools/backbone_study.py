@@ -260,7 +260,7 @@ def main() -> None:
         probe = linear_probe(all_features[: len(train)], train_y, len(names), seed=args.seed)
         predicted = np.asarray(probe(test_features)).argmax(axis=1)
         runs = {}
-        for label, choice, epochs in (("cnn", None, args.cnn_epochs), ("lite0", "lite0", None)):
+        for label, choice, epochs in (("cnn", "cnn", args.cnn_epochs), ("lite0", "lite0", None)):
             with tempfile.TemporaryDirectory() as work:
                 runs[label] = served(
                     names, train, test, foreign, Path(work), args.seed, epochs, choice

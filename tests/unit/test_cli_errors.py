@@ -181,7 +181,7 @@ def test_eval_without_fashion_mnist_says_how_to_get_it(
 def test_train_weights_without_backbone(tmp_path: Path) -> None:
     assert_user_error(
         invoke("train", "--out", tmp_path / "model", "--weights", "x.h5"),
-        "--weights needs --backbone",
+        "--weights is for --backbone",
     )
     assert not (tmp_path / "model").exists()
 

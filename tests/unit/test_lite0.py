@@ -168,9 +168,10 @@ def test_the_detector_threshold_is_set_on_photos_it_did_not_learn_from() -> None
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (["--backbone", "lite0", "--weights", "w.h5"], "--weights does not apply"),
-        (["--backbone", "resnet9000"], "lite0, MobileNetV3Small or EfficientNetB0"),
-        (["--backbone", "lite0", "--input-size", "1000"], "32 to 512"),
+        (["--backbone", "lite0", "--weights", "w.h5"], "lite0 reads its ImageNet weights"),
+        (["--weights", "w.h5"], "--weights is for --backbone MobileNetV3Small"),
+        (["--backbone", "resnet9000"], "lite0 (the default for --data), cnn, MobileNetV3Small"),
+        (["--input-size", "1000"], "32 to 512"),
     ],
 )
 def test_a_wrong_backbone_request_is_refused_before_any_work(
