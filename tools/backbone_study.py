@@ -123,6 +123,12 @@ def linear_probe(
     return model
 
 
+def folder_name(label: str) -> str:
+    """A class's folder: "T-shirt/top" would be a folder inside another (the first runs
+    of this study lost the class that way, and the CNN's figures with it)."""
+    return label.replace(" ", "-").replace("/", "-")
+
+
 def served(
     names: tuple[str, ...],
     train: list[tuple[bytes, int]],
@@ -145,7 +151,7 @@ def served(
 
     data = work / "data"
     for i, (blob, label) in enumerate(train):
-        folder = data / names[label].replace(" ", "-")
+        folder = data / folder_name(names[label])
         folder.mkdir(parents=True, exist_ok=True)
         suffix = ".png" if blob.startswith(b"\x89PNG") else ".jpg"
         (folder / f"{i:05d}{suffix}").write_bytes(blob)
@@ -171,7 +177,7 @@ def served(
     predictions = model.predict(batch.arrays)
     cost = (time.process_time() - cpu) * 1000 / len(batch.keys)
     said = [p.label for p in predictions]
-    truth = [names[test[k][1]].replace(" ", "-") for k in batch.keys]
+    truth = [folder_name(names[test[k][1]]) for k in batch.keys]
     right = sum(a == b for a, b in zip(said, truth, strict=True))
     out["accuracy"] = round(right / len(test), 4)  # an unreadable photo counts as wrong
     if model.unknown is not None:

@@ -206,3 +206,17 @@ def test_its_detector_is_not_replaced_by_one_fitted_on_fashion_photos(
     assert result.exit_code == 2, result.output
     assert "has classes of its own" in result.output and "Traceback" not in result.output
     assert (out / "model.json").read_bytes() == before
+
+
+def test_eval_on_fashion_mnist_is_refused_for_a_model_of_its_own_classes(
+    trained: tuple[Path, dict[str, list[bytes]]],
+) -> None:
+    from vitrine.cli.app import app
+    from vitrine.settings import SAMPLE_FASHION_DIR
+
+    out, _ = trained
+    result = CliRunner().invoke(
+        app, ["eval", "--model", str(out), "--data", str(SAMPLE_FASHION_DIR), "--no-hnsw"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "classes of its own" in result.output and "--images DIR" in result.output
