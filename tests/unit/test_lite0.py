@@ -31,6 +31,14 @@ def _png(kind: str, i: int, rng: np.random.Generator) -> bytes:
     return buf.getvalue()
 
 
+def _catalog(root: Path, rng: np.random.Generator) -> Path:
+    for kind in KINDS:
+        (root / "catalog" / kind).mkdir(parents=True)
+        for i in range(9):
+            (root / "catalog" / kind / f"{i}.png").write_bytes(_png(kind, i, rng))
+    return root / "catalog"
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, list[bytes]]]:
     """A lite0 model trained by the CLI on 9 photos of each kind, and photos it never saw."""
@@ -38,10 +46,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, l
 
     root = tmp_path_factory.mktemp("lite0")
     rng = np.random.default_rng(7)
-    for kind in KINDS:
-        (root / "catalog" / kind).mkdir(parents=True)
-        for i in range(9):
-            (root / "catalog" / kind / f"{i}.png").write_bytes(_png(kind, i, rng))
+    _catalog(root, rng)
     unseen = {kind: [_png(kind, i, rng) for i in range(6)] for kind in (*KINDS, STRANGER)}
     out = root / "model"
     result = CliRunner().invoke(
@@ -170,8 +175,8 @@ def test_the_detector_threshold_is_set_on_photos_it_did_not_learn_from() -> None
     [
         (["--backbone", "lite0", "--weights", "w.h5"], "lite0 reads its ImageNet weights"),
         (["--weights", "w.h5"], "--weights is for --backbone MobileNetV3Small"),
-        (["--backbone", "resnet9000"], "lite0 (the default for --data), cnn, MobileNetV3Small"),
-        (["--input-size", "1000"], "32 to 512"),
+        (["--backbone", "resnet9000"], "cnn (the default for --data), lite0, MobileNetV3Small"),
+        (["--backbone", "lite0", "--input-size", "1000"], "32 to 512"),
     ],
 )
 def test_a_wrong_backbone_request_is_refused_before_any_work(
@@ -220,3 +225,34 @@ def test_eval_on_fashion_mnist_is_refused_for_a_model_of_its_own_classes(
     )
     assert result.exit_code == 2, result.output
     assert "classes of its own" in result.output and "--images DIR" in result.output
+
+
+def test_a_cnn_of_its_own_classes_gets_a_detector_that_runs_beside_it(tmp_path: Path) -> None:
+    """`--backbone cnn` (the default): the detector is fitted on the same photos' object
+    views and served with a backbone of its own, as the shipped model's is."""
+    from vitrine.cli.app import app
+    from vitrine.pipeline.inference.model import load_model_dir
+
+    rng = np.random.default_rng(8)
+    data = _catalog(tmp_path, rng)
+    out = tmp_path / "cnn"
+    result = CliRunner().invoke(
+        app, ["train", "--data", str(data), "--out", str(out), "--epochs", "2", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    spec = json.loads((out / "model.json").read_text())
+    assert spec["input"] == {"size": 28, "channels": 1} and spec["training"]["backbone"] is None
+    assert "features" not in spec["unknown"] and spec["unknown"]["view_size"] == 160
+    assert spec["unknown"]["reference_photos"] == 27
+    model = load_model_dir(out)
+    assert not model.is_lite0 and model.view_size == 160
+    photos = [_png(STRANGER, i, rng) for i in range(6)] + [_png("mug", i, rng) for i in range(6)]
+    batch = prepare_batch(
+        range(len(photos)),
+        photos.__getitem__,
+        model.spec.preprocess,
+        ImageLimits(max_bytes=1 << 24, max_pixels=1 << 24),
+        view_size=model.view_size,
+    )
+    flagged = [bool(p.unknown) for p in model.predict(batch.arrays, views=batch.views)]
+    assert sum(flagged[:6]) >= 5 and sum(flagged[6:]) <= 1, flagged
