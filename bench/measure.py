@@ -58,11 +58,13 @@ class PhotoWork:
         """The work for the model in `model_dir`, read without loading it (no TensorFlow
         before a fork)."""
         from vitrine.pipeline.inference.model import read_spec
-        from vitrine.pipeline.inference.unknown import UNKNOWN_FILE, VIEW_SIZE
+        from vitrine.pipeline.inference.unknown import FEATURES_FROM_MODEL, UNKNOWN_FILE, VIEW_SIZE
 
         spec = read_spec(model_dir)
         if not spec.unknown or not (model_dir / UNKNOWN_FILE).is_file():
             return cls(spec.preprocess, limits, None)
+        if spec.unknown.get("features") == FEATURES_FROM_MODEL:  # a lite0 model: its forward
+            return cls(spec.preprocess, limits, None)  # pass scores it, no view beside it
         view = int(spec.unknown.get("view_size", VIEW_SIZE))
         return cls(spec.preprocess, limits, view, model_dir)
 

@@ -256,3 +256,15 @@ def test_a_cnn_of_its_own_classes_gets_a_detector_that_runs_beside_it(tmp_path: 
     )
     flagged = [bool(p.unknown) for p in model.predict(batch.arrays, views=batch.views)]
     assert sum(flagged[:6]) >= 5 and sum(flagged[6:]) <= 1, flagged
+
+
+def test_the_ingest_bench_does_the_work_a_worker_does_for_it(
+    trained: tuple[Path, dict[str, list[bytes]]],
+) -> None:
+    """No object view beside the model input and no detector of its own in the pool: the
+    forward pass scores it (the bench once called a backbone the detector does not have)."""
+    from vitrine.bench.measure import PhotoWork
+
+    out, _ = trained
+    work = PhotoWork.of_model(out, ImageLimits(max_bytes=1 << 24, max_pixels=1 << 24))
+    assert work.view_size is None and work.detector_dir is None and work.spec.view
