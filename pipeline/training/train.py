@@ -30,7 +30,7 @@ from vitrine.pipeline.inference.model import (
     build_resnet,
     save_model_dir,
 )
-from vitrine.pipeline.training import fitting, precision
+from vitrine.pipeline.training import fitting, lite0, precision
 from vitrine.pipeline.training.augment import Augmentation, augment
 from vitrine.pipeline.training.datasets import FashionMNIST
 from vitrine.pipeline.training.photo_views import PhotoViews, photo_views
@@ -393,9 +393,12 @@ def train_folder(
 ) -> ModelSpec:
     """Train on a merchant's own taxonomy (already preprocessed arrays).
 
-    With a backbone and weights file, the backbone is fine-tuned; otherwise the default
-    CNN is trained from scratch at the spec's input size. The arrays are model input
-    already, so they are not augmented (`augment` works on stored uint8 items).
+    With a backbone and weights file, the backbone is fine-tuned; with `lite0`, heads are
+    trained on EfficientNet-Lite0's features and saved on the backbone, with the model's
+    own unknown detector (`vitrine.pipeline.training.lite0`);
+    otherwise the default CNN is trained from scratch at the spec's input size. The arrays
+    are model input already, so they are not augmented (`augment` works on stored uint8
+    items).
     """
 
     def build() -> Any:
@@ -415,14 +418,28 @@ def train_folder(
             embedding_dim=config.embedding_dim,
         )
 
-    return _train(
-        images,
+    x = images
+    serve: Callable[[Any], Any] = _as_is
+    recipe: dict[str, Any] = {
+        "recipe": "folder",
+        "backbone": backbone,
+        "weights_file": Path(weights_path).name if weights_path else None,
+    }
+    heads_on_lite0 = None
+    if lite0.is_lite0(backbone):
+        heads_on_lite0 = lite0.lite0_recipe(
+            images,
+            num_classes=len(class_names),
+            size=int(preprocess.size),
+            embedding_dim=config.embedding_dim,
+            log=log,
+        )
+        x, build, serve = heads_on_lite0.features, heads_on_lite0.build, heads_on_lite0.serve
+        recipe = heads_on_lite0.recipe
+    spec = _train(
+        x,
         labels,
-        recipe={
-            "recipe": "folder",
-            "backbone": backbone,
-            "weights_file": Path(weights_path).name if weights_path else None,
-        },
+        recipe=recipe,
         labels=tuple(class_names),
         preprocess=preprocess,
         build=build,
@@ -434,4 +451,10 @@ def train_folder(
         log=log,
         verbose=verbose,
         resume=resume,
+        serve=serve,
+    )
+    if heads_on_lite0 is None:
+        return spec
+    return lite0.own_detector(
+        spec, out_dir, heads_on_lite0.features, seed=config.seed, from_model=True, log=log
     )
