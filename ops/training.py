@@ -21,11 +21,11 @@ from vitrine.ops.data import fashion_mnist
 from vitrine.ops.errors import UserError
 from vitrine.pipeline.inference.batch import failure_reason, prepare_batch
 from vitrine.pipeline.inference.model import KERAS_BACKBONES, LITE0, backbone_key, read_spec
-from vitrine.pipeline.training import precision
+from vitrine.pipeline.training import own_detector, precision
 from vitrine.pipeline.training.augment import Augmentation
 from vitrine.pipeline.training.datasets import load_labelled_folder
 from vitrine.pipeline.training.fitting import CHECKPOINT_DIR
-from vitrine.pipeline.training.lite0 import VIEW_SIZE, is_lite0, own_detector, view_features
+from vitrine.pipeline.training.lite0 import VIEW_SIZE, is_lite0
 from vitrine.pipeline.training.lite0 import preprocess_spec as lite0_preprocess_spec
 from vitrine.pipeline.training.photo_views import PhotoViews
 from vitrine.pipeline.training.train import (
@@ -289,10 +289,10 @@ def _train_on_folder(
     if lite0:  # its detector reads its own features, fitted as it trained
         return trained
     assert batch.views is not None
-    return own_detector(
+    return own_detector.fit_and_save(
         trained,
         req.out,
-        view_features(batch.views, log),
+        own_detector.view_features(batch.views, log),
         seed=config.seed,
         from_model=False,
         log=log,

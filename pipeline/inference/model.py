@@ -12,6 +12,7 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -323,7 +324,7 @@ class LoadedModel:
         joined = [np.concatenate(parts[name]) for name in wants]
         return joined[0], joined[1], joined[2] if self.is_lite0 else None
 
-    @property
+    @cached_property
     def is_lite0(self) -> bool:
         """A lite0 model (`build_lite0_model`): run by XNNPACK, its features in its output."""
         return any(layer.name == LITE0_FEATURES for layer in self.keras_model.layers)

@@ -30,7 +30,7 @@ from vitrine.pipeline.inference.model import (
     build_resnet,
     save_model_dir,
 )
-from vitrine.pipeline.training import fitting, lite0, precision
+from vitrine.pipeline.training import fitting, lite0, own_detector, precision
 from vitrine.pipeline.training.augment import Augmentation, augment
 from vitrine.pipeline.training.datasets import FashionMNIST
 from vitrine.pipeline.training.photo_views import PhotoViews, photo_views
@@ -455,6 +455,6 @@ def train_folder(
     )
     if heads_on_lite0 is None:
         return spec
-    return lite0.own_detector(
+    return own_detector.fit_and_save(
         spec, out_dir, heads_on_lite0.features, seed=config.seed, from_model=True, log=log
     )

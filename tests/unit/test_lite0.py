@@ -16,7 +16,7 @@ from vitrine.pipeline.inference import unknown
 from vitrine.pipeline.inference.batch import prepare_batch
 from vitrine.pipeline.inference.preprocess import object_view, prepare_photo, view_input
 from vitrine.pipeline.synthetic.foreign import make_foreign_photo
-from vitrine.pipeline.training import lite0
+from vitrine.pipeline.training import lite0, own_detector
 from vitrine.pipeline.types import ImageLimits
 
 KINDS = ("mug", "clock", "apple")  # the merchant's taxonomy
@@ -160,8 +160,8 @@ def test_the_detector_threshold_is_set_on_photos_it_did_not_learn_from() -> None
         return unknown._normalised(centres[rng.integers(0, 6, n)] + 0.05 * rng.normal(size=(n, 64)))
 
     known = near(600)
-    centroids, threshold = lite0.fit_detector(known, seed=1)
-    assert len(centroids) == lite0.centroid_count(600) == 300
+    centroids, threshold = own_detector.fit_detector(known, seed=1)
+    assert len(centroids) == own_detector.centroid_count(600) == 300
     fresh = 1.0 - (near(4000) @ centroids.T).max(axis=1)
     assert 0.005 <= float((fresh > threshold).mean()) <= 0.05
     in_sample = np.quantile(1.0 - (known @ centroids.T).max(axis=1), 1 - unknown.TARGET_RATE)
