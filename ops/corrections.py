@@ -43,7 +43,7 @@ from vitrine.pipeline.training.corrections import (
 )
 from vitrine.pipeline.training.datasets import DEBIAN_DIR
 from vitrine.pipeline.training.fitting import environment
-from vitrine.pipeline.types import FASHION_MNIST_LABELS, ModelSpec
+from vitrine.pipeline.types import ModelSpec
 
 if TYPE_CHECKING:
     from vitrine.pipeline.inference.model import LoadedModel
@@ -88,7 +88,7 @@ def train_on_corrections(ctx: Context, req: CorrectionsRequest, *, log: Log) -> 
         rows = repository.latest_corrections(conn)
     _enough(len(rows), "in label_corrections")
     base = load_model_dir(base_dir)
-    if base.spec.labels != FASHION_MNIST_LABELS:
+    if not base.spec.is_fashion_mnist:
         raise UserError(
             f"{base.spec.key} is not a Fashion-MNIST model; --corrections replays "
             "Fashion-MNIST so that the model does not forget, and needs its ten labels"

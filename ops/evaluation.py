@@ -35,7 +35,7 @@ from vitrine.pipeline.inference.model import LoadedModel, load_model_dir
 from vitrine.pipeline.inference.preprocess import raw_to_model_input
 from vitrine.pipeline.synthetic.foreign import FOREIGN_LABEL
 from vitrine.pipeline.training.datasets import FashionMNIST
-from vitrine.pipeline.types import FASHION_MNIST_LABELS, ImageLimits
+from vitrine.pipeline.types import ImageLimits
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,7 @@ def evaluate(
             return result
         x, y = inputs.x[keep], inputs.y[keep]
     elif data is not None:
-        if spec.labels != FASHION_MNIST_LABELS:
+        if not spec.is_fashion_mnist:
             raise UserError(
                 f"{spec.key} has classes of its own, not Fashion-MNIST's: score it on your "
                 "photos with --images DIR (and --manifest CSV of file,label)"

@@ -31,7 +31,7 @@ from vitrine.ops.errors import UserError
 from vitrine.ops.photo_search import PhotoEmbedder
 from vitrine.ops.stored_photos import PhotoUnavailable, read_stored
 from vitrine.pipeline.training.datasets import DEBIAN_DIR
-from vitrine.pipeline.types import FASHION_MNIST_LABELS, UNKNOWN_LABEL, Prediction, PreprocessSpec
+from vitrine.pipeline.types import UNKNOWN_LABEL, Prediction, PreprocessSpec
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -235,7 +235,7 @@ def _explain(
     labels = model.spec.labels
     near: list[Neighbour] = []
     evidence: list[tuple[np.ndarray, str]] = []
-    if tuple(labels) == FASHION_MNIST_LABELS:
+    if model.spec.is_fashion_mnist:
         reference = training_reference(ctx, model, look.model.key)
         nearest = reference.nearest(prediction.embedding, NEIGHBOURS)
         near = [

@@ -25,7 +25,7 @@ from vitrine.pipeline.training import own_detector, precision
 from vitrine.pipeline.training.augment import Augmentation
 from vitrine.pipeline.training.datasets import load_labelled_folder
 from vitrine.pipeline.training.fitting import CHECKPOINT_DIR
-from vitrine.pipeline.training.lite0 import VIEW_SIZE, is_lite0
+from vitrine.pipeline.training.lite0 import LITE0_NAMES, VIEW_SIZE, is_lite0
 from vitrine.pipeline.training.lite0 import preprocess_spec as lite0_preprocess_spec
 from vitrine.pipeline.training.photo_views import PhotoViews
 from vitrine.pipeline.training.train import (
@@ -137,12 +137,12 @@ def _keras_backbone(backbone: str | None) -> bool:
 
 def _config(req: TrainRequest, *, resume: bool = False) -> TrainConfig:
     """Every check that needs no data, so a mistake costs nothing."""
-    if req.backbone and not is_lite0(req.backbone) and not _keras_backbone(req.backbone):
-        if backbone_key(req.backbone) != CNN:
-            raise UserError(
-                "--backbone is cnn (the default for --data), lite0, MobileNetV3Small or "
-                f"EfficientNetB0, not {req.backbone!r}"
-            )
+    known = (CNN, *LITE0_NAMES, *KERAS_BACKBONES)
+    if req.backbone and backbone_key(req.backbone) not in known:
+        raise UserError(
+            "--backbone is cnn (the default for --data), lite0, MobileNetV3Small or "
+            f"EfficientNetB0, not {req.backbone!r}"
+        )
     if req.weights and not _keras_backbone(req.backbone):
         raise UserError(
             "--weights is for --backbone MobileNetV3Small or EfficientNetB0 (lite0 reads its "

@@ -28,7 +28,7 @@ from vitrine.pipeline.inference.decode import BadImageError, decode
 from vitrine.pipeline.inference.model import read_spec
 from vitrine.pipeline.inference.preprocess import VIEW_SOURCE_SIDE, object_view
 from vitrine.pipeline.synthetic.photos import write_catalog
-from vitrine.pipeline.types import FASHION_MNIST_LABELS, ImageLimits
+from vitrine.pipeline.types import ImageLimits
 
 Log = Callable[[str], None]
 #: Seeds of the reference and the calibration photos (distinct: other items, other draws).
@@ -58,7 +58,7 @@ def calibrate(
     `view_size`: the object view's side the backbone reads (its cost grows with the
     square: docs/performance.md measures 96-160 px)."""
     check_model_dir(model_dir)
-    if read_spec(model_dir).labels != FASHION_MNIST_LABELS:
+    if not read_spec(model_dir).is_fashion_mnist:
         raise UserError(
             f"{model_dir} has classes of its own: calibrate-unknown fits a detector on photos "
             "of Fashion-MNIST items; `vitrine train --data DIR --backbone lite0` gives a "

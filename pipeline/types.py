@@ -100,6 +100,13 @@ class ModelSpec:
     unknown: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def is_fashion_mnist(self) -> bool:
+        """Whether the model knows Fashion-MNIST's ten classes (what its evaluation set,
+        its explanations' evidence, its detector's calibration and the corrections' replay
+        are made of), not a merchant's own (`vitrine train --data`)."""
+        return self.labels == FASHION_MNIST_LABELS
+
+    @property
     def key(self) -> str:
         """Unique name under which rows are stored: `name@version`."""
         return f"{self.name}@{self.version}"

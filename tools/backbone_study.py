@@ -145,6 +145,7 @@ def served(
     held-out photos of its classes and for `foreign` ones, and its CPU per photo."""
     from vitrine.ops.training import TrainRequest
     from vitrine.ops.training import train as run_training
+    from vitrine.pipeline.evaluation.shop_floor import roc_auc
     from vitrine.pipeline.inference.batch import prepare_batch
     from vitrine.pipeline.inference.model import load_model_dir
     from vitrine.settings import get_settings
@@ -187,13 +188,9 @@ def served(
         threshold = model.unknown.threshold
         out["unknown_false_rate"] = round(float((known > threshold).mean()), 4)
         out["unknown_recall"] = round(float((far > threshold).mean()), 4)
-        out["unknown_auroc"] = round(
-            float(
-                (far[:, None] > known[None, :]).mean()
-                + 0.5 * (far[:, None] == known[None, :]).mean()
-            ),
-            4,
-        )
+        both = np.concatenate([far, known])
+        is_foreign = np.arange(len(both)) < len(far)
+        out["unknown_auroc"] = round(roc_auc(both, is_foreign), 4)
         out["cpu_ms_per_photo"] = round(cost, 2)
     return out
 

@@ -297,7 +297,7 @@ class LoadedModel:
         {"probabilities", "embedding"}; traced on first use (about 0.5 s), then reused."""
         with self._lock:
             if self._compiled is None:
-                self._compiled = _compile(self.keras_model)
+                self._compiled = _compile(self.keras_model, lite0=self.is_lite0)
             return self._compiled
 
     def forward(self, batch: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -393,12 +393,12 @@ class LoadedModel:
         )
 
 
-def _compile(keras_model: Any) -> Any:
+def _compile(keras_model: Any, *, lite0: bool) -> Any:
     """`keras_model` in inference mode as one traced function (TensorFlow backend), or
     its eager call (other backends); a lite0 model by XNNPACK (`_lite_forward`)."""
     if _keras().backend.backend() != "tensorflow":
         return lambda x: keras_model(x, training=False)
-    if any(layer.name == LITE0_FEATURES for layer in keras_model.layers):
+    if lite0:
         return _lite_forward(keras_model)
     import tensorflow as tf
 

@@ -82,8 +82,6 @@ class Backbone:
 
     def features(self, views: np.ndarray) -> np.ndarray:
         """uint8 (n, size, size, 3) object views -> L2-normalised (n, 1280) features."""
-        if len(views) == 0:
-            return np.zeros((0, FEATURES), np.float32)
         return self.features_of_input((np.asarray(views, dtype=np.float32) - 127.0) / 128.0)
 
     def features_of_input(self, x: np.ndarray) -> np.ndarray:

@@ -38,9 +38,13 @@ Log = Callable[[str], None]
 VIEW_SIZE = unknown.VIEW_SIZE
 
 
+#: What `--backbone` may call this recipe, as `backbone_key` spells it.
+LITE0_NAMES = (LITE0, "efficientnetlite0")
+
+
 def is_lite0(backbone: str | None) -> bool:
     """Whether `--backbone` names this recipe (`lite0`, `efficientnet-lite0`, any case)."""
-    return backbone is not None and backbone_key(backbone) in (LITE0, "efficientnetlite0")
+    return backbone is not None and backbone_key(backbone) in LITE0_NAMES
 
 
 def preprocess_spec(input_size: int | None) -> PreprocessSpec:
